@@ -1,0 +1,51 @@
+# The two commands that matter: `make demo` and `make test`. Each sets itself up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RECS := $(VENV)/bin/recs
+DEMO_DIR ?= demo_out
+export OMP_NUM_THREADS ?= 2
+export OPENBLAS_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: venv demo test lint unit integration bench lock clean
+
+venv: $(VENV)/.installed
+
+# torch first: 2.13.0 is a local CPU wheel; anything unpinned would pull a multi-GB CUDA build.
+$(VENV)/.installed: requirements/lock.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -r requirements/lock.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+demo: venv
+	$(RECS) demo --workdir $(DEMO_DIR)
+
+lint: venv
+	$(VENV)/bin/ruff check src components pipelines predictors tests benchmarks
+
+test: venv lint
+	$(PY) -m pytest -q tests
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+integration: venv
+	$(PY) -m pytest -q tests/integration
+
+bench: venv
+	$(PY) benchmarks/run_all.py
+
+lock:
+	rm -rf /tmp/recs-lock && $(PYTHON) -m venv /tmp/recs-lock
+	/tmp/recs-lock/bin/pip install -q "torch==2.13.0" && /tmp/recs-lock/bin/pip install -q ".[kfp,serve,test]"
+	/tmp/recs-lock/bin/pip uninstall -y -q startup-recs
+	{ head -2 requirements/lock.txt; /tmp/recs-lock/bin/pip freeze | sed 's/+cpu$$//'; } > requirements/lock.new && mv requirements/lock.new requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,139 @@
+"""``recs``: the command line. Flags follow the legacy scripts (``generate_*_dataset``,
+``train_two_tower.py``, ``train_als_reverse.py``, ``train_ranker.py``).
+
+Each subcommand is declared here and dispatched lazily to one core function, so ``recs --help``
+stays fast and a missing optional dependency only affects the command that needs it. Any
+:class:`~startup_recs.errors.RecsError` becomes a one-line ``error: ...`` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from startup_recs import __version__
+from startup_recs.errors import RecsError
+
+Handler = Callable[[argparse.Namespace], int | None]
+USE_CASE_HELP = "startup_developer | startup_investor | developer_startup | investor_startup"
+
+
+def _lazy(module: str, func: str) -> Handler:
+    def run(args: argparse.Namespace) -> int | None:
+        import importlib
+
+        return getattr(importlib.import_module(f"startup_recs.{module}"), func)(args)
+
+    return run
+
+
+def _add_split_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split-at", default=None,
+                   help="test split timestamp (ISO-8601); default: --test-days before the last event")
+    p.add_argument("--test-days", type=float, default=14.0, help="test window when --split-at is not given")
+    p.add_argument("--val-days", type=float, default=14.0, help="validation window just before the split")
+
+
+# --- synth / extract (data in) ------------------------------------------------------------------
+def _synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="generate a synthetic marketplace with planted ground truth")
+    p.add_argument("--db", default="sqlite:///data/marketplace.db", help="SQLAlchemy URL or SQLite path")
+    p.add_argument("--size", choices=["tiny", "small", "demo", "bench"], default="small")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--oracle", default=None, help="where to write oracle.parquet (default: beside the DB)")
+    p.add_argument("--force", action="store_true", help="replace existing tables")
+    p.set_defaults(func=_lazy("synth", "cli_synth"))
+
+
+def _extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="app database or imported log -> validated Parquet snapshot")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--db", help="SQLAlchemy URL (postgresql+psycopg://..., sqlite:///file.db)")
+    src.add_argument("--events", help="an external interaction log (Parquet or CSV) to import")
+    p.add_argument("--out", required=True, help="snapshot directory (local path, file:// or s3://)")
+    p.add_argument("--since", default=None, help="append only events newer than this timestamp")
+    p.add_argument("--chunk-size", type=int, default=100_000, help="rows per streamed read")
+    p.add_argument("--use-case", default=None, help=f"with --events: {USE_CASE_HELP}")
+    p.add_argument("--entity-col", default="entity_id")
+    p.add_argument("--candidate-col", default="candidate_id")
+    p.add_argument("--time-col", default="ts")
+    p.add_argument("--event-col", default="event")
+    p.add_argument("--weight-col", default="weight")
+    p.add_argument("--entity-features", default=None, help="optional entity feature table (Parquet/CSV)")
+    p.add_argument("--candidate-features", default=None, help="optional candidate feature table")
+    p.add_argument("--event-weights", default=None, help="JSON object or file: event -> weight")
+    p.set_defaults(func=_lazy("extract", "cli_extract"))
+
+
+# --- datasets ------------------------------------------------------------------------------------
+def _dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dataset", help="build training datasets from a snapshot")
+    ds = p.add_subparsers(dest="dataset", required=True)
+
+    tt = ds.add_parser("two-tower", help="pairs with hard negatives (legacy generate_two_tower_dataset)")
+    tt.add_argument("--snapshot", required=True)
+    tt.add_argument("--use-case", required=True, help=USE_CASE_HELP)
+    tt.add_argument("--output", required=True, help=".parquet (default) or .csv")
+    tt.add_argument("--negative-samples", type=int, default=5)
+    tt.add_argument("--min-interactions", type=int, default=1)
+    tt.add_argument("--seed", type=int, default=0)
+    _add_split_flags(tt)
+    tt.set_defaults(func=_lazy("datasets.two_tower", "cli_build"))
+
+    als = ds.add_parser("als", help="sparse entity x candidate matrix (legacy generate_als_dataset)")
+    als.add_argument("--snapshot", required=True)
+    als.add_argument("--use-case", required=True, help=USE_CASE_HELP)
+    als.add_argument("--output-dir", required=True)
+    als.add_argument("--min-interactions", type=int, default=1)
+    als.add_argument("--fit-window", choices=["train", "trainval"], default="trainval",
+                     help="events before the validation start (train) or before --split-at (trainval)")
+    _add_split_flags(als)
+    als.set_defaults(func=_lazy("datasets.als", "cli_build"))
+
+    rk = ds.add_parser("ranker", help="pairs with inverse-propensity weights (legacy generate_ranker_dataset)")
+    rk.add_argument("--snapshot", required=True)
+    rk.add_argument("--use-case", required=True, help=USE_CASE_HELP)
+    rk.add_argument("--output", required=True, help=".parquet (default) or .csv")
+    rk.add_argument("--neg-ratio", type=float, default=2.0)
+    rk.add_argument("--propensity-clip", type=float, default=0.05, help="lower clip of the propensity")
+    rk.add_argument("--seed", type=int, default=0)
+    _add_split_flags(rk)
+    rk.set_defaults(func=_lazy("datasets.ranker", "cli_build"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recs", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"recs {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in REGISTRY:
+        add(sub)
+    return parser
+
+
+# Sections are registered in this order; later issues append theirs (train, evaluate, tune,
+# serve, pipeline, demo) as functions of the same shape.
+REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except RecsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The four use cases and what each one means for tables, ids and artifact names.
+
+Reverse use cases (``startup_developer``, ``startup_investor``): the *entity* is a startup and
+the *candidates* are users of one role; events come from ``startup_interactions``.
+Forward twins (``developer_startup``, ``investor_startup``): the entity is a user of one role and
+the candidates are startups; events come from ``user_interactions``.
+
+Artifact names follow the legacy system: reverse use cases carry ``_reverse``
+(``two_tower_reverse_v1_best.pth``, ``als_interactions_reverse.npz``); forward ones drop it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from startup_recs.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class UseCase:
+    name: str
+    direction: str  # "reverse" | "forward"
+    entity_kind: str  # "startup" | "developer" | "investor"
+    candidate_kind: str
+    interactions_table: str  # "startup_interactions" | "user_interactions"
+    positive_events: tuple[str, ...]  # events that count as a positive (ranker labels, eval relevance)
+    model_name: str  # KServe model name, e.g. "startup-developer"
+    route: str  # legacy REST route template
+
+    @property
+    def suffix(self) -> str:
+        """``"_reverse"`` for reverse use cases, ``""`` for forward ones (legacy artifact names)."""
+        return "_reverse" if self.direction == "reverse" else ""
+
+    @property
+    def entity_is_startup(self) -> bool:
+        return self.entity_kind == "startup"
+
+    @property
+    def user_role(self) -> str:
+        """The user role on the other side of the startup (developer or investor)."""
+        return self.candidate_kind if self.entity_is_startup else self.entity_kind
+
+    def artifact(self, stem: str) -> str:
+        """Legacy artifact name: ``artifact("two_tower") -> "two_tower_reverse"``."""
+        return f"{stem}{self.suffix}"
+
+
+USE_CASES: dict[str, UseCase] = {
+    u.name: u
+    for u in (
+        UseCase("startup_developer", "reverse", "startup", "developer", "startup_interactions",
+                ("contact", "apply_received"), "startup-developer",
+                "/api/recommendations/developers/for-startup/{id}"),
+        UseCase("startup_investor", "reverse", "startup", "investor", "startup_interactions",
+                ("contact",), "startup-investor",
+                "/api/recommendations/investors/for-startup/{id}"),
+        UseCase("developer_startup", "forward", "developer", "startup", "user_interactions",
+                ("apply", "contact"), "developer-startup",
+                "/api/recommendations/startups/for-developer/{id}"),
+        UseCase("investor_startup", "forward", "investor", "startup", "user_interactions",
+                ("contact",), "investor-startup",
+                "/api/recommendations/startups/for-investor/{id}"),
+    )
+}
+REVERSE_USE_CASES = ("startup_developer", "startup_investor")
+
+
+def get_use_case(name: str) -> UseCase:
+    """Look up a use case by name; a one-line :class:`ConfigError` lists the valid names."""
+    try:
+        return USE_CASES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown use case {name!r}; expected one of: {', '.join(USE_CASES)}"
+        ) from None
