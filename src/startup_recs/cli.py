@@ -103,6 +103,70 @@ def _dataset(sub: argparse._SubParsersAction) -> None:
     rk.set_defaults(func=_lazy("datasets.ranker", "cli_build"))
 
 
+# --- training (two-tower: E1, ALS: E2, ranker: E3) ---------------------------------------------
+def _train_two_tower(tr: argparse._SubParsersAction) -> None:
+    p = tr.add_parser("two-tower", help="two-tower retrieval model (legacy train_two_tower.py)")
+    p.add_argument("--data", required=True, help="two-tower dataset Parquet (recs dataset two-tower)")
+    p.add_argument("--use-case", default=None, help=USE_CASE_HELP)
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--embedding-dim", type=int, default=128)
+    p.add_argument("--output-dir", default="models")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--resume", action="store_true", help="continue from the _latest checkpoint")
+    p.add_argument("--evaluate", action="store_true", help="evaluate a saved model instead of training")
+    p.add_argument("--model", default=None, help="with --evaluate: checkpoint .pth")
+    p.add_argument("--config", default=None, help="with --evaluate: config .json")
+    p.set_defaults(func=_lazy("train.two_tower", "cli_train"))
+
+
+def _train_als(tr: argparse._SubParsersAction) -> None:
+    p = tr.add_parser("als", help="implicit-feedback ALS (legacy train_als_reverse.py)")
+    p.add_argument("--data", required=True, help="als_interactions*.npz")
+    p.add_argument("--user-mapping", required=True, help="entity id -> row JSON")
+    p.add_argument("--item-mapping", required=True, help="candidate id -> column JSON")
+    p.add_argument("--use-case", required=True, help=USE_CASE_HELP)
+    p.add_argument("--factors", type=int, default=128)
+    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--regularization", type=float, default=0.01)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--output-dir", default="models")
+    p.add_argument("--model-name", default=None, help="default als{_reverse}_v1")
+    p.set_defaults(func=_lazy("train.als", "cli_train"))
+
+
+def _train_ranker(tr: argparse._SubParsersAction) -> None:
+    p = tr.add_parser("ranker", help="neural re-ranker (legacy train_ranker.py)")
+    p.add_argument("--data", required=True, help="ranker dataset Parquet (recs dataset ranker)")
+    p.add_argument("--use-case", default=None, help=USE_CASE_HELP)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--output-dir", default="models", help="also where the retrievers' models are read")
+    p.set_defaults(func=_lazy("train.ranker", "cli_train"))
+
+
+def _train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model")
+    tr = p.add_subparsers(dest="model_kind", required=True)
+    for add in (_train_two_tower, _train_als, _train_ranker):
+        add(tr)
+
+
+# --- evaluation (E2) -----------------------------------------------------------------------------
+def _evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="ranking metrics of every model and the routed system")
+    p.add_argument("--snapshot", required=True)
+    p.add_argument("--models", required=True, help="models directory")
+    p.add_argument("--use-case", required=True, help=USE_CASE_HELP)
+    p.add_argument("--k", default="10,20,50", help="comma-separated cut-offs")
+    p.add_argument("--out", required=True, help="where metrics.json, report.md and plots go")
+    p.add_argument("--oracle", default=None, help="oracle.parquet from recs synth (optional)")
+    _add_split_flags(p)
+    p.set_defaults(func=_lazy("evaluate", "cli_evaluate"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recs", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"recs {__version__}")
@@ -115,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sections are registered in this order; later issues append theirs (train, evaluate, tune,
 # serve, pipeline, demo) as functions of the same shape.
-REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset]
+REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset, _train, _evaluate]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
