@@ -1,0 +1,1 @@
+"""Online serving core: retrieval, routing, ranking, request rules and hot reload (no KServe here)."""

@@ -1,0 +1,223 @@
+"""Request parsing, validation and response shapes of the online API (no web framework here).
+
+The predictor (``predictors/``) is a thin KServe adapter: it hands the raw parts of a request
+(path id, query string, V1 JSON body, V2 tensors) to these functions and maps
+:class:`InvalidRequest` to HTTP 400. Keeping them here makes every rule testable as plain Python
+and shared by the legacy routes, V1 and V2, so the three protocols cannot drift apart.
+
+Rules (issue 5): ``limit`` is an integer in ``[1, 100]``, default 10, never silently capped; an
+entity id is a non-empty string of at most :data:`MAX_ID_CHARS` characters; a V1 body holds
+``{"instances": [{<id field>: str, "limit"?: int}, ...]}`` with no other keys; a V2 request holds
+``entity_id`` BYTES ``[n]`` and an optional ``limit`` INT32 ``[1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from startup_recs.errors import RecsError
+from startup_recs.usecases import UseCase
+
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 100
+MAX_BATCH = 256  # entities per V1/V2 request
+MAX_ID_CHARS = 256
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: far above any valid request (256 ids x 256 chars + JSON)
+V2_INT_TYPES = ("INT32", "INT64")  # INT32 per the contract; INT64 because many clients default to it
+
+
+class InvalidRequest(RecsError):
+    """The request is malformed (HTTP 400); the message names the field and the problem."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One recommendation question: ``entity_id`` wants ``limit`` candidates."""
+
+    entity_id: str
+    limit: int
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A V2 input tensor, decoded by the adapter: ``data`` is a flat sequence or numpy array."""
+
+    name: str
+    datatype: str
+    shape: Sequence[int]
+    data: Any
+
+
+def id_fields(use_case: UseCase) -> tuple[str, ...]:
+    """Accepted names of the entity id in a V1 instance: ``startup_id``/``user_id`` or ``entity_id``."""
+    kind = "startup_id" if use_case.entity_is_startup else "user_id"
+    return (kind, "entity_id")
+
+
+def parse_limit(raw: object, *, field: str = "limit") -> int:
+    """``limit`` from a query string (str) or JSON (int); ``None`` means the default of 10.
+
+    Raises :class:`InvalidRequest` for a bool, float, non-numeric string or a value outside
+    ``[1, MAX_LIMIT]``: an out-of-range limit is an error, never silently capped.
+    """
+    if raw is None:
+        return DEFAULT_LIMIT
+    if isinstance(raw, bool):
+        raise InvalidRequest(f"{field} must be an integer, got a boolean")
+    if isinstance(raw, str):
+        text = raw.strip()
+        if not text.lstrip("+-").isdigit() or len(text) > 12:
+            raise InvalidRequest(f"{field} must be an integer, got {raw[:20]!r}")
+        value = int(text)
+    elif isinstance(raw, int | np.integer):
+        value = int(raw)
+    else:
+        raise InvalidRequest(f"{field} must be an integer, got {type(raw).__name__}")
+    if not 1 <= value <= MAX_LIMIT:
+        raise InvalidRequest(f"{field} must be between 1 and {MAX_LIMIT}, got {value}")
+    return value
+
+
+def parse_entity_id(raw: object, *, field: str = "entity_id") -> str:
+    """A non-empty id string of at most :data:`MAX_ID_CHARS` characters (bytes are UTF-8 decoded)."""
+    if isinstance(raw, bytes | np.bytes_):
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"{field} is not valid UTF-8") from None
+    if not isinstance(raw, str):
+        raise InvalidRequest(f"{field} must be a string, got {type(raw).__name__}")
+    if not raw or len(raw) > MAX_ID_CHARS or raw != raw.strip():
+        raise InvalidRequest(f"{field} must be a non-empty string of at most {MAX_ID_CHARS} characters "
+                             "without surrounding spaces")
+    return raw
+
+
+def parse_v1(body: object, use_case: UseCase) -> list[Query]:
+    """The queries of a V1 ``:predict`` body ``{"instances": [{"startup_id": "...", "limit": 10}]}``."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequest("body must be a JSON object with an 'instances' list")
+    extra = set(body) - {"instances"}
+    if extra:
+        raise InvalidRequest(f"unexpected field(s) in body: {', '.join(sorted(map(str, extra)))}")
+    instances = body.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise InvalidRequest("'instances' must be a non-empty list")
+    if len(instances) > MAX_BATCH:
+        raise InvalidRequest(f"at most {MAX_BATCH} instances per request, got {len(instances)}")
+    names = id_fields(use_case)
+    queries = []
+    for i, inst in enumerate(instances):
+        if not isinstance(inst, Mapping):
+            raise InvalidRequest(f"instances[{i}] must be an object with {names[0]!r}")
+        present = [n for n in names if n in inst]
+        if len(present) != 1:
+            raise InvalidRequest(f"instances[{i}] needs exactly one of {', '.join(map(repr, names))}")
+        extra = set(inst) - {present[0], "limit"}
+        if extra:
+            raise InvalidRequest(f"instances[{i}] has unexpected field(s): {', '.join(sorted(map(str, extra)))}")
+        queries.append(Query(parse_entity_id(inst[present[0]], field=f"instances[{i}].{present[0]}"),
+                             parse_limit(inst.get("limit"), field=f"instances[{i}].limit")))
+    return queries
+
+
+def _shape(t: Tensor) -> list[int]:
+    if not isinstance(t.shape, list | tuple) or not all(
+        isinstance(d, int | np.integer) and not isinstance(d, bool) for d in t.shape
+    ):
+        raise InvalidRequest(f"input {t.name!r}: shape must be a list of integers")
+    return [int(d) for d in t.shape]
+
+
+def _flat(t: Tensor) -> list:
+    data = t.data
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).tolist()
+    if not isinstance(data, list | tuple):
+        raise InvalidRequest(f"input {t.name!r}: data must be a list")
+    flat: list = []
+    stack = [iter(data)]
+    while stack:  # nested JSON lists are allowed by the V2 protocol; flatten row-major
+        for x in stack[-1]:
+            if isinstance(x, list | tuple):
+                stack.append(iter(x))
+                break
+            flat.append(x)
+        else:
+            stack.pop()
+    return flat
+
+
+def parse_v2(inputs: Iterable[Tensor]) -> tuple[list[str], int]:
+    """``(entity_ids, limit)`` of a V2 request: ``entity_id`` BYTES ``[n]``, optional ``limit`` INT32 ``[1]``."""
+    by_name: dict[str, Tensor] = {}
+    for t in inputs:
+        if t.name in by_name:
+            raise InvalidRequest(f"input {t.name!r} given twice")
+        by_name[t.name] = t
+    extra = set(by_name) - {"entity_id", "limit"}
+    if extra:
+        raise InvalidRequest(f"unexpected input(s): {', '.join(sorted(extra))}; expected entity_id[, limit]")
+    ent = by_name.get("entity_id")
+    if ent is None:
+        raise InvalidRequest("missing input 'entity_id' (BYTES, shape [n])")
+    if ent.datatype != "BYTES":
+        raise InvalidRequest(f"input 'entity_id' must be BYTES, got {ent.datatype}")
+    shape = _shape(ent)
+    if len(shape) != 1 or not 1 <= shape[0] <= MAX_BATCH:
+        raise InvalidRequest(f"input 'entity_id' must have shape [n] with 1 <= n <= {MAX_BATCH}, got {shape}")
+    values = _flat(ent)
+    if len(values) != shape[0]:
+        raise InvalidRequest(f"input 'entity_id' has {len(values)} elements but shape {shape}")
+    ids = [parse_entity_id(v, field=f"entity_id[{i}]") for i, v in enumerate(values)]
+    limit = DEFAULT_LIMIT
+    lim = by_name.get("limit")
+    if lim is not None:
+        if lim.datatype not in V2_INT_TYPES:
+            raise InvalidRequest(f"input 'limit' must be INT32, got {lim.datatype}")
+        if _shape(lim) != [1]:
+            raise InvalidRequest(f"input 'limit' must have shape [1], got {list(lim.shape)}")
+        flat = _flat(lim)
+        if len(flat) != 1:
+            raise InvalidRequest(f"input 'limit' has {len(flat)} elements but shape [1]")
+        if isinstance(flat[0], float) and flat[0].is_integer():  # a JSON 10.0 decoded by the client
+            flat[0] = int(flat[0])
+        limit = parse_limit(flat[0])
+    return ids, limit
+
+
+def v2_outputs(answers: Sequence[Mapping[str, Any]], limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The V2 output tensors of answers from ``Recommender.recommend``.
+
+    Returns ``candidate_ids`` (object array of ``bytes`` [n, limit]), ``scores`` (float32
+    [n, limit]) and ``route`` (object array of ``bytes`` [n], the answer's ``method_used``).
+    A row with fewer than ``limit`` candidates is padded with ``b""`` ids and NaN scores, so the
+    tensor stays rectangular and padding can never be mistaken for a real candidate.
+    """
+    n = len(answers)
+    ids = np.full((n, limit), b"", dtype=object)
+    scores = np.full((n, limit), np.nan, dtype=np.float32)
+    routes = np.empty(n, dtype=object)
+    for i, ans in enumerate(answers):
+        cands = ans["candidates"][:limit]
+        ids[i, : len(cands)] = [str(c["id"]).encode() for c in cands]
+        scores[i, : len(cands)] = [float(c["score"]) for c in cands]
+        routes[i] = str(ans["method_used"]).encode()
+    return ids, scores, routes
+
+
+def legacy_response(answer: Mapping[str, Any], use_case: UseCase) -> dict[str, Any]:
+    """The JSON object of the legacy routes and of each V1 prediction: the recommender's answer
+    plus ``use_case``. Scores become plain floats (non-finite ones ``None``) so any JSON encoder works."""
+    out = dict(answer)
+    out["use_case"] = use_case.name
+    out["candidates"] = [
+        {**c, "score": (float(c["score"]) if math.isfinite(float(c["score"])) else None)}
+        for c in answer["candidates"]
+    ]
+    return out
