@@ -1,0 +1,139 @@
+"""Item-to-item retrieval: closed-form EASE where its n x n solve fits in memory, item-kNN beyond.
+
+EASE (Steck, 2019): with the entity x candidate matrix X (n_e x n_c), ``G = XᵀX + λI``,
+``P = G⁻¹``, ``B = -P / diag(P)`` with ``diag(B) = 0``; an entity's scores are ``x @ B``.
+It needs two dense float32 n_c x n_c matrices (G, then P overwritten into B) plus LAPACK's
+workspace, about ``3 * 4 * n_c²`` bytes: :func:`ease_max_candidates` turns a memory budget into
+the largest candidate count (4 GiB -> 18,918 candidates). Beyond it, item-kNN from ``implicit``
+(cosine or BM25 similarity, K neighbours) keeps a sparse n_c x n_c similarity instead.
+
+Artifacts (``<name>`` defaults to ``item2item{sfx}_v1``): ``<name>_config.json``,
+``<name>_weights.npy`` (EASE, dense [n_c, n_c] float32) or ``<name>_similarity.npz`` (kNN, CSR),
+and the candidate mapping ``<name>_item_mapping.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from startup_recs.errors import ModelFitError
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_CELL = 3 * 4  # G and P/B as float32 plus LAPACK workspace, per n_c² cell
+DEFAULT_EASE_BUDGET = 4 * 1024**3
+
+
+def ease_max_candidates(memory_bytes: int = DEFAULT_EASE_BUDGET) -> int:
+    """Largest candidate count whose EASE solve fits in ``memory_bytes``."""
+    return int(math.isqrt(memory_bytes // BYTES_PER_CELL))
+
+
+@dataclass
+class Item2ItemConfig:
+    use_case: str
+    method: str = "auto"  # auto | ease | cosine | bm25
+    lam: float = 200.0  # EASE L2 strength
+    neighbours: int = 100  # item-kNN K
+    binary: bool = True  # fit on X > 0 rather than summed event weights
+    memory_budget: int = DEFAULT_EASE_BUDGET
+    n_candidates: int = 0
+    chosen: str = ""
+    fit_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def fit_ease(x: sp.csr_matrix, lam: float) -> np.ndarray:
+    """EASE weights ``B`` [n_c, n_c] float32 from the entity x candidate matrix ``x``."""
+    g = (x.T @ x).toarray().astype(np.float32)
+    g[np.diag_indices_from(g)] += np.float32(lam)
+    p = np.linalg.inv(g)
+    del g
+    d = np.diag(p).copy()
+    p /= -d[None, :]
+    p[np.diag_indices_from(p)] = 0.0
+    if not np.isfinite(p).all():
+        raise ModelFitError("EASE produced non-finite weights; raise --lam")
+    return p
+
+
+def fit_knn(x: sp.csr_matrix, method: str, neighbours: int) -> sp.csr_matrix:
+    """Item-kNN similarity [n_c, n_c] (CSR float32) from ``implicit.nearest_neighbours``."""
+    from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+
+    cls = {"cosine": CosineRecommender, "bm25": BM25Recommender}[method]
+    model = cls(K=neighbours, num_threads=1)
+    model.fit(x.tocsr().astype(np.float32), show_progress=False)
+    return sp.csr_matrix(model.similarity, dtype=np.float32)
+
+
+class Item2ItemModel:
+    """Scores entities by the candidates they interacted with: ``history @ W``."""
+
+    def __init__(self, config: Item2ItemConfig, weights: np.ndarray | sp.csr_matrix):
+        self.config = config
+        self.weights = weights
+
+    @classmethod
+    def fit(cls, x: sp.csr_matrix, config: Item2ItemConfig) -> Item2ItemModel:
+        t0 = time.perf_counter()
+        x = sp.csr_matrix(x, dtype=np.float32)
+        if config.binary:
+            x.data[:] = 1.0
+        n_c = x.shape[1]
+        method = config.method
+        if method == "auto":
+            method = "ease" if n_c <= ease_max_candidates(config.memory_budget) else "bm25"
+        elif method == "ease" and n_c > ease_max_candidates(config.memory_budget):
+            raise ModelFitError(
+                f"EASE over {n_c} candidates needs ~{BYTES_PER_CELL * n_c * n_c / 1e9:.1f} GB, over the "
+                f"{config.memory_budget / 1e9:.1f} GB budget (max {ease_max_candidates(config.memory_budget)}); "
+                "use --method cosine|bm25")
+        weights = fit_ease(x, config.lam) if method == "ease" else fit_knn(x, method, config.neighbours)
+        config.chosen, config.n_candidates = method, n_c
+        config.fit_seconds = round(time.perf_counter() - t0, 3)
+        log.info("item2item: %s over %d candidates in %.1fs", method, n_c, config.fit_seconds)
+        return cls(config, weights)
+
+    def score(self, history: sp.csr_matrix) -> np.ndarray:
+        """Scores [n, n_c] float32 for entities whose (binarised) histories are ``history`` [n, n_c]."""
+        h = sp.csr_matrix(history, dtype=np.float32)
+        if self.config.binary:
+            h.data[:] = 1.0
+        out = h @ self.weights
+        return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float32)
+
+    def save(self, output_dir: str | Path, name: str, item_mapping: dict[str, int]) -> list[Path]:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [out / f"{name}_config.json", out / f"{name}_item_mapping.json"]
+        if isinstance(self.weights, np.ndarray):
+            paths.append(out / f"{name}_weights.npy")
+            np.save(paths[-1], self.weights)
+        else:
+            paths.append(out / f"{name}_similarity.npz")
+            sp.save_npz(paths[-1], self.weights)
+        paths[0].write_text(json.dumps({**asdict(self.config), "name": name}, indent=2))
+        paths[1].write_text(json.dumps(item_mapping))
+        return paths
+
+    @classmethod
+    def load(cls, models_dir: str | Path, name: str) -> tuple[Item2ItemModel, dict[str, int]]:
+        d = Path(models_dir)
+        raw = json.loads((d / f"{name}_config.json").read_text())
+        raw.pop("name", None)
+        config = Item2ItemConfig(**raw)
+        if (d / f"{name}_weights.npy").exists():
+            weights: np.ndarray | sp.csr_matrix = np.load(d / f"{name}_weights.npy", allow_pickle=False)
+        else:
+            weights = sp.load_npz(d / f"{name}_similarity.npz").tocsr()
+        mapping = json.loads((d / f"{name}_item_mapping.json").read_text())
+        return cls(config, weights), mapping
