@@ -1,0 +1,535 @@
+"""The one feature code of the platform: feature specs, the encoder, and entity-candidate matches.
+
+Shared by the dataset builders, the two-tower towers, the content-based cold start, the ranker and
+serving's ``match_reasons``, so training and serving can never disagree on a vocabulary or a
+feature definition.
+
+- :class:`FeatureSpec` names a kind's columns by type: *categorical* (one string), *multi*
+  (a list of strings), *numeric* (a float, optionally log1p'd, always standardised).
+  :data:`SPECS` holds the app database's kinds; :func:`infer_spec` reads an imported table.
+- :class:`FeatureEncoder` is fitted on the TRAIN window only and turns a feature frame into
+  int64 / float32 arrays a model eats. Index 0 always means unknown (or padding); the id
+  vocabulary follows the same rule, so an id never seen in training maps to 0 and the model
+  falls back to its feature-only part. It saves as JSON, never pickle.
+- :func:`match_features` scores how an entity and its candidates fit each other (skills overlap,
+  sector/stage/location match, check size vs funding) as a dense float32 matrix, vectorised over
+  hundreds of candidates per request; :func:`match_reasons` turns the same computation into short
+  strings like ``"skills: python, ml"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from startup_recs.errors import ModelMismatchError
+from startup_recs.usecases import UseCase, get_use_case
+
+FORMAT = "startup_recs.features/1"
+MAX_MULTI_LEN = 32  # cap of a multi-valued column's padded width
+
+
+# --- specs -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which columns of a feature table are categorical, multi-valued or numeric.
+
+    ``log1p`` lists the numeric columns transformed by ``log1p`` before standardising
+    (money amounts span orders of magnitude).
+    """
+
+    kind: str
+    categorical: tuple[str, ...] = ()
+    multi: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
+    log1p: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.categorical, *self.multi, *self.numeric]
+
+    @property
+    def empty(self) -> bool:
+        return not self.columns
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "categorical": list(self.categorical), "multi": list(self.multi),
+                "numeric": list(self.numeric), "log1p": list(self.log1p)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
+        return cls(kind=d["kind"], categorical=tuple(d.get("categorical", ())), multi=tuple(d.get("multi", ())),
+                   numeric=tuple(d.get("numeric", ())), log1p=tuple(d.get("log1p", ())))
+
+
+SPECS: dict[str, FeatureSpec] = {
+    "startup": FeatureSpec("startup", categorical=("sector", "stage", "location"), multi=("skills_needed",),
+                           numeric=("funding_usd",), log1p=("funding_usd",)),
+    "developer": FeatureSpec("developer", categorical=("location",), multi=("skills",),
+                             numeric=("experience_years",)),
+    "investor": FeatureSpec("investor", categorical=("location",), multi=("sectors", "stages"),
+                            numeric=("check_size_usd",), log1p=("check_size_usd",)),
+}
+NO_FEATURES = FeatureSpec("none")
+
+
+def _is_listlike(v: Any) -> bool:
+    return isinstance(v, list | tuple | np.ndarray)
+
+
+def infer_spec(df: pd.DataFrame | None, kind: str = "imported") -> FeatureSpec:
+    """Spec of an imported feature table: lists -> multi, numbers -> numeric, strings -> categorical.
+
+    Strings holding ``|`` (a list written to CSV) are multi-valued. Non-negative numbers spanning
+    more than three orders of magnitude are log1p'd. Timestamps and all-null columns are skipped.
+    """
+    if df is None:
+        return NO_FEATURES
+    cat, multi, num, log = [], [], [], []
+    for col in df.columns:
+        s = df[col]
+        nonnull = s.dropna()
+        if not len(nonnull):
+            continue
+        if pd.api.types.is_bool_dtype(s):
+            cat.append(col)
+        elif pd.api.types.is_numeric_dtype(s):
+            num.append(col)
+            lo, hi = float(nonnull.min()), float(nonnull.max())
+            if lo >= 0 and hi > 1000 * max(float(nonnull.median()), 1.0):
+                log.append(col)
+        elif pd.api.types.is_datetime64_any_dtype(s):
+            continue
+        elif _is_listlike(nonnull.iloc[0]) or nonnull.astype(str).str.contains("|", regex=False).any():
+            multi.append(col)
+        else:
+            cat.append(col)
+    return FeatureSpec(kind, tuple(cat), tuple(multi), tuple(num), tuple(log))
+
+
+def spec_for(df: pd.DataFrame | None, kind: str) -> FeatureSpec:
+    """The app database spec of ``kind`` when ``df`` has its columns, else one inferred from ``df``."""
+    if df is None:
+        return NO_FEATURES
+    known = SPECS.get(kind)
+    if known is not None and set(known.columns) <= set(df.columns):
+        return known
+    return infer_spec(df, kind)
+
+
+# --- value helpers -----------------------------------------------------------------------------------
+def _as_lists(s: pd.Series) -> pd.Series:
+    """Lists per row; ``"a|b"`` strings (lists written to CSV) are split; scalars become 1-lists."""
+    def conv(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.split("|") if v else []
+        return v
+
+    if s.dtype == object and len(s) and s.map(lambda v: isinstance(v, str)).any():
+        return s.map(conv)
+    return s
+
+
+def _exploded(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(row position, token string) of every non-null token of a multi-valued column, deduplicated."""
+    s = _as_lists(s.reset_index(drop=True))
+    ex = s.explode()
+    ex = ex[ex.notna()]
+    if not len(ex):
+        return np.zeros(0, np.int64), np.zeros(0, dtype=object)
+    frame = pd.DataFrame({"r": ex.index.to_numpy(np.int64), "t": ex.astype(str).to_numpy()})
+    frame = frame.drop_duplicates()
+    return frame["r"].to_numpy(np.int64), frame["t"].to_numpy(dtype=object)
+
+
+def _strings(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(not-null mask, values as str) of a categorical column."""
+    mask = s.notna().to_numpy()
+    vals = s.astype(object).where(mask, "").astype(str).to_numpy(dtype=object)
+    return mask, vals
+
+
+# --- encoder ----------------------------------------------------------------------------------------
+@dataclass
+class FeatureEncoder:
+    """Vocabularies and numeric statistics of one side (entities or candidates).
+
+    ``ids[i]`` has index ``i + 1``; ``vocab[col][i]`` has index ``i + 1``; 0 = unknown / padding.
+    ``numeric[col] = {"mean", "std", "log1p"}``; ``max_len[col]`` is a multi column's padded width.
+    """
+
+    spec: FeatureSpec
+    ids: list[str] = field(default_factory=list)
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+    numeric: dict[str, dict[str, float | bool]] = field(default_factory=dict)
+    max_len: dict[str, int] = field(default_factory=dict)
+    _index: dict[str, pd.Index] = field(default_factory=dict, repr=False, compare=False)
+
+    # --- fit --------------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, df: pd.DataFrame | None, spec: FeatureSpec | None = None, *, ids: Iterable[Any] | None = None,
+            min_count: int = 1, max_multi_len: int = MAX_MULTI_LEN) -> FeatureEncoder:
+        """Fit on the TRAIN window's rows.
+
+        ``df``: raw feature columns indexed by id (or None: id-only). ``ids``: the id vocabulary,
+        normally the ids with training interactions; default ``df.index``. Only rows of ``df``
+        whose id is in ``ids`` feed the vocabularies and statistics, so a value seen only on an
+        entity that never trained stays unknown (its embedding would be untrained anyway).
+        """
+        spec = spec if spec is not None else spec_for(df, "imported")
+        if ids is None:
+            ids = [] if df is None else df.index
+        id_list = sorted({str(i) for i in ids})
+        enc = cls(spec=spec, ids=id_list)
+        if df is None or spec.empty:
+            return enc
+        missing = [c for c in spec.columns if c not in df.columns]
+        if missing:
+            raise ModelMismatchError(f"feature table lacks column(s) {missing} of spec {spec.kind!r}")
+        rows = df[df.index.astype(str).isin(id_list)] if id_list else df.iloc[:0]
+        for col in spec.categorical:
+            mask, vals = _strings(rows[col])
+            counts = pd.Series(vals[mask]).value_counts()
+            enc.vocab[col] = _ordered(counts, min_count)
+        for col in spec.multi:
+            r, toks = _exploded(rows[col])
+            counts = pd.Series(toks).value_counts()
+            enc.vocab[col] = _ordered(counts, min_count)
+            width = int(np.bincount(r).max()) if len(r) else 1
+            enc.max_len[col] = max(1, min(width, max_multi_len))
+        for col in spec.numeric:
+            x = _numeric(rows[col], col in spec.log1p)
+            x = x[np.isfinite(x)]
+            mean = float(x.mean()) if len(x) else 0.0
+            std = float(x.std()) if len(x) > 1 else 1.0
+            enc.numeric[col] = {"mean": mean, "std": std if std > 1e-12 else 1.0, "log1p": col in spec.log1p}
+        return enc
+
+    # --- transform --------------------------------------------------------------------------------
+    def _idx(self, name: str, values: list[str]) -> pd.Index:
+        if name not in self._index:
+            self._index[name] = pd.Index(values, dtype=object)
+        return self._index[name]
+
+    def encode_ids(self, ids: Iterable[Any]) -> np.ndarray:
+        """int64 [n]: index of each id (1..n_ids), 0 for an id unseen in training."""
+        values = pd.Index(np.asarray(list(ids) if not isinstance(ids, np.ndarray | pd.Index | pd.Series) else ids,
+                                     dtype=object)).astype(str)
+        return (self._idx("__id__", self.ids).get_indexer(values) + 1).astype(np.int64)
+
+    def transform(self, df: pd.DataFrame | None, ids: Iterable[Any] | None = None) -> dict[str, np.ndarray]:
+        """Arrays for rows ``ids`` (default ``df.index``): ``{"id": int64 [n], col: ...}``.
+
+        categorical -> int64 [n]; multi -> int64 [n, max_len] (0-padded, unknown tokens dropped);
+        numeric -> float32 [n] standardised, 0 where missing. Ids absent from ``df`` get unknown
+        features (all zeros).
+        """
+        if ids is None:
+            if df is None:
+                raise ValueError("transform needs ids when there is no feature table")
+            ids = df.index
+        ids = pd.Index(np.asarray(ids, dtype=object)).astype(str)
+        out: dict[str, np.ndarray] = {"id": self.encode_ids(ids)}
+        if self.spec.empty:
+            return out
+        if df is None:
+            rows = pd.DataFrame(index=ids, columns=self.spec.columns, dtype=object)
+        else:
+            src = df if df.index.dtype == object else df.set_axis(df.index.astype(str))
+            rows = src.reindex(ids) if not src.index.equals(ids) else src
+        n = len(ids)
+        for col in self.spec.categorical:
+            mask, vals = _strings(rows[col])
+            code = self._idx(col, self.vocab[col]).get_indexer(vals) + 1
+            out[col] = np.where(mask, code, 0).astype(np.int64)
+        for col in self.spec.multi:
+            width = self.max_len[col]
+            arr = np.zeros((n, width), np.int64)
+            r, toks = _exploded(rows[col])
+            code = self._idx(col, self.vocab[col]).get_indexer(toks) + 1
+            keep = code > 0
+            r, code = r[keep], code[keep]
+            if len(r):
+                pos = pd.Series(r).groupby(r).cumcount().to_numpy()
+                ok = pos < width
+                arr[r[ok], pos[ok]] = code[ok]
+            out[col] = arr
+        for col in self.spec.numeric:
+            st = self.numeric[col]
+            x = _numeric(rows[col], bool(st["log1p"]))
+            z = (x - st["mean"]) / st["std"]
+            out[col] = np.where(np.isfinite(z), z, 0.0).astype(np.float32)
+        return out
+
+    # --- sizes --------------------------------------------------------------------------------------
+    @property
+    def n_ids(self) -> int:
+        """Rows of an id embedding table (including index 0 = unknown)."""
+        return len(self.ids) + 1
+
+    def sizes(self) -> dict[str, int]:
+        """Embedding rows per categorical/multi column (including index 0)."""
+        return {c: len(v) + 1 for c, v in self.vocab.items()}
+
+    # --- JSON -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "spec": self.spec.to_dict(), "ids": self.ids, "vocab": self.vocab,
+                "numeric": self.numeric, "max_len": self.max_len}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureEncoder:
+        if d.get("format") != FORMAT:
+            raise ModelMismatchError(f"not a feature encoder of format {FORMAT!r} (got {d.get('format')!r})")
+        return cls(spec=FeatureSpec.from_dict(d["spec"]), ids=list(d["ids"]),
+                   vocab={k: list(v) for k, v in d["vocab"].items()},
+                   numeric={k: dict(v) for k, v in d["numeric"].items()},
+                   max_len={k: int(v) for k, v in d["max_len"].items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> FeatureEncoder:
+        return cls.from_dict(json.loads(text))
+
+
+def _ordered(counts: pd.Series, min_count: int) -> list[str]:
+    """Vocabulary by descending count, ties by value (deterministic)."""
+    kept = counts[counts >= min_count]
+    frame = pd.DataFrame({"v": kept.index.astype(str), "c": kept.to_numpy()})
+    return frame.sort_values(["c", "v"], ascending=[False, True], kind="stable")["v"].tolist()
+
+
+def _numeric(s: pd.Series, log1p: bool) -> np.ndarray:
+    x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.log1p(np.clip(x, 0.0, None)) if log1p else x
+
+
+def save_encoders(uri: str, entity: FeatureEncoder, candidate: FeatureEncoder, **extra: Any) -> None:
+    """Write ``{"entity": ..., "candidate": ...}`` (the datasets' ``_vocab.json``) atomically."""
+    from startup_recs import storage
+
+    storage.write_json(uri, {"entity": entity.to_dict(), "candidate": candidate.to_dict(), **extra})
+
+
+def load_encoders(uri: str) -> tuple[FeatureEncoder, FeatureEncoder]:
+    """Read a ``_vocab.json`` written by :func:`save_encoders`: (entity encoder, candidate encoder)."""
+    from startup_recs import storage
+
+    d = storage.read_json(uri)
+    return FeatureEncoder.from_dict(d["entity"]), FeatureEncoder.from_dict(d["candidate"])
+
+
+# --- match features ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Term:
+    """One match computation between a startup-side column and a user-side column.
+
+    ``compute(S, U, n)`` -> list of float arrays [n], named ``names``; ``reason(S1, U1, values)``
+    -> a short string or None for one pair, from that pair's computed values.
+    """
+
+    names: tuple[str, ...]
+    needs_s: str
+    needs_u: str
+    compute: Callable[[pd.Series, pd.Series, int], list[np.ndarray]]
+    reason: Callable[[Any, Any, np.ndarray], str | None]
+
+
+def _bcast(x: np.ndarray, n: int) -> np.ndarray:
+    return np.broadcast_to(x, (n,)) if len(x) == 1 and n != 1 else x
+
+
+def _multi_matrices(a: pd.Series, b: pd.Series) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    ra, ta = _exploded(a)
+    rb, tb = _exploded(b)
+    codes, uniq = pd.factorize(np.concatenate([ta, tb]).astype(object))
+    t = max(len(uniq), 1)
+    ma = sp.csr_matrix((np.ones(len(ra), np.float32), (ra, codes[:len(ta)])), shape=(len(a), t))
+    mb = sp.csr_matrix((np.ones(len(rb), np.float32), (rb, codes[len(ta):])), shape=(len(b), t))
+    return ma, mb
+
+
+def _overlap(a: pd.Series, b: pd.Series, n: int) -> list[np.ndarray]:
+    """|A∩B|, Jaccard, |A∩B|/|A| per row (A = startup side, e.g. skills needed)."""
+    ma, mb = _multi_matrices(a, b)
+    if ma.shape[0] == 1 and n != 1:
+        ov = np.asarray(mb @ ma.T.toarray()).ravel()
+    elif mb.shape[0] == 1 and n != 1:
+        ov = np.asarray(ma @ mb.T.toarray()).ravel()
+    else:
+        ov = np.asarray(ma.multiply(mb).sum(axis=1)).ravel()
+    na = _bcast(np.diff(ma.indptr).astype(np.float64), n)
+    nb = _bcast(np.diff(mb.indptr).astype(np.float64), n)
+    union = na + nb - ov
+    jac = np.divide(ov, union, out=np.zeros(n), where=union > 0)
+    cov = np.divide(ov, na, out=np.zeros(n), where=na > 0)
+    return [ov, jac, cov]
+
+
+def _in_set(a: pd.Series, b: pd.Series, n: int) -> list[np.ndarray]:
+    """1 where the startup's categorical value is in the user's list (e.g. sector in sectors)."""
+    mask, vals = _strings(a)
+    mask, vals = _bcast(mask, n), _bcast(vals, n)
+    rb, tb = _exploded(b)
+    if len(b) == n:
+        hit = tb == vals[rb]
+        out = np.bincount(rb[hit], minlength=n) > 0
+    else:  # one user row against many startups
+        out = pd.Series(vals).isin(tb).to_numpy()
+    return [(out & mask).astype(np.float64)]
+
+
+def _same(a: pd.Series, b: pd.Series, n: int) -> list[np.ndarray]:
+    ma, va = _strings(a)
+    mb, vb = _strings(b)
+    ma, va, mb, vb = (_bcast(x, n) for x in (ma, va, mb, vb))
+    return [(ma & mb & (va == vb)).astype(np.float64)]
+
+
+def _check_fit(a: pd.Series, b: pd.Series, n: int) -> list[np.ndarray]:
+    """Investor check size vs startup funding: log ratio and a fit flag (check 1%-50% of the raise)."""
+    f = _bcast(_numeric(a, False), n)
+    c = _bcast(_numeric(b, False), n)
+    ok = (f > 0) & (c > 0)
+    ratio = np.divide(c, f, out=np.zeros(n), where=ok)
+    logr = np.log(np.where(ok, ratio, 1.0))
+    fit = ok & (ratio >= CHECK_FIT[0]) & (ratio <= CHECK_FIT[1])
+    return [np.where(ok, logr, 0.0), fit.astype(np.float64)]
+
+
+CHECK_FIT = (0.01, 0.5)  # a check between 1% and 50% of the startup's funding "fits"
+
+
+def _fmt_usd(x: float) -> str:
+    return f"${x / 1e6:.1f}M" if x >= 1e6 else f"${x / 1e3:.0f}k"
+
+
+def _reason_overlap(label: str) -> Callable[[Any, Any, np.ndarray], str | None]:
+    def reason(s: Any, u: Any, v: np.ndarray) -> str | None:
+        if v[0] <= 0:
+            return None
+        common = sorted(set(_as_lists(pd.Series([s])).iloc[0]) & set(_as_lists(pd.Series([u])).iloc[0]))
+        shown = ", ".join(str(x) for x in common[:3]) + (", ..." if len(common) > 3 else "")
+        return f"{label}: {shown}"
+    return reason
+
+
+def _reason_in_set(label: str) -> Callable[[Any, Any, np.ndarray], str | None]:
+    return lambda s, u, v: f"{label}: {s}" if v[0] > 0 else None
+
+
+def _reason_same(label: str) -> Callable[[Any, Any, np.ndarray], str | None]:
+    return lambda s, u, v: f"same {label}: {s}" if v[0] > 0 else None
+
+
+def _reason_check(s: Any, u: Any, v: np.ndarray) -> str | None:
+    return f"check size {_fmt_usd(float(u))} fits funding {_fmt_usd(float(s))}" if v[1] > 0 else None
+
+
+# Terms per user role, (startup column, user column). Order fixes the feature matrix's columns.
+TERMS: dict[str, list[_Term]] = {
+    "developer": [
+        _Term(("skills_overlap", "skills_jaccard", "skills_coverage"), "skills_needed", "skills",
+              _overlap, _reason_overlap("skills")),
+        _Term(("same_location",), "location", "location", _same, _reason_same("location")),
+    ],
+    "investor": [
+        _Term(("sector_match",), "sector", "sectors", _in_set, _reason_in_set("sector")),
+        _Term(("stage_match",), "stage", "stages", _in_set, _reason_in_set("stage")),
+        _Term(("same_location",), "location", "location", _same, _reason_same("location")),
+        _Term(("check_log_ratio", "check_fit"), "funding_usd", "check_size_usd", _check_fit, _reason_check),
+    ],
+}
+
+
+def _generic_terms(s: pd.DataFrame, u: pd.DataFrame) -> list[_Term]:
+    """Imported tables: compare same-named columns (categorical equality, list overlap)."""
+    terms = []
+    for col in [c for c in s.columns if c in u.columns]:
+        sa, ua = s[col].dropna(), u[col].dropna()
+        if not len(sa) or not len(ua):
+            continue
+        if pd.api.types.is_numeric_dtype(sa) or pd.api.types.is_numeric_dtype(ua):
+            continue
+        listy = _is_listlike(sa.iloc[0]) or _is_listlike(ua.iloc[0]) or \
+            sa.astype(str).str.contains("|", regex=False).any() or ua.astype(str).str.contains("|", regex=False).any()
+        if listy:
+            terms.append(_Term((f"{col}_overlap", f"{col}_jaccard", f"{col}_coverage"), col, col,
+                               _overlap, _reason_overlap(col)))
+        else:
+            terms.append(_Term((f"same_{col}",), col, col, _same, _reason_same(col)))
+    return terms
+
+
+def _sides(uc: UseCase, entity: Any, candidates: pd.DataFrame | None
+           ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, int]:
+    n = 0 if candidates is None else len(candidates)
+    if entity is None or candidates is None:
+        return None, None, n
+    ent = entity.to_frame().T if isinstance(entity, pd.Series) else entity
+    if len(ent) not in (1, n):
+        raise ValueError(f"entity frame has {len(ent)} rows; expected 1 or one per candidate ({n})")
+    ent = ent.reset_index(drop=True)
+    cand = candidates.reset_index(drop=True)
+    return (ent, cand, n) if uc.entity_is_startup else (cand, ent, n)
+
+
+def _terms_for(uc: UseCase, s: pd.DataFrame, u: pd.DataFrame) -> list[_Term]:
+    known = TERMS.get(uc.user_role, [])
+    if known and all(t.needs_s in s.columns and t.needs_u in u.columns for t in known):
+        return known
+    present = [t for t in known if t.needs_s in s.columns and t.needs_u in u.columns]
+    return present or _generic_terms(s, u)
+
+
+def match_features(use_case: str | UseCase, entity: pd.Series | pd.DataFrame | None,
+                   candidates: pd.DataFrame | None) -> tuple[np.ndarray, list[str]]:
+    """How well each candidate fits the entity: float32 [n_candidates, k] and the k feature names.
+
+    ``entity`` is one raw feature row (a Series) or a frame row-aligned with ``candidates``
+    (one entity per candidate, for scoring many pairs at once). Raw columns as the snapshot's
+    feature views give them. Developer use cases: skills overlap / Jaccard / coverage of the
+    startup's needs, same location. Investor: sector in the investor's sectors, stage in stages,
+    same location, log(check / funding) and a fit flag. Imported tables: same-named columns.
+    Without features (id-only) the matrix is ``[n, 0]``.
+    """
+    uc = use_case if isinstance(use_case, UseCase) else get_use_case(use_case)
+    s, u, n = _sides(uc, entity, candidates)
+    if s is None or u is None or n == 0:
+        return np.zeros((n, 0), np.float32), []
+    cols, names = [], []
+    for term in _terms_for(uc, s, u):
+        for name, arr in zip(term.names, term.compute(s[term.needs_s], u[term.needs_u], n), strict=True):
+            cols.append(np.asarray(arr, np.float64))
+            names.append(name)
+    if not cols:
+        return np.zeros((n, 0), np.float32), []
+    return np.stack(cols, axis=1).astype(np.float32), names
+
+
+def match_reasons(use_case: str | UseCase, entity_row: pd.Series | None,
+                  candidate_row: pd.Series | None) -> list[str]:
+    """Short human reasons for one pair, from the same terms as :func:`match_features`.
+
+    E.g. ``["skills: ml, python", "same location: Berlin"]``; empty without features.
+    """
+    uc = use_case if isinstance(use_case, UseCase) else get_use_case(use_case)
+    if entity_row is None or candidate_row is None:
+        return []
+    s, u, n = _sides(uc, entity_row, candidate_row.to_frame().T)
+    if s is None or u is None:
+        return []
+    out = []
+    for term in _terms_for(uc, s, u):
+        values = np.array([float(np.asarray(a)[0]) for a in term.compute(s[term.needs_s], u[term.needs_u], 1)])
+        text = term.reason(s[term.needs_s].iloc[0], u[term.needs_u].iloc[0], values)
+        if text:
+            out.append(text)
+    return out
