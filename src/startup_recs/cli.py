@@ -133,6 +133,10 @@ def _train_als(tr: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--output-dir", default="models")
     p.add_argument("--model-name", default=None, help="default als{_reverse}_v1")
+    p.add_argument("--weighting", choices=["linear", "binary", "log", "bm25"], default="linear",
+                   help="confidence = 1 + alpha * f(weight)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=_lazy("train.als", "cli_train"))
 
 

@@ -1,0 +1,307 @@
+"""Implicit-feedback ALS (Hu, Koren & Volinsky 2008) through the ``implicit`` library.
+
+Replaces the legacy ``train_als_reverse.py``, which ran TruncatedSVD under the name ALS. Same
+flags, same artifact names:
+
+    <name>_user_factors.npy   float32 [n_entities, factors]   (entities = the "users" of ALS)
+    <name>_item_factors.npy   float32 [n_candidates, factors]
+    <name>_user_mapping.json  entity id -> row
+    <name>_item_mapping.json  candidate id -> row
+    <name>_config.json        hyperparameters, use case, shapes, diagnostics, per-iteration history
+
+Confidence: ``C = 1 + alpha * f(w)`` on observed cells (1 elsewhere, implicit's convention),
+where ``w`` is the summed event weight of the pair and ``f`` the weighting scheme: ``linear``
+(``w``), ``binary`` (1), ``log`` (``log1p(w)``) or ``bm25`` (implicit's BM25 weighting of the
+rows). We build ``C`` ourselves and pass it to implicit with its own ``alpha=1`` so the formula is
+explicit in one place (implicit would otherwise compute ``alpha * w`` without the 1).
+
+CPU or GPU implementation is picked once by :func:`make_backend`; BLAS thread pools are limited
+to one thread during the fit as implicit advises (its CPU solver parallelises itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from startup_recs import storage
+from startup_recs.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
+from startup_recs.usecases import get_use_case
+
+log = logging.getLogger(__name__)
+
+WEIGHTINGS = ("linear", "binary", "log", "bm25")
+
+
+@dataclass
+class ALSConfig:
+    """Hyperparameters (legacy flag names). ``device``: ``auto`` uses implicit's GPU class when
+    ``implicit.gpu.HAS_CUDA``, ``cpu``/``cuda`` force one (``cuda`` without CUDA is an error)."""
+
+    factors: int = 128
+    iterations: int = 10
+    regularization: float = 0.01
+    alpha: float = 1.0
+    weighting: str = "linear"
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0  # implicit CPU solver threads; 0 = all cores
+    track_loss: bool = True
+
+    def validate(self) -> ALSConfig:
+        if self.factors < 1 or self.iterations < 1:
+            raise ConfigError("--factors and --iterations must be >= 1")
+        if self.regularization < 0 or self.alpha < 0:
+            raise ConfigError("--regularization and --alpha must be >= 0")
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"unknown weighting {self.weighting!r}; expected one of: {', '.join(WEIGHTINGS)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"unknown device {self.device!r}; expected auto, cpu or cuda")
+        return self
+
+
+def confidence(matrix: sp.spmatrix, alpha: float, weighting: str = "linear") -> sp.csr_matrix:
+    """``1 + alpha * f(w)`` on the stored cells of ``matrix`` (``float32`` CSR, same pattern).
+
+    Zero or negative stored weights are dropped first (they carry no positive preference).
+    """
+    if weighting not in WEIGHTINGS:
+        raise ConfigError(f"unknown weighting {weighting!r}; expected one of: {', '.join(WEIGHTINGS)}")
+    m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    m.data[~np.isfinite(m.data)] = 0
+    m.data[m.data < 0] = 0
+    m.eliminate_zeros()
+    if weighting == "binary":
+        m.data[:] = 1.0
+    elif weighting == "log":
+        m.data = np.log1p(m.data)
+    elif weighting == "bm25":
+        from implicit.nearest_neighbours import bm25_weight
+
+        m = sp.csr_matrix(bm25_weight(m), dtype=np.float32)
+    m.data = (1.0 + alpha * m.data).astype(np.float32)
+    return m
+
+
+def make_backend(config: ALSConfig) -> Any:
+    """The implicit ALS object, CPU or GPU class, chosen once from ``config.device``."""
+    import implicit.cpu.als
+    import implicit.gpu
+
+    use_gpu = config.device == "cuda" or (config.device == "auto" and implicit.gpu.HAS_CUDA)
+    if config.device == "cuda" and not implicit.gpu.HAS_CUDA:
+        raise ConfigError("--device cuda: implicit was built without CUDA or no GPU is visible")
+    common = dict(factors=config.factors, regularization=config.regularization, alpha=1.0,
+                  iterations=config.iterations, calculate_training_loss=config.track_loss,
+                  random_state=config.seed)
+    if use_gpu:
+        import implicit.gpu.als
+
+        return implicit.gpu.als.AlternatingLeastSquares(**common)
+    return implicit.cpu.als.AlternatingLeastSquares(**common, num_threads=config.num_threads)
+
+
+@dataclass
+class ALSModel:
+    """Fitted factors and the id mappings that give their rows meaning."""
+
+    user_factors: np.ndarray  # float32 [n_entities, factors]
+    item_factors: np.ndarray  # float32 [n_candidates, factors]
+    user_ids: list[str]
+    item_ids: list[str]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def scores(self, rows: np.ndarray | list[int]) -> np.ndarray:
+        """``float32 [len(rows), n_candidates]`` = user factors of ``rows`` @ item factors.T."""
+        return self.user_factors[np.asarray(rows)] @ self.item_factors.T
+
+    def save(self, output_dir: str, name: str) -> dict[str, str]:
+        """Write the five legacy-named files (config last, so its presence means complete)."""
+        files = {
+            "user_factors": f"{name}_user_factors.npy",
+            "item_factors": f"{name}_item_factors.npy",
+            "user_mapping": f"{name}_user_mapping.json",
+            "item_mapping": f"{name}_item_mapping.json",
+        }
+        for key, arr in (("user_factors", self.user_factors), ("item_factors", self.item_factors)):
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+            storage.write_bytes(storage.join(output_dir, files[key]), buf.getvalue())
+        storage.write_json(storage.join(output_dir, files["user_mapping"]),
+                           {u: i for i, u in enumerate(self.user_ids)})
+        storage.write_json(storage.join(output_dir, files["item_mapping"]),
+                           {c: i for i, c in enumerate(self.item_ids)})
+        config = {**self.config, "model_name": name, "files": files}
+        storage.write_json(storage.join(output_dir, f"{name}_config.json"), config)
+        return files
+
+    @classmethod
+    def load(cls, output_dir: str, name: str) -> ALSModel:
+        config = storage.read_json(storage.join(output_dir, f"{name}_config.json"))
+
+        def npy(suffix: str) -> np.ndarray:
+            raw = storage.read_bytes(storage.join(output_dir, f"{name}_{suffix}.npy"))
+            return np.load(io.BytesIO(raw), allow_pickle=False)
+
+        def ids(suffix: str) -> list[str]:
+            mapping = storage.read_json(storage.join(output_dir, f"{name}_{suffix}_mapping.json"))
+            return [k for k, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+
+        return cls(npy("user_factors"), npy("item_factors"), ids("user"), ids("item"), config)
+
+
+def diagnostics(matrix: sp.csr_matrix, user_factors: np.ndarray, item_factors: np.ndarray,
+                seed: int = 0, max_cells: int = 200_000) -> dict[str, float]:
+    """The legacy diagnostics, defined for an implicit model.
+
+    On a sample of observed cells (preference 1) plus as many random cells (preference 0 unless
+    observed): ``reconstruction_mse`` = mean squared error of ``x_u . y_i`` against the
+    preference, ``explained_variance`` = 1 - MSE / variance of the preference. Costs
+    O(cells * factors). Ranking metrics (``recs evaluate``) are what decide models; these only
+    show the fit converged to something sensible.
+    """
+    rng = np.random.default_rng(seed)
+    coo = matrix.tocoo()
+    if coo.nnz == 0:
+        return {"reconstruction_mse": float("nan"), "explained_variance": float("nan")}
+    take = rng.choice(coo.nnz, size=min(coo.nnz, max_cells // 2), replace=False)
+    r_pos, c_pos = coo.row[take], coo.col[take]
+    r_neg = rng.integers(0, matrix.shape[0], size=len(take))
+    c_neg = rng.integers(0, matrix.shape[1], size=len(take))
+    rows, cols = np.concatenate([r_pos, r_neg]), np.concatenate([c_pos, c_neg])
+    target = (np.asarray(matrix[rows, cols]).ravel() > 0).astype(np.float64)
+    pred = np.einsum("ij,ij->i", user_factors[rows], item_factors[cols]).astype(np.float64)
+    mse = float(np.mean((target - pred) ** 2))
+    var = float(np.var(target))
+    return {"reconstruction_mse": mse, "explained_variance": 1.0 - mse / var if var > 0 else float("nan")}
+
+
+def fit_factors(conf: sp.csr_matrix, config: ALSConfig, *, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Run implicit ALS on a confidence matrix; ``(user_factors, item_factors, history)``.
+
+    Raises :class:`ModelFitError` when the factors are not finite (divergence, or NaN input).
+    """
+    from implicit.recommender_base import ModelFitError as ImplicitFitError
+    from threadpoolctl import threadpool_limits
+
+    history: list[dict] = []
+
+    def on_iteration(it: int, seconds: float, loss: float | None) -> None:
+        history.append({"iteration": it + 1, "seconds": float(seconds),
+                        "loss": None if loss is None else float(loss)})
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = make_backend(config)  # implicit checks the BLAS thread count when constructed
+        try:
+            model.fit(conf, show_progress=show_progress, callback=on_iteration)
+        except ImplicitFitError as exc:
+            raise ModelFitError(f"ALS diverged: {exc}") from None
+    if hasattr(model, "to_cpu"):
+        model = model.to_cpu()
+    users = np.asarray(model.user_factors, dtype=np.float32)
+    items = np.asarray(model.item_factors, dtype=np.float32)
+    if not (np.isfinite(users).all() and np.isfinite(items).all()):
+        raise ModelFitError("ALS produced NaN/inf factors (check the input weights and --regularization)")
+    return users, items, history
+
+
+def train_als(matrix: sp.spmatrix, user_ids: list[str], item_ids: list[str], config: ALSConfig,
+              *, use_case: str | None = None, show_progress: bool = False) -> ALSModel:
+    """Fit ALS on an entities x candidates weight matrix; returns the model with its config,
+    diagnostics and history. Raises :class:`DataError` for an empty or mis-shaped input and
+    :class:`ModelFitError` for NaN weights or diverged factors."""
+    config.validate()
+    m = sp.csr_matrix(matrix)
+    if m.shape != (len(user_ids), len(item_ids)):
+        raise DataError(f"ALS matrix shape {m.shape} does not match the mappings "
+                        f"({len(user_ids)} entities x {len(item_ids)} candidates)")
+    if m.nnz == 0:
+        raise DataError("ALS matrix has no interactions")
+    if not np.isfinite(m.data).all():
+        raise ModelFitError("ALS input has NaN/inf weights")
+    t0 = time.perf_counter()
+    conf = confidence(m, config.alpha, config.weighting)
+    users, items, history = fit_factors(conf, config, show_progress=show_progress)
+    fit_s = time.perf_counter() - t0
+    diag = diagnostics(conf, users, items, seed=config.seed)
+    log.info("ALS %dx%d nnz=%d factors=%d: %.2fs, reconstruction MSE %.4f, explained variance %.3f",
+             m.shape[0], m.shape[1], m.nnz, config.factors, fit_s,
+             diag["reconstruction_mse"], diag["explained_variance"])
+    cfg = {
+        "model": "implicit_als",
+        "use_case": use_case,
+        **asdict(config),
+        "confidence": "1 + alpha * f(w)",
+        "n_entities": int(m.shape[0]),
+        "n_candidates": int(m.shape[1]),
+        "nnz": int(m.nnz),
+        "fit_seconds": fit_s,
+        "diagnostics": diag,
+        "history": history,
+    }
+    return ALSModel(users, items, list(map(str, user_ids)), list(map(str, item_ids)), cfg)
+
+
+def load_matrix(data: str, user_mapping: str, item_mapping: str) -> tuple[sp.csr_matrix, list[str], list[str]]:
+    """Read the ALS dataset: the CSR ``.npz`` (no pickle) and the two id -> row mappings."""
+    for uri in (data, user_mapping, item_mapping):
+        if not storage.exists(uri):
+            raise DataError(f"{uri}: no such file")
+    try:
+        matrix = sp.load_npz(io.BytesIO(storage.read_bytes(data))).tocsr()
+    except (ValueError, OSError, KeyError) as exc:
+        raise DataError(f"{data}: not a scipy sparse .npz ({exc})") from None
+
+    def ids(uri: str) -> list[str]:
+        mapping = storage.read_json(uri)
+        if not isinstance(mapping, dict):
+            raise DataError(f"{uri}: expected a JSON object id -> row")
+        out = [str(k) for k, _ in sorted(mapping.items(), key=lambda kv: int(kv[1]))]
+        if sorted(int(v) for v in mapping.values()) != list(range(len(mapping))):
+            raise DataError(f"{uri}: rows must be 0..{len(mapping) - 1}")
+        return out
+
+    return matrix, ids(user_mapping), ids(item_mapping)
+
+
+def _dataset_use_case(data: str) -> str | None:
+    """The use case recorded beside the dataset (``als{sfx}_meta.json``), if any."""
+    parent = data.rsplit("/", 1)[0] if "/" in data else "."
+    for name in storage.listdir(parent):
+        if name.startswith("als") and name.endswith("_meta.json"):
+            meta = storage.read_json(storage.join(parent, name))
+            if isinstance(meta, dict) and meta.get("use_case"):
+                return str(meta["use_case"])
+    return None
+
+
+def cli_train(args: argparse.Namespace) -> int:
+    """``recs train als``: legacy flags, implicit ALS, artifacts named ``<model-name>_*``."""
+    uc = get_use_case(args.use_case)
+    recorded = _dataset_use_case(args.data)
+    if recorded is not None and recorded != uc.name:
+        raise ModelMismatchError(f"{args.data} was built for use case {recorded!r}, not {uc.name!r}")
+    config = ALSConfig(
+        factors=args.factors, iterations=args.iterations, regularization=args.regularization,
+        alpha=args.alpha, weighting=getattr(args, "weighting", "linear"), seed=getattr(args, "seed", 0),
+        device=getattr(args, "device", "auto"),
+    ).validate()
+    matrix, users, items = load_matrix(args.data, args.user_mapping, args.item_mapping)
+    model = train_als(matrix, users, items, config, use_case=uc.name, show_progress=True)
+    name = args.model_name or f"als{uc.suffix}_v1"
+    model.save(args.output_dir, name)
+    d = model.config["diagnostics"]
+    print(f"ALS {name}: {len(users)} entities x {len(items)} candidates, {matrix.nnz} interactions, "
+          f"{config.factors} factors, {model.config['fit_seconds']:.2f}s; reconstruction MSE "
+          f"{d['reconstruction_mse']:.4f}, explained variance {d['explained_variance']:.3f} -> {args.output_dir}")
+    if any(math.isnan(v) for v in d.values()):
+        log.warning("ALS diagnostics undefined (degenerate matrix)")
+    return 0
