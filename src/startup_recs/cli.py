@@ -171,6 +171,32 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_lazy("evaluate", "cli_evaluate"))
 
 
+# --- serving (F): `recs serve`, dispatched lazily into predictors/ (the core never imports kserve) --
+def add_serve_flags(p: argparse.ArgumentParser, *, default_host: str = "127.0.0.1") -> None:
+    """Flags shared by `recs serve` and `python -m predictors` (which adds kserve's own)."""
+    p.add_argument("--bundle", action="append", required=True, metavar="URI",
+                   help="bundle (.../<use_case>/vN), use-case folder with a 'latest' pointer, models root, "
+                        "or USE_CASE=URI; local path or s3:// (AWS_ENDPOINT_URL honoured); repeatable")
+    p.add_argument("--host", default=default_host, help="address the REST server binds")
+    p.add_argument("--reload-interval", type=float, default=30.0,
+                   help="seconds between polls of the 'latest' pointers (0 disables hot reload)")
+    p.add_argument("--cache-dir", default=None, help="where s3:// bundles are downloaded (default: a temp dir)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
+
+
+def _run_serve(args: argparse.Namespace) -> int | None:
+    from predictors.server import cli_serve
+
+    return cli_serve(args)
+
+
+def _serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve published bundles with a KServe ModelServer (REST, loopback)")
+    add_serve_flags(p)
+    p.add_argument("--port", type=int, default=8080, help="HTTP port")
+    p.set_defaults(func=_run_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recs", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"recs {__version__}")
@@ -183,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sections are registered in this order; later issues append theirs (train, evaluate, tune,
 # serve, pipeline, demo) as functions of the same shape.
-REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset, _train, _evaluate]
+REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset, _train, _evaluate, _serve]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
