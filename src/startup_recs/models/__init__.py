@@ -1,0 +1,1 @@
+"""Neural models shared by training and serving (two-tower retrieval, ranker)."""

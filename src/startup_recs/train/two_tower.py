@@ -1,0 +1,473 @@
+"""Two-tower trainer (``recs train two-tower``; legacy ``train_two_tower.py`` flags).
+
+One process or many: under ``torchrun`` the same loop runs data-parallel (DDP; NCCL on GPUs,
+gloo on CPU), each rank drawing its shard of the positives from a ``DistributedSampler``;
+only rank 0 validates and writes. ``--batch-size`` is per process.
+
+Fit windows (docs/contracts.md): ``--fit-on train`` trains on the train split and stops early on
+validation Recall@K (``--patience``); ``--fit-on trainval`` trains on train + val for exactly
+``--epochs`` (the best epoch found by the stage-1 run, ``best_epoch`` in its config).
+
+Artifacts in ``--output-dir`` (``{sfx}`` = ``_reverse`` for reverse use cases):
+``two_tower{sfx}_v1_best.pth`` (state_dict), ``_latest.pth`` (model + optimizer + epoch +
+early-stopping state, for ``--resume``), ``_encoder.json``, ``_candidate_embeddings.npy`` +
+``_candidate_ids.json`` (every candidate of the dataset), ``_entity_embeddings.npy`` +
+``_entity_ids.json``, ``_history.json`` (per-epoch loss, samples/s, validation metrics) and
+``_config.json``, written last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from startup_recs import __version__, storage
+from startup_recs.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
+from startup_recs.models.two_tower import SideTensors, TwoTowerModel, dumps_encoder, embed_all, load_encoder
+from startup_recs.train.two_tower_data import FIT_SPLITS, TwoTowerData, load_dataset
+from startup_recs.train.two_tower_eval import build_queries, embedding_scorer, popularity_scorer, rank_metrics
+from startup_recs.train.two_tower_loss import RetrievalTask
+from startup_recs.usecases import get_use_case
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TwoTowerConfig:
+    """Every hyperparameter of a run (saved under ``hyperparameters`` in the config JSON)."""
+
+    use_case: str | None = None
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    embedding_dim: int = 128
+    hidden_dim: int = 256
+    feature_dim: int = 32
+    temperature: float = 0.05  # cosine / T: logits in [-20, 20]
+    log_q: bool = True
+    hard_negatives: int = 2  # per positive, sampled from the entity's shown-not-acted candidates
+    id_dropout: float = 0.1  # trains the feature-only path used for unknown ids
+    patience: int = 5
+    val_k: int = 20  # early stopping on validation Recall@val_k
+    fit_on: str = "train"  # "train" | "trainval"
+    seed: int = 0
+    device: str = "auto"
+    compile: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "embedding_dim", "hidden_dim", "feature_dim", "patience", "val_k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ConfigError("--batch-size must be >= 2 (in-batch negatives)")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if not self.temperature > 0:
+            raise ConfigError(f"--temperature must be > 0, got {self.temperature}")
+        if self.hard_negatives < 0 or not 0 <= self.id_dropout < 1:
+            raise ConfigError("--hard-negatives must be >= 0 and id dropout in [0, 1)")
+        if self.fit_on not in FIT_SPLITS:
+            raise ConfigError(f"--fit-on must be train or trainval, got {self.fit_on!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+
+
+def artifact_names(use_case: str) -> dict[str, str]:
+    stem = f"{get_use_case(use_case).artifact('two_tower')}_v1"
+    return {
+        "best": f"{stem}_best.pth", "latest": f"{stem}_latest.pth", "config": f"{stem}_config.json",
+        "encoder": f"{stem}_encoder.json", "history": f"{stem}_history.json",
+        "candidate_embeddings": f"{stem}_candidate_embeddings.npy", "candidate_ids": f"{stem}_candidate_ids.json",
+        "entity_embeddings": f"{stem}_entity_embeddings.npy", "entity_ids": f"{stem}_entity_ids.json",
+    }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available; ``cuda`` without CUDA is a one-line ConfigError."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: CUDA is not available on this machine (use --device cpu or auto)")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(name)
+
+
+# ------------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _broadcast(value: float, d: Dist, device: torch.device) -> float:
+    if d.world == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
+def _all_mean(value: torch.Tensor, d: Dist) -> float:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        value = value.clone()
+        dist.all_reduce(value)
+        value = value / d.world
+    return float(value.item())
+
+
+# ------------------------------------------------------------------------------- the loop
+class Batches:
+    """Shuffled batches of the fit-window positives (+ sampled hard negatives) on ``device``."""
+
+    def __init__(self, data: TwoTowerData, cfg: TwoTowerConfig, device: torch.device, d: Dist) -> None:
+        splits = FIT_SPLITS[cfg.fit_on]
+        e, c, w = data.positives(splits)
+        self.ent_rows, self.cand_rows, self.weights = e.to(device), c.to(device), w.to(device)
+        offsets, rows = data.hard_negatives(splits)
+        self.k = cfg.hard_negatives if len(rows) else 0
+        self.offsets, self.hard_rows = offsets.to(device), rows.to(device)
+        self.entities, self.candidates = data.entities.to(device), data.candidates.to(device)
+        self.n, self.batch_size, self.seed, self.d, self.device = len(e), cfg.batch_size, cfg.seed, d, device
+        self.sampler = None
+        if d.world > 1:
+            from torch.utils.data import DistributedSampler
+
+            self.sampler = DistributedSampler(range(self.n), num_replicas=d.world, rank=d.rank,
+                                              shuffle=True, seed=cfg.seed)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+            return torch.tensor(list(iter(self.sampler)), dtype=torch.int64, device=self.device)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.n, generator=g).to(self.device)
+
+    def __len__(self) -> int:
+        per_rank = math.ceil(self.n / self.d.world)
+        return max(1, per_rank // self.batch_size + (per_rank % self.batch_size >= 2))
+
+    def hard(self, e_rows: torch.Tensor, c_rows: torch.Tensor) -> tuple[SideTensors | None, torch.Tensor | None]:
+        """k hard negatives per row, drawn uniformly from the entity's list (invalid when none)."""
+        if not self.k:
+            return None, None
+        start = self.offsets[e_rows]
+        count = self.offsets[e_rows + 1] - start
+        pick = (torch.rand((len(e_rows), self.k), device=self.device) * count[:, None]).long()
+        idx = (start[:, None] + pick).clamp_max(len(self.hard_rows) - 1)
+        rows = self.hard_rows[idx]
+        valid = (count[:, None] > 0) & (rows != c_rows[:, None])
+        return self.candidates.take(rows.reshape(-1)), valid
+
+    def epoch(self, epoch: int):  # -> Iterator[tuple[...]]
+        order = self.order(epoch)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            if len(idx) < 2:
+                break
+            e_rows, c_rows = self.ent_rows[idx], self.cand_rows[idx]
+            hard, valid = self.hard(e_rows, c_rows)
+            yield (self.entities.take(e_rows), self.candidates.take(c_rows), c_rows, self.weights[idx], hard, valid)
+
+
+def validate(model: TwoTowerModel, data: TwoTowerData, cfg: TwoTowerConfig, device: torch.device,
+             split: str = "val", ks: tuple[int, ...] | None = None) -> dict[str, float]:
+    """Full-ranking metrics of ``model`` on ``split`` (exclude the entity's earlier positives)."""
+    p = data.pairs
+    before = {"val": ("train",), "test": ("train", "val")}[split]
+    queries = build_queries(p["entity_row"].to_numpy(), p["candidate_row"].to_numpy(), p["label"].to_numpy(),
+                            p["split"].to_numpy(), before, split)
+    if not len(queries):
+        raise DataError(f"the {split} split has no new positive pairs to evaluate on")
+    ks = ks or (cfg.val_k,)
+    ent = torch.from_numpy(embed_all(model, "entity", data.entities.take(torch.from_numpy(queries.entity_rows)),
+                                     device=device))
+    cand = torch.from_numpy(embed_all(model, "candidate", data.candidates, device=device))
+    local = type(queries)(np.arange(len(queries)), queries.exclude, queries.relevant)
+    return rank_metrics(embedding_scorer(ent, cand, local), queries, len(data.candidate_ids), ks)
+
+
+def _save_torch(obj: Any, uri: str) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    storage.write_bytes(uri, buf.getvalue())
+
+
+def _save_npy(arr: np.ndarray, uri: str) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+    storage.write_bytes(uri, buf.getvalue())
+
+
+def _config_json(cfg: TwoTowerConfig, model: TwoTowerModel, data: TwoTowerData, names: dict[str, str],
+                 data_uri: str, state: dict[str, Any], d: Dist) -> dict[str, Any]:
+    return {
+        "name": names["best"].removesuffix("_best.pth"), "kind": "two_tower", "use_case": data.use_case,
+        "version": 1, "package_version": __version__, "trained_at": datetime.now(UTC).isoformat(),
+        "hyperparameters": asdict(cfg),
+        "model": {"dim": model.dim, "hidden": cfg.hidden_dim, "feature_dim": cfg.feature_dim,
+                  "entity": model.entity_tower.spec.to_json(), "candidate": model.candidate_tower.spec.to_json()},
+        "feature_spec": {"entity": model.entity_tower.spec.feature_signature(),
+                         "candidate": model.candidate_tower.spec.feature_signature()},
+        "files": names, "data": {"uri": str(data_uri), "fit_on": cfg.fit_on, "meta": data.meta},
+        "best_epoch": state["best_epoch"], "best_val": state["best_val"], "epochs_run": state["epoch"],
+        "stopped_early": state["stopped_early"], "world_size": d.world,
+        "n_entities": len(data.entity_ids), "n_candidates": len(data.candidate_ids),
+    }
+
+
+def _check_resume(saved: dict[str, Any], cfg: TwoTowerConfig, use_case: str) -> None:
+    if saved.get("use_case") != use_case:
+        raise ModelMismatchError(f"--resume: the saved model is for {saved.get('use_case')!r}, the data for {use_case!r}")
+    hp = saved.get("hyperparameters", {})
+    for key in ("embedding_dim", "hidden_dim", "feature_dim", "fit_on"):
+        if key in hp and hp[key] != getattr(cfg, key):
+            raise ModelMismatchError(f"--resume: {key} was {hp[key]!r}, now {getattr(cfg, key)!r}")
+
+
+def train(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = False) -> dict[str, Any]:
+    """Train, validate, and write every artifact. Returns the saved config (a dict)."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    d = init_distributed(device)
+    torch.manual_seed(cfg.seed)
+    encoder, saved, latest = None, None, None
+    if resume:
+        uc_name = cfg.use_case or _peek_use_case(data_uri)
+        names = artifact_names(uc_name)
+        if not storage.exists(storage.join(output_dir, names["latest"])):
+            raise ConfigError(f"--resume: no {names['latest']} in {output_dir}")
+        saved = storage.read_json(storage.join(output_dir, names["config"]))
+        _check_resume(saved, cfg, uc_name)
+        encoder = load_encoder(storage.read_json(storage.join(output_dir, names["encoder"])))
+        latest = torch.load(io.BytesIO(storage.read_bytes(storage.join(output_dir, names["latest"]))),
+                            map_location="cpu", weights_only=True)
+    data = load_dataset(data_uri, cfg.fit_on, encoder=encoder, use_case=cfg.use_case)
+    if cfg.use_case and cfg.use_case != data.use_case:
+        raise ModelMismatchError(f"--use-case {cfg.use_case} but the dataset {data_uri} is for {data.use_case}")
+    cfg.use_case = data.use_case
+    names = artifact_names(data.use_case)
+    splits = FIT_SPLITS[cfg.fit_on]
+    do_val = cfg.fit_on == "train"
+    if do_val and not ((data.pairs["split"] == "val") & (data.pairs["label"] > 0)).any():
+        raise DataError(f"{data_uri}: the validation split is empty (no positives); use --fit-on trainval with fixed --epochs")
+
+    model = TwoTowerModel(data.entity_spec, data.candidate_spec, cfg.embedding_dim, cfg.hidden_dim, cfg.feature_dim)
+    task = RetrievalTask(model, cfg.temperature, data.log_q(splits) if cfg.log_q else None, cfg.id_dropout).to(device)
+    optimizer = torch.optim.AdamW(task.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_val": -1.0, "bad_epochs": 0, "stopped_early": False}
+    history: list[dict[str, Any]] = []
+    if latest is not None:
+        model.load_weights_state(latest["model"])
+        optimizer.load_state_dict(latest["optimizer"])
+        state.update({k: latest[k] for k in state if k in latest})
+        history = json.loads(latest.get("history", "[]"))
+        log.info("resumed from epoch %d (best epoch %d)", state["epoch"], state["best_epoch"])
+
+    step_fn: Any = task
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        step_fn = DDP(task, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        step_fn = torch.compile(step_fn)
+    batches = Batches(data, cfg, device, d)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _Null()
+    if d.main:
+        log.info("two-tower %s: %d positives (%s), %d entities, %d candidates, %d hard negatives, device %s x%d",
+                 data.use_case, batches.n, "+".join(splits), len(data.entity_ids), len(data.candidate_ids),
+                 len(batches.hard_rows), device, d.world)
+
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        if state["stopped_early"]:
+            break
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + d.rank)  # id dropout, hard negatives
+        task.train()
+        total, n_seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{cfg.epochs}", disable=not (d.main and cfg.progress),
+                   leave=False, mininterval=1.0, unit="batch")
+        for i, (ent, cand, c_rows, w, hard, valid) in enumerate(batches.epoch(epoch)):
+            with autocast:
+                loss = step_fn(ent, cand, c_rows, w, hard, valid)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+            n_seen += len(c_rows)
+            bar.update(1)
+            if i % 25 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{n_seen / (time.perf_counter() - t0):,.0f}")
+        bar.close()
+        seconds = time.perf_counter() - t0
+        epoch_loss = _all_mean(total / max(len(batches), 1), d)
+        if not math.isfinite(epoch_loss):
+            raise ModelFitError(f"two-tower loss became {epoch_loss} at epoch {epoch}; lower --lr or check the weights")
+        row: dict[str, Any] = {"epoch": epoch, "loss": epoch_loss, "seconds": seconds,
+                               "samples_per_s": n_seen * d.world / max(seconds, 1e-9)}
+        if do_val:
+            metrics = validate(model, data, cfg, device, "val") if d.main else {f"recall@{cfg.val_k}": 0.0}
+            val = _broadcast(metrics[f"recall@{cfg.val_k}"], d, device)
+            row.update({k: v for k, v in metrics.items() if k != "users"})
+            improved = val > state["best_val"] + 1e-6
+        else:
+            val, improved = float("nan"), True
+        state["epoch"] = epoch
+        if improved:
+            state.update(best_epoch=epoch, best_val=val if do_val else -1.0, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+            state["stopped_early"] = state["bad_epochs"] >= cfg.patience
+        history.append(row)
+        if d.main:
+            log.info("epoch %d: loss %.4f, %.0f samples/s%s%s", epoch, epoch_loss, row["samples_per_s"],
+                     f", val recall@{cfg.val_k} {val:.4f}" if do_val else "", " (best)" if improved else "")
+            if improved:
+                _save_torch(model.state_dict(), storage.join(output_dir, names["best"]))
+            _save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state,
+                         "history": json.dumps(history)}, storage.join(output_dir, names["latest"]))
+    if d.main:
+        best = torch.load(io.BytesIO(storage.read_bytes(storage.join(output_dir, names["best"]))),
+                          map_location="cpu", weights_only=True)
+        model.load_weights_state(best)
+        model.to(device)
+        _export(model, data, cfg, device, output_dir, names, history)
+        config = _config_json(cfg, model, data, names, data_uri, state, d)
+        storage.write_json(storage.join(output_dir, names["config"]), config)
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return config if d.main else {}
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _export(model: TwoTowerModel, data: TwoTowerData, cfg: TwoTowerConfig, device: torch.device, output_dir: str,
+            names: dict[str, str], history: list[dict[str, Any]]) -> None:
+    """Embeddings of EVERY entity and candidate of the sidecars, the encoder and the history."""
+    storage.write_bytes(storage.join(output_dir, names["encoder"]), dumps_encoder(data.encoder).encode())
+    _save_npy(embed_all(model, "candidate", data.candidates, device=device),
+              storage.join(output_dir, names["candidate_embeddings"]))
+    storage.write_json(storage.join(output_dir, names["candidate_ids"]), data.candidate_ids.tolist())
+    _save_npy(embed_all(model, "entity", data.entities, device=device), storage.join(output_dir, names["entity_embeddings"]))
+    storage.write_json(storage.join(output_dir, names["entity_ids"]), data.entity_ids.tolist())
+    storage.write_json(storage.join(output_dir, names["history"]), history)
+
+
+def _peek_use_case(data_uri: str) -> str:
+    from startup_recs.train.two_tower_data import sidecar
+
+    meta_uri = sidecar(data_uri, "meta.json")
+    uc = storage.read_json(meta_uri).get("use_case") if storage.exists(meta_uri) else None
+    if not uc:
+        raise ConfigError(f"--resume: cannot tell the use case of {data_uri}; pass --use-case")
+    return uc
+
+
+# ------------------------------------------------------------------------------- evaluation
+def evaluate_saved(model_uri: str, config_uri: str, data_uri: str, ks: tuple[int, ...] = (10, 20, 50),
+                   device: str = "cpu") -> dict[str, dict[str, float]]:
+    """Recall@K / NDCG@K of a saved model on the test split, beside popularity."""
+    if not storage.exists(config_uri):
+        raise ConfigError(f"--config not found: {config_uri}")
+    if not storage.exists(model_uri):
+        raise ConfigError(f"--model not found: {model_uri}")
+    config = storage.read_json(config_uri)
+    if config.get("kind", "two_tower") != "two_tower" or "model" not in config:
+        raise ModelMismatchError(f"{config_uri} is not a two-tower config")
+    enc_uri = storage.join(config_uri.rsplit("/", 1)[0] if "/" in config_uri else ".", config["files"]["encoder"])
+    encoder = load_encoder(storage.read_json(enc_uri))
+    data = load_dataset(data_uri, "trainval", encoder=encoder, use_case=config["use_case"])
+    if data.use_case != config["use_case"]:
+        raise ModelMismatchError(f"model {config['name']} is for {config['use_case']}, the data {data_uri} for {data.use_case}")
+    model = TwoTowerModel.from_config(config)
+    for side, spec in (("entity", data.entity_spec), ("candidate", data.candidate_spec)):
+        want = model.entity_tower.spec if side == "entity" else model.candidate_tower.spec
+        if spec != want:
+            raise ModelMismatchError(f"feature dimension mismatch: the {side} features of {data_uri} do not match the model")
+    model.load_weights(storage.read_bytes(model_uri))
+    dev = resolve_device(device)
+    model.to(dev)
+    cfg = TwoTowerConfig(**{f.name: config["hyperparameters"][f.name] for f in fields(TwoTowerConfig)
+                            if f.name in config.get("hyperparameters", {})})
+    result = {"two_tower": validate(model, data, cfg, dev, "test", ks)}
+    p = data.pairs
+    fit = p[(p["label"] > 0) & p["split"].isin(("train", "val"))]
+    pop = torch.from_numpy(np.bincount(fit["candidate_row"].to_numpy(), minlength=len(data.candidate_ids)).astype(np.float32))
+    queries = build_queries(p["entity_row"].to_numpy(), p["candidate_row"].to_numpy(), p["label"].to_numpy(),
+                            p["split"].to_numpy(), ("train", "val"), "test")
+    result["popularity"] = rank_metrics(popularity_scorer(pop), queries, len(data.candidate_ids), ks)
+    return result
+
+
+def format_table(result: dict[str, dict[str, float]]) -> str:
+    keys = [k for k in next(iter(result.values())) if k != "users"]
+    lines = ["| model | " + " | ".join(keys) + " | users |", "|---" * (len(keys) + 2) + "|"]
+    for name, m in result.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + f" | {int(m['users'])} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- CLI
+def config_from_args(args: argparse.Namespace) -> TwoTowerConfig:
+    kw = {f.name: getattr(args, f.name) for f in fields(TwoTowerConfig) if getattr(args, f.name, None) is not None}
+    if getattr(args, "no_progress", False):
+        kw["progress"] = False
+    return TwoTowerConfig(**kw)
+
+
+def cli_train(args: argparse.Namespace) -> int:
+    if args.evaluate:
+        if not (args.model and args.config):
+            raise ConfigError("--evaluate needs --model and --config")
+        result = evaluate_saved(args.model, args.config, args.data, device=args.device)
+        print(format_table(result))
+        return 0
+    config = train(config_from_args(args), args.data, args.output_dir, resume=args.resume)
+    if config:
+        print(json.dumps({"model": config["name"], "use_case": config["use_case"], "best_epoch": config["best_epoch"],
+                          f"val_recall@{config['hyperparameters']['val_k']}": config["best_val"],
+                          "epochs_run": config["epochs_run"], "output_dir": args.output_dir}))
+    return 0

@@ -1,0 +1,101 @@
+"""Full-ranking Recall@K / NDCG@K for the two-tower trainer (early stopping, ``--evaluate``).
+
+Protocol (the same as the offline evaluation): the queries are entities with positives in the
+evaluated window; relevant = those candidates, minus any the entity already had in the fit
+window; every candidate of the ``_candidates`` sidecar is ranked, except the entity's
+fit-window positives. Recall@K = hits / |relevant|; NDCG@K uses the ideal DCG over
+min(|relevant|, K).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from startup_recs.errors import DataError
+
+
+@dataclass
+class Queries:
+    """Evaluation queries: entity rows [q]; (query index, candidate row) pairs to exclude/find."""
+
+    entity_rows: np.ndarray
+    exclude: tuple[np.ndarray, np.ndarray]
+    relevant: tuple[np.ndarray, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.entity_rows)
+
+
+def build_queries(ent: np.ndarray, cand: np.ndarray, label: np.ndarray, split: np.ndarray,
+                  fit_splits: Sequence[str], eval_split: str) -> Queries:
+    """Pure: pair arrays (entity row, candidate row, label, split) -> :class:`Queries`."""
+    pos = label > 0
+    fit = pos & np.isin(split, list(fit_splits))
+    ev = pos & (split == eval_split)
+    n_c = int(cand.max()) + 1 if len(cand) else 1
+    fit_keys = np.unique(ent[fit].astype(np.int64) * n_c + cand[fit])
+    ev_keys = np.unique(ent[ev].astype(np.int64) * n_c + cand[ev])
+    ev_keys = ev_keys[~np.isin(ev_keys, fit_keys)]
+    q_ent, rel_c = ev_keys // n_c, ev_keys % n_c
+    rows, rel_q = np.unique(q_ent, return_inverse=True)
+    fit_e, fit_c = fit_keys // n_c, fit_keys % n_c
+    keep = np.isin(fit_e, rows)
+    ex_q = np.searchsorted(rows, fit_e[keep])
+    return Queries(rows, (ex_q, fit_c[keep]), (rel_q, rel_c))
+
+
+def rank_metrics(score: Callable[[np.ndarray], torch.Tensor], queries: Queries, n_candidates: int,
+                 ks: Sequence[int] = (10, 20), chunk: int = 1024) -> dict[str, float]:
+    """``score(query_indices) -> [m, n_candidates]`` over chunks of queries -> mean metrics."""
+    if not len(queries):
+        raise DataError("no evaluation queries: the evaluated split has no new positive pairs")
+    kmax = min(max(ks), n_candidates)
+    ex_q, ex_c = queries.exclude
+    rel_q, rel_c = queries.relevant
+    n_rel = np.bincount(rel_q, minlength=len(queries)).astype(np.float64)
+    sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg")}
+    discount = 1.0 / np.log2(np.arange(2, kmax + 2))
+    for start in range(0, len(queries), chunk):
+        q = np.arange(start, min(start + chunk, len(queries)))
+        s = score(q).float().cpu().clone()
+        m = (ex_q >= q[0]) & (ex_q <= q[-1])
+        s[torch.from_numpy(ex_q[m] - start), torch.from_numpy(ex_c[m])] = float("-inf")
+        top = torch.topk(s, kmax, dim=1).indices.numpy()
+        rel = np.zeros((len(q), n_candidates), dtype=bool)
+        m = (rel_q >= q[0]) & (rel_q <= q[-1])
+        rel[rel_q[m] - start, rel_c[m]] = True
+        hits = np.take_along_axis(rel, top, axis=1)  # [m, kmax]
+        for k in ks:
+            kk = min(k, kmax)
+            h = hits[:, :kk]
+            sums[f"recall@{k}"] += float((h.sum(1) / n_rel[q]).sum())
+            dcg = (h * discount[:kk]).sum(1)
+            ideal = np.cumsum(discount[:kk])[np.minimum(n_rel[q], kk).astype(int) - 1]
+            sums[f"ndcg@{k}"] += float((dcg / ideal).sum())
+    out = {k: v / len(queries) for k, v in sums.items()}
+    out["users"] = float(len(queries))
+    return out
+
+
+def embedding_scorer(entity_vecs: torch.Tensor, candidate_vecs: torch.Tensor,
+                     queries: Queries) -> Callable[[np.ndarray], torch.Tensor]:
+    """Scores = entity_vecs[query's entity row] @ candidate_vecs.T."""
+    rows = torch.from_numpy(queries.entity_rows)
+
+    def score(q: np.ndarray) -> torch.Tensor:
+        return entity_vecs[rows[torch.from_numpy(q)]] @ candidate_vecs.T
+
+    return score
+
+
+def popularity_scorer(popularity: torch.Tensor) -> Callable[[np.ndarray], torch.Tensor]:
+    """The baseline: every query gets the fit-window positive counts [n_c]."""
+
+    def score(q: np.ndarray) -> torch.Tensor:
+        return popularity.float()[None, :].expand(len(q), -1)
+
+    return score
