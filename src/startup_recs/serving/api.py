@@ -221,3 +221,61 @@ def legacy_response(answer: Mapping[str, Any], use_case: UseCase) -> dict[str, A
         for c in answer["candidates"]
     ]
     return out
+
+
+_FIXED_SIZES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "UINT32": 4, "INT32": 4,
+                "FP32": 4, "UINT64": 8, "INT64": 8, "FP64": 8}
+
+
+def check_v2_binary(body: bytes, json_length: str) -> None:
+    """Check the envelope of a binary-tensor V2 request before any decoder touches it.
+
+    The body is a JSON header of ``json_length`` bytes (the ``Inference-Header-Content-Length``
+    header) followed by raw tensors, each sized by its ``parameters.binary_data_size``. A
+    header that lies about sizes, a missing field or a BYTES tensor whose 4-byte length prefixes
+    overrun it raise :class:`InvalidRequest` here, instead of an exception deep in a decoder.
+    """
+    import json
+
+    if not json_length.isdigit() or int(json_length) > len(body):
+        raise InvalidRequest(f"Inference-Header-Content-Length {json_length[:20]!r} does not fit a "
+                             f"{len(body)}-byte body")
+    n = int(json_length)
+    try:
+        header = json.loads(body[:n])
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("the JSON header of the binary request is not valid JSON") from None
+    inputs = header.get("inputs") if isinstance(header, dict) else None
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidRequest("the request header needs a non-empty 'inputs' list")
+    pos = n
+    for i, inp in enumerate(inputs):
+        if not isinstance(inp, dict) or not isinstance(inp.get("name"), str) \
+                or not isinstance(inp.get("datatype"), str) or not isinstance(inp.get("shape"), list):
+            raise InvalidRequest(f"inputs[{i}] needs 'name' (str), 'datatype' (str) and 'shape' (list)")
+        t = Tensor(inp["name"], inp["datatype"], inp["shape"], None)
+        count = math.prod(_shape(t))
+        params = inp.get("parameters") or {}
+        if "data" in inp:
+            continue
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or pos + size > len(body):
+            raise InvalidRequest(f"input {t.name!r}: needs 'data' or a 'binary_data_size' that fits the body")
+        chunk = body[pos:pos + size]
+        pos += size
+        if t.datatype == "BYTES":
+            off, items = 0, 0
+            while off < len(chunk):
+                if off + 4 > len(chunk):
+                    raise InvalidRequest(f"input {t.name!r}: truncated BYTES element")
+                off += 4 + int.from_bytes(chunk[off:off + 4], "little")
+                items += 1
+            if off != len(chunk) or items != count:
+                raise InvalidRequest(f"input {t.name!r}: BYTES data holds {items} elements, shape says {count}")
+        elif t.datatype in _FIXED_SIZES:
+            if size != count * _FIXED_SIZES[t.datatype]:
+                raise InvalidRequest(f"input {t.name!r}: {size} bytes do not hold {count} {t.datatype} values")
+        else:
+            raise InvalidRequest(f"input {t.name!r}: unknown datatype {t.datatype!r}")
+    if pos != len(body):
+        raise InvalidRequest(f"{len(body) - pos} bytes after the last input tensor")

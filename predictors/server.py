@@ -1,0 +1,152 @@
+"""One ``kserve.ModelServer`` serving every use case, bound where we say, with hot reload.
+
+Two differences from a stock ``ModelServer.start``, both deliberate:
+- the REST server binds ``host`` (kserve hard-codes 0.0.0.0): ``recs serve`` defaults to
+  127.0.0.1, the image passes 0.0.0.0;
+- every model is registered even when its bundle is missing or corrupt. kserve would raise
+  ``NoModelReady`` and exit, and Kubernetes would restart it into the same failure (a crash loop
+  of tracebacks); here the model answers 503 on readiness with one log line, and becomes ready
+  when the poller finds a good bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import kserve.model_server as kms
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.model_server import ModelServer
+from kserve.protocol.rest.server import RESTServer
+
+from predictors.app import RequestGuard, add_exception_handlers, add_legacy_routes
+from predictors.model import RecsModel
+from startup_recs.cli import add_serve_flags
+from startup_recs.errors import ConfigError
+from startup_recs.serving import api
+from startup_recs.serving.reload import BundleSlot, Loader, Poller, default_loader, expand_sources
+
+log = logging.getLogger("predictors")
+
+
+class _RESTServer(RESTServer):
+    """kserve's REST server on ``host``, with our 4xx handlers registered after kserve's."""
+
+    def __init__(self, *args: Any, host: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.host = host
+
+    def _add_exception_handlers(self, app: Any) -> None:
+        super()._add_exception_handlers(app)
+        add_exception_handlers(app)
+
+
+class RecsModelServer(ModelServer):
+    """``ModelServer`` with a bind address, tolerant registration and a bundle poller."""
+
+    def __init__(self, *, host: str = "127.0.0.1", poller: Poller | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.host = host
+        self.poller = poller
+
+    def start(self, models: list[RecsModel]) -> None:  # type: ignore[override]
+        if self.workers != 1:
+            raise ConfigError("workers must be 1: scale out with replicas (the legacy routes live in this process)")
+        for model in models:
+            self.register_model(model)
+            model.enable_latency_logging = self.enable_latency_logging
+            model.start()
+        if not any(m.ready for m in models):
+            log.warning("no model is ready yet; readiness answers 503 until a bundle loads")
+        self._rest_server = _RESTServer(
+            FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
+            host=self.host, access_log_format=self.access_log_format, workers=1,
+            grace_period=self.grace_period, event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive, ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile,
+        )
+        self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            from kserve.protocol.grpc.server import GRPCServer
+
+            self._grpc_server = GRPCServer(self.grpc_port, self.dataplane, self.model_repository_extension,
+                                           kwargs=vars(kms.args), grace_period=self.grace_period)
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.setup_event_loop()
+        self.register_signal_handler()
+        if self.poller is not None:
+            self.poller.start()
+        try:
+            asyncio.run(self._serve())
+        finally:
+            if self.poller is not None:
+                self.poller.stop()
+
+
+def build_models(bundles: Sequence[str], *, loader: Loader = default_loader,
+                 cache_dir: str | None = None) -> list[RecsModel]:
+    """One loaded (or not-ready) :class:`RecsModel` per use case named by ``bundles``."""
+    models = []
+    for use_case, source in expand_sources(bundles).items():
+        slot = BundleSlot(source, use_case, loader=loader, cache_root=cache_dir)
+        model = RecsModel(slot)
+        slot._on_swap = model.on_swap
+        model.load()
+        models.append(model)
+    return models
+
+
+def serve(bundles: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, reload_interval: float = 30.0,
+          cache_dir: str | None = None, max_body_bytes: int = api.MAX_BODY_BYTES,
+          loader: Loader = default_loader, models: list[Any] | None = None, **server_kwargs: Any) -> None:
+    """Load the bundles and serve them until SIGINT/SIGTERM. ``reload_interval <= 0`` disables
+    polling. ``models`` (instead of ``bundles``) serves ready-made models: the benchmark's
+    trivial model goes through exactly this path."""
+    if models is None:
+        models = build_models(bundles, loader=loader, cache_dir=cache_dir)
+    app = kms.app
+    app.add_middleware(RequestGuard, max_bytes=max_body_bytes)
+    add_legacy_routes(app, {m.use_case.name: m for m in models})
+    slots = [m.slot for m in models if isinstance(m, RecsModel)]
+    poller = Poller(slots, reload_interval) if reload_interval > 0 and slots else None
+    server_kwargs.setdefault("enable_grpc", False)
+    server_kwargs.setdefault("enable_latency_logging", False)
+    for m in models:
+        b = m.slot.current if isinstance(m, RecsModel) else None
+        log.info("model %s: %s", m.name, f"v{b.version} ready" if b else "NOT READY")
+    log.info("serving on http://%s:%d (reload every %ss)", host, port, reload_interval if poller else "-")
+    RecsModelServer(host=host, poller=poller, http_port=port, **server_kwargs).start(models)
+
+
+def cli_serve(args: argparse.Namespace) -> int:
+    """``recs serve``: REST only (no gRPC), loopback by default."""
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be 1..65535, got {args.port}")
+    serve(args.bundle, host=args.host, port=args.port, reload_interval=args.reload_interval,
+          cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m predictors``: kserve's own flags (``--http_port``, ``--enable_grpc``, ...) plus ours."""
+    parser = argparse.ArgumentParser(prog="python -m predictors", parents=[kms.parser],
+                                     description="startup-recs KServe predictor")
+    add_serve_flags(parser, default_host="0.0.0.0")
+    args = parser.parse_args(argv)
+    kms.args = args  # kserve reads logging and gRPC settings from this module global
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.cache_dir:
+        Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
+    serve(args.bundle, host=args.host, port=args.http_port, reload_interval=args.reload_interval,
+          cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes,
+          grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
+          max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
+          enable_docs_url=args.enable_docs_url, enable_latency_logging=args.enable_latency_logging,
+          access_log_format=args.access_log_format, event_loop=args.event_loop,
+          timeout_keep_alive=args.timeout_keep_alive, ssl_certfile=args.ssl_certfile,
+          ssl_keyfile=args.ssl_keyfile)
+    return 0
