@@ -59,8 +59,8 @@ def id_fields(use_case: UseCase) -> tuple[str, ...]:
     return (kind, "entity_id")
 
 
-def parse_limit(raw: object, *, field: str = "limit") -> int:
-    """``limit`` from a query string (str) or JSON (int); ``None`` means the default of 10.
+def parse_limit(raw: object, *, field: str = "limit", from_text: bool = True) -> int:
+    """``limit`` from a query string (str, when ``from_text``) or JSON (int); ``None`` means 10.
 
     Raises :class:`InvalidRequest` for a bool, float, non-numeric string or a value outside
     ``[1, MAX_LIMIT]``: an out-of-range limit is an error, never silently capped.
@@ -69,7 +69,7 @@ def parse_limit(raw: object, *, field: str = "limit") -> int:
         return DEFAULT_LIMIT
     if isinstance(raw, bool):
         raise InvalidRequest(f"{field} must be an integer, got a boolean")
-    if isinstance(raw, str):
+    if isinstance(raw, str) and from_text:
         text = raw.strip()
         if not text.lstrip("+-").isdigit() or len(text) > 12:
             raise InvalidRequest(f"{field} must be an integer, got {raw[:20]!r}")
@@ -122,7 +122,7 @@ def parse_v1(body: object, use_case: UseCase) -> list[Query]:
         if extra:
             raise InvalidRequest(f"instances[{i}] has unexpected field(s): {', '.join(sorted(map(str, extra)))}")
         queries.append(Query(parse_entity_id(inst[present[0]], field=f"instances[{i}].{present[0]}"),
-                             parse_limit(inst.get("limit"), field=f"instances[{i}].limit")))
+                             parse_limit(inst.get("limit"), field=f"instances[{i}].limit", from_text=False)))
     return queries
 
 
@@ -187,7 +187,7 @@ def parse_v2(inputs: Iterable[Tensor]) -> tuple[list[str], int]:
             raise InvalidRequest(f"input 'limit' has {len(flat)} elements but shape [1]")
         if isinstance(flat[0], float) and flat[0].is_integer():  # a JSON 10.0 decoded by the client
             flat[0] = int(flat[0])
-        limit = parse_limit(flat[0])
+        limit = parse_limit(flat[0], from_text=False)
     return ids, limit
 
 
@@ -269,6 +269,8 @@ def check_v2_binary(body: bytes, json_length: str) -> None:
                 if off + 4 > len(chunk):
                     raise InvalidRequest(f"input {t.name!r}: truncated BYTES element")
                 off += 4 + int.from_bytes(chunk[off:off + 4], "little")
+                if off > len(chunk):
+                    raise InvalidRequest(f"input {t.name!r}: truncated BYTES element")
                 items += 1
             if off != len(chunk) or items != count:
                 raise InvalidRequest(f"input {t.name!r}: BYTES data holds {items} elements, shape says {count}")
