@@ -118,6 +118,18 @@ def _train_two_tower(tr: argparse._SubParsersAction) -> None:
     p.add_argument("--evaluate", action="store_true", help="evaluate a saved model instead of training")
     p.add_argument("--model", default=None, help="with --evaluate: checkpoint .pth")
     p.add_argument("--config", default=None, help="with --evaluate: config .json")
+    p.add_argument("--fit-on", choices=["train", "trainval"], default="train",
+                   help="train: early stopping on val; trainval: train+val for exactly --epochs")
+    p.add_argument("--patience", type=int, default=None, help="epochs without val improvement (default 5)")
+    p.add_argument("--temperature", type=float, default=None, help="softmax temperature (default 0.05)")
+    p.add_argument("--hard-negatives", type=int, default=None, help="hard negatives per positive (default 2)")
+    p.add_argument("--no-log-q", dest="log_q", action="store_false", help="disable the popularity correction")
+    p.add_argument("--id-dropout", type=float, default=None, help="prob. of training on features only (0.1)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--val-k", type=int, default=None, help="early stopping on Recall@K (default 20)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_lazy("train.two_tower", "cli_train"))
 
 
@@ -197,6 +209,67 @@ def _serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_serve)
 
 
+# --- pipeline (G): `recs pipeline ...`, `recs demo`, dispatched lazily into pipelines/ (kfp) -------
+def _lazy_pipelines(func: str) -> Handler:
+    def run(args: argparse.Namespace) -> int | None:
+        import importlib
+
+        return getattr(importlib.import_module("pipelines.cli"), func)(args)
+
+    return run
+
+
+def _pipeline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="the Kubeflow training pipeline: compile, submit, run-local")
+    pp = p.add_subparsers(dest="pipeline_command", required=True)
+    option_help = "compile option KEY=VALUE (gpu_node_label_key, gpu_toleration_key, trainer_memory, ...)"
+
+    c = pp.add_parser("compile", help="write the IR YAML to upload in the Kubeflow UI")
+    c.add_argument("-o", "--output", default="reverse_recommendation_training.yaml")
+    c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=option_help)
+    c.set_defaults(func=_lazy_pipelines("cli_compile"))
+
+    s = pp.add_parser("submit", help="create a run (or with --schedule a recurring run) via kfp.Client")
+    s.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    s.add_argument("--namespace", default=None, help="profile namespace (multi-user KFP)")
+    s.add_argument("--experiment", default="startup-recs")
+    s.add_argument("--run-name", default=None)
+    s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
+    s.add_argument("--schedule", default=None, metavar="CRON", help="recurring run, e.g. '0 3 * * *'")
+    s.add_argument("--token", default=None, help="bearer token (default: $KF_PIPELINES_TOKEN, kfp's own auth)")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=option_help)
+    s.set_defaults(func=_lazy_pipelines("cli_submit"))
+
+    r = pp.add_parser("run-local", help="run the whole pipeline here through kfp.local")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--db", help="SQLAlchemy URL or SQLite path of the app database")
+    src.add_argument("--events", help="an interaction log (Parquet or CSV) to import")
+    for flag, default in (("--entity-col", None), ("--candidate-col", None), ("--time-col", None),
+                          ("--event-col", None), ("--weight-col", None), ("--event-weights", None)):
+        r.add_argument(flag, default=default, help="with --events: column name / weights JSON")
+    r.add_argument("--use-case", action="append", default=None,
+                   help=f"repeatable; default: both reverse use cases ({USE_CASE_HELP})")
+    r.add_argument("--split-at", default=None, help="test split timestamp (ISO-8601)")
+    r.add_argument("--test-days", type=float, default=None)
+    r.add_argument("--val-days", type=float, default=None)
+    r.add_argument("--models-uri", default=None, help="where bundles are published (default WORKDIR/models)")
+    r.add_argument("--workdir", default="pipeline_out", help="kfp.local root, cache and evaluation copies")
+    r.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
+    r.add_argument("--no-cache", action="store_true", help="rerun every step")
+    r.set_defaults(func=_lazy_pipelines("cli_run_local"))
+
+
+def _demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="synthetic data -> full pipeline -> published bundles -> evaluation table")
+    p.add_argument("--workdir", default="demo_out")
+    p.add_argument("--size", choices=["tiny", "small", "demo", "bench"], default="demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="regenerate the synthetic database")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
+    p.add_argument("--no-cache", action="store_true", help="rerun every step")
+    p.set_defaults(func=_lazy_pipelines("cli_demo"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recs", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"recs {__version__}")
@@ -209,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sections are registered in this order; later issues append theirs (train, evaluate, tune,
 # serve, pipeline, demo) as functions of the same shape.
-REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset, _train, _evaluate, _serve]
+REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset, _train, _evaluate, _serve, _pipeline, _demo]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

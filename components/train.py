@@ -1,0 +1,44 @@
+"""Trainers: two-tower (GPU image; CUDA when present, CPU otherwise), ALS, the ranker."""
+
+from kfp import dsl
+
+from components.images import CPU_IMAGE, GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train_two_tower(dataset: dsl.Input[dsl.Dataset], use_case: str, model: dsl.Output[dsl.Model],
+                    metrics: dsl.Output[dsl.Metrics], window: str = "train", epochs: int = 50,
+                    batch_size: int = 256, lr: float = 0.001, embedding_dim: int = 128, device: str = "auto",
+                    seed: int = 0):
+    """Two-tower retrieval model fitted on one window (train = stage 1, trainval = final)."""
+    from startup_recs import steps
+
+    info = steps.train_two_tower(dataset.path, use_case, model.path, window=window, epochs=epochs,
+                                 batch_size=batch_size, lr=lr, embedding_dim=embedding_dim, device=device,
+                                 seed=seed)
+    model.metadata.update(info)
+    steps.log_metrics(metrics, info)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def train_als(dataset: dsl.Input[dsl.Dataset], use_case: str, model: dsl.Output[dsl.Model],
+              factors: int = 128, iterations: int = 10, regularization: float = 0.01, alpha: float = 1.0):
+    """Implicit-feedback ALS on the dataset's CSR matrix (its fit window decides the stage)."""
+    from startup_recs import steps
+
+    model.metadata.update(steps.train_als(dataset.path, use_case, model.path, factors=factors,
+                                          iterations=iterations, regularization=regularization, alpha=alpha))
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def train_ranker(dataset: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model], als: dsl.Input[dsl.Model],
+                 use_case: str, model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics],
+                 epochs: int = 20, batch_size: int = 128, lr: float = 0.001):
+    """Re-ranker on validation-window pairs scored by the stage-1 retrievers (never saw the labels).
+    The output folder holds the stage-1 retrievers and the ranker: evaluate's validation models."""
+    from startup_recs import steps
+
+    info = steps.train_ranker(dataset.path, two_tower.path, als.path, use_case, model.path, epochs=epochs,
+                              batch_size=batch_size, lr=lr)
+    model.metadata.update(info)
+    steps.log_metrics(metrics, info)

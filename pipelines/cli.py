@@ -1,0 +1,112 @@
+"""Handlers of ``recs pipeline compile|submit|run-local`` and ``recs demo`` (kfp imported here,
+never by the core). The parser lives in ``startup_recs.cli`` (``_pipeline``, ``_demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from startup_recs.errors import ConfigError
+from startup_recs.usecases import REVERSE_USE_CASES
+
+log = logging.getLogger(__name__)
+
+
+def cli_compile(args: argparse.Namespace) -> int:
+    from pipelines.training import CompileOptions, compile_pipeline
+
+    path = compile_pipeline(args.output, CompileOptions.from_pairs(args.option))
+    print(f"wrote {path}")
+    return 0
+
+
+def cli_submit(args: argparse.Namespace) -> int:
+    from pipelines.submit import parse_params, submit
+    from pipelines.training import CompileOptions
+
+    out = submit(args.host, parse_params(args.param), namespace=args.namespace, experiment=args.experiment,
+                 run_name=args.run_name, schedule=args.schedule, token=args.token,
+                 options=CompileOptions.from_pairs(args.option))
+    print(json.dumps(out))
+    return 0
+
+
+def _source_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for flag in ("entity_col", "candidate_col", "time_col", "event_col", "weight_col", "event_weights"):
+        value = getattr(args, flag, None)
+        if value:
+            params[flag] = value
+    for flag in ("test_days", "val_days"):
+        if getattr(args, flag, None) is not None:
+            params[flag] = float(getattr(args, flag))
+    return params
+
+
+def cli_run_local(args: argparse.Namespace) -> int:
+    from pipelines.local import pipeline_arguments, run_local
+    from pipelines.submit import parse_params
+
+    work = Path(args.workdir)
+    params = {**_source_params(args), **parse_params(args.param)}
+    arguments = pipeline_arguments(
+        models_uri=args.models_uri or str(work / "models"), use_cases=args.use_case or list(REVERSE_USE_CASES),
+        db_url=args.db, events_uri=args.events, split_at=args.split_at, params=params)
+    run = run_local(arguments, work, caching=not args.no_cache)
+    print(summary_table(run))
+    return 0
+
+
+def summary_table(run: Any) -> str:
+    """Per use case: NDCG@10 / Recall@10 of every model on test, and what was published."""
+    lines = []
+    for uc, metrics in run.metrics.items():
+        ptr = run.published.get(uc)
+        pub = f"latest -> v{ptr['version']}" if ptr else "nothing published"
+        lines.append(f"\n{uc}  (test window; {pub}; report: {run.evaluations[uc] / 'report.md'})")
+        lines.append(f"  {'model':<22}{'ndcg@10':>10}{'recall@10':>11}{'map@10':>9}")
+        for model, segs in (metrics.get("models") or {}).items():
+            a = (segs or {}).get("all") or {}
+            lines.append(f"  {model:<22}" + "".join(
+                f"{a[m]:>{w}.4f}" if isinstance(a.get(m), int | float) else f"{'-':>{w}}"
+                for m, w in (("ndcg@10", 10), ("recall@10", 11), ("map@10", 9))))
+    lines.append(f"\npipeline wall time: {run.seconds:.1f} s (workdir {run.workdir})")
+    return "\n".join(lines)
+
+
+def cli_demo(args: argparse.Namespace) -> int:
+    """Synthetic marketplace -> the pipeline for both reverse use cases -> published bundles."""
+    from pipelines.local import pipeline_arguments, run_local
+    from pipelines.submit import parse_params
+    from startup_recs import synth
+
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "marketplace.db"
+    t0 = time.perf_counter()
+    if args.fresh or not db.exists():
+        print(f"[1/3] synthetic marketplace ({args.size}, seed {args.seed}) -> {db}", flush=True)
+        tables = synth.generate(args.size, args.seed)
+        synth.write_db(tables, synth.db_url(str(db)), replace=True)
+    else:
+        print(f"[1/3] reusing {db} (--fresh regenerates it)", flush=True)
+    print("[2/3] pipeline through kfp.local (extract -> datasets -> train -> evaluate -> gated publish)",
+          flush=True)
+    arguments = pipeline_arguments(models_uri=str(work / "models"), use_cases=list(REVERSE_USE_CASES),
+                                   db_url=str(db), params={**DEMO_PARAMS, **parse_params(args.param)})
+    run = run_local(arguments, work, caching=not args.no_cache)
+    print("[3/3] evaluation")
+    print(summary_table(run))
+    missing = [uc for uc, ptr in run.published.items() if not ptr]
+    print(f"\ndemo wall time: {time.perf_counter() - t0:.1f} s; bundles under {work / 'models'}")
+    if missing:
+        raise ConfigError(f"no bundle published for {', '.join(missing)} (see the gate's log above)")
+    return 0
+
+
+# Demo budgets: legacy hyperparameters except where the laptop's 2 cores need fewer epochs.
+DEMO_PARAMS: dict[str, Any] = {}

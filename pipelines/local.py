@@ -1,0 +1,135 @@
+"""``recs pipeline run-local``: the same pipeline through ``kfp.local`` on this machine.
+
+``kfp.local.SubprocessRunner(use_venv=False)`` runs each component's function in a subprocess of
+this Python (the venv has ``startup_recs``), artifacts under ``<workdir>/kfp_root``, with kfp's
+file cache under ``<workdir>/kfp_cache`` (a rerun on the same data reuses every cached step).
+Accelerator and resource settings are ignored locally (kfp warns); the trainer picks CUDA when
+present. A failing step fails the run with that step's message (read back from the file named
+by ``RECS_STEP_ERROR_FILE``, which ``startup_recs.steps`` appends to).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from startup_recs import storage
+from startup_recs.errors import ConfigError, RecsError
+from startup_recs.steps import STEP_ERROR_ENV
+from startup_recs.usecases import get_use_case
+
+log = logging.getLogger(__name__)
+
+
+class PipelineRunError(RecsError):
+    """A pipeline step failed; the message names the step and its error."""
+
+
+@dataclass
+class LocalRun:
+    """What a local run left: per use case its evaluation folder copy and the published bundle."""
+
+    workdir: Path
+    seconds: float
+    evaluations: dict[str, Path] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+def pipeline_arguments(*, models_uri: str, use_cases: list[str], db_url: str | None = None,
+                       events_uri: str | None = None, split_at: str | None = None,
+                       params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate the source and use cases and build the pipeline's argument dict."""
+    from pipelines.training import reverse_recommendation_training
+
+    if bool(db_url) == bool(events_uri):
+        raise ConfigError("give exactly one source: --db URL or --events FILE")
+    if not use_cases:
+        raise ConfigError("no use case given")
+    for uc in use_cases:
+        get_use_case(uc)
+    args: dict[str, Any] = {"models_uri": models_uri, "use_cases": list(use_cases)}
+    if db_url:
+        from startup_recs.synth import db_url as normalise
+
+        args["db_url"] = normalise(db_url)
+    else:
+        args["events_uri"] = str(Path(events_uri).resolve()) if not storage.is_s3(events_uri) else events_uri
+        args.setdefault("events_use_case", use_cases[0])
+        if len(use_cases) != 1:
+            raise ConfigError("an imported event log belongs to one use case: give exactly one --use-case")
+    if split_at:
+        args["split_at"] = split_at
+    known = set(reverse_recommendation_training.component_spec.inputs or {})
+    for key, value in (params or {}).items():
+        if key not in known:
+            raise ConfigError(f"unknown pipeline parameter {key!r}; known: {', '.join(sorted(known))}")
+        args[key] = value
+    return args
+
+
+def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool = True) -> LocalRun:
+    """Run the pipeline through kfp.local; copy each use case's evaluation to
+    ``<workdir>/<use_case>/evaluation/`` (metrics.json, report.md, plots)."""
+    from kfp import local
+
+    from pipelines.training import CompileOptions, build_pipeline
+
+    work = Path(workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    models_uri = arguments["models_uri"]
+    if not storage.is_s3(models_uri):
+        models_uri = arguments["models_uri"] = str(storage.local(models_uri).resolve())
+    errors = work / "step_errors.jsonl"
+    errors.unlink(missing_ok=True)
+    os.environ[STEP_ERROR_ENV] = str(errors)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "kfp_root"),
+               raise_on_error=True, enable_caching=caching, cache_root=str(work / "kfp_cache"))
+    # One use case at a time: the laptop's cores go to each step's own threads.
+    pipeline = build_pipeline(CompileOptions(parallelism=1))
+    t0 = time.perf_counter()
+    try:
+        task = pipeline(**arguments)
+    except RuntimeError as exc:
+        raise PipelineRunError(_failure_message(errors, exc)) from None
+    finally:
+        os.environ.pop(STEP_ERROR_ENV, None)
+    run = LocalRun(workdir=work, seconds=time.perf_counter() - t0)
+    for artifact in task.output or []:
+        src = Path(artifact.uri)
+        metrics = json.loads((src / "metrics.json").read_text())
+        uc = artifact.metadata.get("use_case") or metrics.get("use_case")
+        dest = work / uc / "evaluation"
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(src, dest)
+        run.evaluations[uc], run.metrics[uc] = dest, metrics
+    from startup_recs import bundle
+
+    for uc in arguments["use_cases"]:
+        ptr = bundle.read_pointer(models_uri, uc)
+        run.published[uc] = ptr
+    return run
+
+
+def _failure_message(errors: Path, exc: Exception) -> str:
+    """``step <name> failed: <its error>`` for each failed step, else kfp's own message."""
+    lines = []
+    if errors.is_file():
+        for line in errors.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                lines.append(f"step {rec['step']} failed: {rec['error']}")
+            except (ValueError, KeyError):
+                continue
+    if lines:
+        return "; ".join(dict.fromkeys(lines))
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines()[0]

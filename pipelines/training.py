@@ -1,0 +1,186 @@
+"""``reverse_recommendation_training``: extract -> datasets -> retrievers -> ranker -> evaluate ->
+gated publish, once per use case (a ``ParallelFor``).
+
+Fitting windows (docs/contracts.md): stage-1 retrievers fit on *train* (``< val_start``) score the
+ranker's validation pairs and choose the warm route; final retrievers are refit on *train + val*
+(``< split_at``) and scored once on *test* by evaluate; the published bundle serves them.
+
+Cluster settings that are not run parameters (the GPU pool's node label and taint, resource
+requests, fan-out) are :class:`CompileOptions`, applied when the pipeline is built.
+"""
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from kfp import dsl, kubernetes
+
+import components as c
+
+PIPELINE_NAME = "reverse-recommendation-training"
+DEFAULT_USE_CASES = ["startup_developer", "startup_investor"]
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Where and how big the pods are; baked into the compiled YAML, not run parameters.
+
+    The GPU pool defaults follow the NVIDIA GPU operator (node label ``nvidia.com/gpu.present=true``,
+    taint ``nvidia.com/gpu=present:NoSchedule``); GKE users pass e.g.
+    ``gpu_node_label_key=cloud.google.com/gke-accelerator``, ``gpu_node_label_value=nvidia-l4``.
+    """
+
+    gpu_accelerator: str = "nvidia.com/gpu"
+    gpu_count: int = 1
+    gpu_node_label_key: str = "nvidia.com/gpu.present"
+    gpu_node_label_value: str = "true"
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    gpu_toleration_value: str = "present"  # empty -> operator Exists
+    gpu_toleration_effect: str = "NoSchedule"
+    trainer_cpu: str = "4"
+    trainer_memory: str = "16G"
+    step_cpu: str = "1"
+    step_memory: str = "4G"
+    parallelism: int = 0  # use cases trained at once; 0 = all
+
+    @classmethod
+    def from_pairs(cls, pairs: list[str] | None) -> "CompileOptions":
+        """``["gpu_node_label_key=x", ...]`` (CLI ``--option``) -> options; unknown keys are an error."""
+        from startup_recs.errors import ConfigError
+
+        known = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for pair in pairs or []:
+            key, sep, value = pair.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in known:
+                raise ConfigError(f"bad compile option {pair!r}; expected KEY=VALUE with KEY one of: {', '.join(known)}")
+            values[key] = int(value) if key in ("gpu_count", "parallelism") else value
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _cpu_step(task: dsl.PipelineTask, opts: CompileOptions, name: str, cache: bool = True) -> dsl.PipelineTask:
+    task.set_display_name(name).set_caching_options(cache)
+    task.set_cpu_request(opts.step_cpu).set_memory_request(opts.step_memory)
+    return task
+
+
+def _gpu_step(task: dsl.PipelineTask, opts: CompileOptions, name: str) -> dsl.PipelineTask:
+    """Two-tower on the GPU pool: accelerator limit, requests, node selector and toleration."""
+    task.set_display_name(name).set_caching_options(True)
+    task.set_accelerator_type(opts.gpu_accelerator).set_accelerator_limit(opts.gpu_count)
+    task.set_cpu_request(opts.trainer_cpu).set_memory_request(opts.trainer_memory)
+    kubernetes.add_node_selector(task, label_key=opts.gpu_node_label_key, label_value=opts.gpu_node_label_value)
+    kubernetes.add_toleration(
+        task, key=opts.gpu_toleration_key, operator="Equal" if opts.gpu_toleration_value else "Exists",
+        value=opts.gpu_toleration_value or None, effect=opts.gpu_toleration_effect)
+    return task
+
+
+def build_pipeline(opts: CompileOptions | None = None) -> Any:
+    """The pipeline function (a KFP ``GraphComponent``) built with ``opts``."""
+    opts = opts or CompileOptions()
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0])
+    def reverse_recommendation_training(
+        models_uri: str,
+        use_cases: list = DEFAULT_USE_CASES,  # noqa: B006 - KFP reads the default from the signature
+        db_url: str = "",
+        events_uri: str = "",
+        events_use_case: str = "",
+        entity_col: str = "entity_id",
+        candidate_col: str = "candidate_id",
+        time_col: str = "ts",
+        event_col: str = "event",
+        weight_col: str = "weight",
+        event_weights: str = "",
+        split_at: str = "",
+        test_days: float = 14.0,
+        val_days: float = 14.0,
+        seed: int = 0,
+        negative_samples: int = 5,
+        min_interactions: int = 1,
+        neg_ratio: float = 2.0,
+        propensity_clip: float = 0.05,
+        tt_epochs: int = 50,
+        tt_batch_size: int = 256,
+        tt_lr: float = 0.001,
+        embedding_dim: int = 128,
+        device: str = "auto",
+        als_factors: int = 128,
+        als_iterations: int = 10,
+        als_regularization: float = 0.01,
+        als_alpha: float = 1.0,
+        ranker_epochs: int = 20,
+        ranker_batch_size: int = 128,
+        ranker_lr: float = 0.001,
+        eval_k: str = "10,20,50",
+        gate_margin: float = 0.02,
+    ) -> list[dsl.Artifact]:
+        split = {"split_at": split_at, "test_days": test_days, "val_days": val_days}
+        probe = _cpu_step(c.probe_source(db_url=db_url, events_uri=events_uri, time_col=time_col),
+                          opts, "probe-source", cache=False)
+        ex = _cpu_step(c.extract(
+            watermark=probe.output, db_url=db_url, events_uri=events_uri, events_use_case=events_use_case,
+            entity_col=entity_col, candidate_col=candidate_col, time_col=time_col, event_col=event_col,
+            weight_col=weight_col, event_weights=event_weights), opts, "extract")
+        snapshot = ex.outputs["snapshot"]
+
+        with dsl.ParallelFor(use_cases, parallelism=opts.parallelism) as uc:
+            ds_tt = _cpu_step(c.dataset_two_tower(
+                snapshot=snapshot, use_case=uc, negative_samples=negative_samples,
+                min_interactions=min_interactions, seed=seed, **split), opts, "dataset-two-tower")
+            ds_als = {
+                window: _cpu_step(c.dataset_als(snapshot=snapshot, use_case=uc, fit_window=window,
+                                                min_interactions=min_interactions, **split),
+                                  opts, f"dataset-als-{window}")
+                for window in ("train", "trainval")
+            }
+            ds_rk = _cpu_step(c.dataset_ranker(
+                snapshot=snapshot, use_case=uc, neg_ratio=neg_ratio, propensity_clip=propensity_clip,
+                seed=seed, **split), opts, "dataset-ranker")
+
+            tt, als = {}, {}
+            for window, stage in (("train", "stage1"), ("trainval", "final")):
+                tt[window] = _gpu_step(c.train_two_tower(
+                    dataset=ds_tt.outputs["dataset"], use_case=uc, window=window, epochs=tt_epochs,
+                    batch_size=tt_batch_size, lr=tt_lr, embedding_dim=embedding_dim, device=device, seed=seed),
+                    opts, f"train-two-tower-{stage}")
+                als[window] = _cpu_step(c.train_als(
+                    dataset=ds_als[window].outputs["dataset"], use_case=uc, factors=als_factors,
+                    iterations=als_iterations, regularization=als_regularization, alpha=als_alpha),
+                    opts, f"train-als-{stage}")
+
+            rk = _cpu_step(c.train_ranker(
+                dataset=ds_rk.outputs["dataset"], two_tower=tt["train"].outputs["model"],
+                als=als["train"].outputs["model"], use_case=uc, epochs=ranker_epochs,
+                batch_size=ranker_batch_size, lr=ranker_lr), opts, "train-ranker")
+
+            ev = _cpu_step(c.evaluate(
+                snapshot=snapshot, two_tower=tt["trainval"].outputs["model"], als=als["trainval"].outputs["model"],
+                stage1=rk.outputs["model"], use_case=uc, k=eval_k, **split), opts, "evaluate")
+
+            decision = _cpu_step(c.gate(evaluation=ev.outputs["evaluation"], models_uri=models_uri, use_case=uc,
+                                        margin=gate_margin), opts, "gate", cache=False)
+            with dsl.If(decision.output == "publish", name="gate-passed"):
+                _cpu_step(c.publish(models=ev.outputs["models"], evaluation=ev.outputs["evaluation"],
+                                    snapshot=snapshot, models_uri=models_uri, use_case=uc, margin=gate_margin),
+                          opts, "publish", cache=False)
+
+        # Every use case's evaluation folder (metrics.json, report.md): run-local copies them out.
+        return dsl.Collected(ev.outputs["evaluation"])
+
+    return reverse_recommendation_training
+
+
+reverse_recommendation_training = build_pipeline()
+
+
+def compile_pipeline(path: str, opts: CompileOptions | None = None) -> str:
+    """Write the IR YAML that a user uploads in the Kubeflow UI; returns ``path``."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(opts), package_path=path)
+    return path
