@@ -1,0 +1,231 @@
+"""Ranker: losses stay within lists, IPS weights count, it learns a planted signal, round trips."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from startup_recs import ranking_features
+from startup_recs.errors import ConfigError, DataError, ModelMismatchError
+from startup_recs.models.ranker import RankerMLP, from_dir
+from startup_recs.serving.rerank import Reranker
+from startup_recs.train import ranker as tr
+from tests.unit.ranker_world import USE_CASE, make_world
+
+torch.set_num_threads(1)
+
+
+# --- losses -------------------------------------------------------------------------------------
+def _batch(lists: list[list[tuple[float, float, float]]]):
+    """[(score, label, weight), ...] per list -> padded tensors (scores require grad)."""
+    width = max(len(x) for x in lists)
+    s = torch.zeros(len(lists), width)
+    y = torch.zeros(len(lists), width)
+    w = torch.ones(len(lists), width)
+    m = torch.zeros(len(lists), width, dtype=torch.bool)
+    for i, items in enumerate(lists):
+        for j, (si, yi, wi) in enumerate(items):
+            s[i, j], y[i, j], w[i, j], m[i, j] = si, yi, wi, True
+    return s.requires_grad_(True), y, w, m
+
+
+@pytest.mark.parametrize("loss", ["listwise", "pairwise"])
+def test_cross_entity_pairs_contribute_nothing(loss):
+    fn = tr.LOSSES[loss]
+    # entity A: one positive, one negative; entity B: one negative with a huge score.
+    a = [(0.5, 1.0, 1.0), (0.2, 0.0, 1.0)]
+    s, y, w, m = _batch([a, [(9.0, 0.0, 1.0)]])
+    fn(s, y, w, m).backward()
+    grad_a = s.grad[0].clone()
+    # B's score does not touch A's gradient, and B alone (no positive) gives no loss at all
+    s2, y2, w2, m2 = _batch([a, [(-9.0, 0.0, 1.0)]])
+    fn(s2, y2, w2, m2).backward()
+    assert torch.allclose(grad_a, s2.grad[0])
+    assert float(s.grad[1, 0]) == 0.0
+    # the positive only in A and the negative only in B: a cross-entity pair would give a loss
+    s3, y3, w3, m3 = _batch([[(0.0, 1.0, 1.0)], [(5.0, 0.0, 1.0)]])
+    out = fn(s3, y3, w3, m3)
+    assert out.item() == pytest.approx(0.0, abs=1e-7)
+    # the same as A on its own (the batch normaliser counts A's positives only)
+    s4, y4, w4, m4 = _batch([a])
+    assert fn(s4, y4, w4, m4).item() == pytest.approx(fn(*_batch([a, [(9.0, 0.0, 1.0)]])).item(), rel=1e-6)
+
+
+def test_padding_never_enters_a_list():
+    s, y, w, m = _batch([[(1.0, 1.0, 1.0), (0.0, 0.0, 1.0)], [(0.3, 1.0, 1.0), (0.1, 0.0, 1.0), (2.0, 0.0, 1.0)]])
+    base = tr.listwise_loss(s, y, w, m).item()
+    s2 = s.detach().clone()
+    s2[0, 2] = 50.0  # a padded cell
+    assert tr.listwise_loss(s2, y, w, m).item() == pytest.approx(base)
+    assert tr.pairwise_loss(s2, y, w, m).item() == pytest.approx(tr.pairwise_loss(s, y, w, m).item())
+
+
+def test_ips_weights_hand_case():
+    # one list: positives with IPS weights 1 and 3, one negative; scores 0, 1, 2
+    s, y, w, m = _batch([[(0.0, 1.0, 1.0), (1.0, 1.0, 3.0), (2.0, 0.0, 1.0)]])
+    lse = math.log(math.exp(0) + math.exp(1) + math.exp(2))
+    want = -(1 * (0 - lse) + 3 * (1 - lse)) / 2  # divided by the 2 positives
+    assert tr.listwise_loss(s, y, w, m).item() == pytest.approx(want, rel=1e-6)
+    # pairwise: pairs (0,2) weight 1 and (1,2) weight 3, mean over 2 pairs
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
+    assert tr.pairwise_loss(s, y, w, m).item() == pytest.approx((1 * sp(2 - 0) + 3 * sp(2 - 1)) / 2, rel=1e-6)
+    # and the weights steer learning: the heavier positive gets the larger gradient push
+    tr.listwise_loss(s, y, w, m).backward()
+    assert s.grad[0, 1] < s.grad[0, 0] < 0
+
+
+def test_pad_lists_layout():
+    offsets = np.array([0, 2, 5, 6])
+    idx, mask = tr.pad_lists(offsets, np.array([1, 2]))
+    assert idx.tolist() == [[2, 3, 4], [5, 0, 0]]
+    assert mask.tolist() == [[True, True, True], [True, False, False]]
+
+
+def test_ndcg_lists_hand_case():
+    # list 1: relevant at rank 2 of 3 -> 1/log2(3); list 2 has no positive -> skipped
+    scores = np.array([3.0, 2.0, 1.0, 5.0, 4.0])
+    labels = np.array([0, 1, 0, 0, 0])
+    assert tr.ndcg_lists(scores, labels, np.array([0, 3, 5])) == pytest.approx(1 / math.log2(3))
+
+
+# --- learning -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def world():
+    return make_world(seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(world, tmp_path_factory):
+    data, retrievers, rows = world
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, epochs=40, batch_size=16, lr=3e-3, seed=0,
+                               extra_negatives=0, patience=10)
+    lists = tr.make_lists(rows, data, retrievers, cfg)
+    result = tr.fit(lists, cfg)
+    return cfg, lists, result
+
+
+def test_learns_planted_signal(trained):
+    _, lists, result = trained
+    m = result.metrics
+    base = m["holdout_baselines_ndcg@10"]
+    assert set(base) >= {"two_tower", "als", "pop_log"}
+    best_single = max(base.values())
+    # each retriever sees half the truth; the ranker adds them up (and the popularity prior)
+    assert m["holdout_ndcg@10"] > best_single + 0.08, (m["holdout_ndcg@10"], base)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_fit_is_deterministic(world):
+    data, retrievers, rows = world
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, epochs=3, batch_size=16, seed=5, extra_negatives=0)
+    lists = tr.make_lists(rows, data, retrievers, cfg)
+    a, b = tr.fit(lists, cfg), tr.fit(lists, cfg)
+    for k, v in a.best_state.items():
+        assert torch.equal(v, b.best_state[k])
+
+
+def test_extra_negatives_come_from_retrieval_and_exclude_labelled(world):
+    data, retrievers, rows = world
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, extra_negatives=5, retrieve_k=20)
+    lists = tr.make_lists(rows, data, retrievers, cfg)
+    base = tr.make_lists(rows, data, retrievers, tr.RankerTrainConfig(use_case=USE_CASE, extra_negatives=0))
+    assert len(lists.y) == len(base.y) + 5 * base.n_lists
+    assert lists.y.sum() == base.y.sum()  # only negatives added
+    # no candidate twice in a list; added ones are neither logged for the entity nor already seen
+    for i in range(lists.n_lists):
+        e = lists.entity[i]
+        c = lists.cand[lists.offsets[i]:lists.offsets[i + 1]]
+        assert len(c) == len(np.unique(c))
+        logged = set(data.candidate_positions(rows.loc[rows["entity_id"] == e, "candidate_id"].tolist()))
+        added = set(c.tolist()) - logged
+        assert len(added) == 5
+        assert not added & set(data.seen_of(e).tolist())
+
+
+def test_empty_validation_set_is_an_error(tmp_path, world):
+    _, _, rows = world
+    from startup_recs import storage
+
+    uri = str(tmp_path / "ranker.parquet")
+    import pyarrow as pa
+
+    storage.write_table(pa.Table.from_pandas(rows.assign(split="train"), preserve_index=False), uri)
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE)
+    with pytest.raises(DataError, match="empty validation set"):
+        tr.train(cfg, uri, str(tmp_path), str(tmp_path))
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError):
+        tr.RankerTrainConfig(use_case=USE_CASE, loss="pointwise")
+    with pytest.raises(ConfigError):
+        tr.RankerTrainConfig(use_case="nope")
+
+
+# --- save / load / serve --------------------------------------------------------------------------
+def test_save_load_identical_scores(trained, world, tmp_path):
+    cfg, lists, result = trained
+    data, retrievers, rows = world
+    from startup_recs.models.ranker import RankerConfig, save
+
+    rc = RankerConfig(use_case=USE_CASE, features=lists.names, hidden=list(cfg.hidden),
+                      mean=result.model.mean.tolist(), std=result.model.std.tolist())
+    save(result.model, rc, str(tmp_path), best_state=result.best_state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ranker_reverse_v1.pth", "ranker_reverse_v1_best.pth", "ranker_reverse_v1_config.json"]
+    model, _ = from_dir(str(tmp_path), USE_CASE, which="final")
+    with torch.no_grad():
+        assert torch.equal(model(torch.from_numpy(lists.X)), result.model(torch.from_numpy(lists.X)))
+
+    rr = Reranker.load(str(tmp_path), USE_CASE)  # serves the best checkpoint
+    best = RankerMLP(len(lists.names), cfg.hidden)
+    best.load_state_dict(result.best_state)
+    best.eval()
+    # the serving path: features rebuilt from retrievers for one entity, numpy MLP
+    e = lists.entity[0]
+    a, b = lists.offsets[0], lists.offsets[1]
+    cidx = data.candidate_positions(rows.loc[rows["entity_id"] == e, "candidate_id"].tolist())
+    scores = ranking_features.gather_scores(retrievers, e, cidx, rr.retrievers)
+    got = rr.score(e, cidx, scores, data)
+    X, names = ranking_features.build(USE_CASE, e, cidx, scores, data)
+    assert names == lists.names
+    with torch.no_grad():
+        want = best(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rr.score_torch(X), want, rtol=1e-6)
+    # the training rows of that entity had the same features (entity lists are sorted by
+    # candidate; score_at vs whole-row scoring may differ in the last float bit)
+    order = np.argsort(cidx)
+    np.testing.assert_allclose(X[order], lists.X[a:b], rtol=1e-5, atol=1e-6)
+
+
+def test_use_case_mismatch(trained, world, tmp_path):
+    cfg, lists, result = trained
+    data, _, _ = world
+    from startup_recs.models.ranker import RankerConfig, save
+
+    rc = RankerConfig(use_case=USE_CASE, features=lists.names, hidden=list(cfg.hidden),
+                      mean=result.model.mean.tolist(), std=result.model.std.tolist())
+    save(result.model, rc, str(tmp_path))
+    # startup_investor shares the ranker_reverse_v1 file names: the config's use case decides
+    with pytest.raises(ModelMismatchError, match="use case"):
+        Reranker.load(str(tmp_path), "startup_investor")
+    rr = Reranker.load(str(tmp_path), USE_CASE)
+    other = type(data)(use_case="startup_investor", until=data.until, candidate_ids=data.candidate_ids,
+                       popularity=data.popularity, recency_days=data.recency_days,
+                       entity_counts=data.entity_counts, seen=data.seen)
+    with pytest.raises(ModelMismatchError, match="use case"):
+        rr.score("s0", np.array([0, 1]), {}, other)
+    # a config whose feature list the data cannot give (a ranker trained with feature tables)
+    rc2 = RankerConfig(use_case=USE_CASE, features=[*lists.names, "match_skills"], hidden=[4],
+                       mean=[0.0] * (len(lists.names) + 1), std=[1.0] * (len(lists.names) + 1))
+    save(RankerMLP(len(lists.names) + 1, [4]), rc2, str(tmp_path / "b"))
+    with pytest.raises(ModelMismatchError, match="feature mismatch"):
+        Reranker.load(str(tmp_path / "b"), USE_CASE).check(data)
+    # weights that do not fit the config (the legacy "feature dimension mismatch")
+    save(RankerMLP(3, [4]), rc2, str(tmp_path / "c"))
+    with pytest.raises(ModelMismatchError, match="do not fit"):
+        from_dir(str(tmp_path / "c"), USE_CASE)
