@@ -1,0 +1,186 @@
+"""Recommender: route -> retrieve top N -> re-rank -> answer. Shared by the predictor and evaluation.
+
+``Recommender.load(dir)`` takes a models folder (with ``serving/`` data beside the models, as
+``recs evaluate`` and the pipeline write it) or a published bundle (``manifest.json`` present: the
+model version comes from it). Per request the cost is one ``[d] x [d, n_c]`` product (plus
+``argpartition``) for the routed retriever and ``[m, d]`` products for the ranker's other
+retriever scores: O(n_c * d), fine at 100k candidates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from startup_recs import storage
+from startup_recs.errors import DataError, RecsError
+from startup_recs.serving.data import ServingData
+from startup_recs.serving.index import top_k
+from startup_recs.serving.retrievers import Retriever, load_retrievers
+from startup_recs.serving.router import Router, Routing
+from startup_recs.usecases import get_use_case
+
+log = logging.getLogger(__name__)
+
+N_RETRIEVE = 200  # candidates retrieved before re-ranking
+SERVING_DIR = "serving"
+
+
+class UnknownEntityError(RecsError):
+    """The entity id is not known to this model (HTTP 404 online)."""
+
+
+def load_reranker(models_dir: str, use_case: str) -> Any | None:
+    """E3's :class:`~startup_recs.serving.rerank.Reranker` when its config is in the folder."""
+    uc = get_use_case(use_case)
+    if not storage.exists(storage.join(models_dir, f"ranker{uc.suffix}_v1_config.json")):
+        return None
+    from startup_recs.serving.rerank import Reranker
+
+    return Reranker.load(models_dir, use_case)
+
+
+class Recommender:
+    """One use case's online model: data, retrievers, routing and an optional ranker."""
+
+    def __init__(
+        self,
+        data: ServingData,
+        retrievers: Mapping[str, Retriever],
+        routing: Routing | None = None,
+        reranker: Any | None = None,
+        *,
+        model_version: str = "unversioned",
+        n_retrieve: int = N_RETRIEVE,
+    ) -> None:
+        self.data = data
+        self.use_case = data.use_case
+        self.retrievers = dict(retrievers)
+        self.router = Router(self.retrievers, data, routing)
+        self.reranker = reranker
+        self.model_version = model_version
+        self.n_retrieve = int(n_retrieve)
+        if reranker is not None:
+            reranker.check(data)
+
+    @property
+    def routing(self) -> Routing:
+        return self.router.routing
+
+    @classmethod
+    def load(cls, path: str, use_case: str | None = None, *, rerank: bool = True) -> Recommender:
+        """From a models folder or bundle. Serving data: ``<path>/serving/``."""
+        manifest_uri = storage.join(path, "manifest.json")
+        manifest = storage.read_json(manifest_uri) if storage.exists(manifest_uri) else None
+        serving = storage.join(path, SERVING_DIR)
+        data = ServingData.load(serving)
+        if manifest is not None and manifest.get("use_case") not in (None, data.use_case):
+            raise DataError(f"{path}: manifest use case {manifest.get('use_case')!r} != serving data {data.use_case!r}")
+        if use_case is not None and use_case != data.use_case:
+            raise DataError(f"{path}: serving data is for {data.use_case!r}, not {use_case!r}")
+        version = "unversioned"
+        if manifest is not None and manifest.get("version") is not None:
+            v = manifest["version"]
+            version = f"v{v}" if isinstance(v, int) or str(v).isdigit() else str(v)
+        retrievers = load_retrievers(path, data)
+        reranker = load_reranker(path, data.use_case) if rerank else None
+        return cls(data, retrievers, Routing.load(path), reranker, model_version=version)
+
+    # --- one request ----------------------------------------------------------------------------
+    def check_entity(self, entity_id: str) -> None:
+        if self.data.knows_entity(entity_id):
+            return
+        if any(r.knows(entity_id) for n, r in self.retrievers.items() if n not in ("content", "popularity")):
+            return
+        raise UnknownEntityError(f"unknown {get_use_case(self.use_case).entity_kind} id {entity_id!r}")
+
+    def retrieve(self, entity_id: str, route: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``n`` (default :data:`N_RETRIEVE`) candidate indices and scores of the ``route``
+        retriever, excluding already-seen candidates and the entity itself."""
+        idx, sc = self.retrievers[route].top([entity_id], n or self.n_retrieve)
+        keep = np.isfinite(sc[0])
+        return idx[0][keep], sc[0][keep]
+
+    def rerank(self, entity_id: str, cand_idx: np.ndarray) -> np.ndarray:
+        """Ranker scores of ``cand_idx`` (``float32 [m]``), from every retriever it was trained with."""
+        from startup_recs.ranking_features import gather_scores
+
+        scores = gather_scores(self.retrievers, entity_id, cand_idx, self.reranker.retrievers)
+        return np.asarray(self.reranker.score(entity_id, cand_idx, scores, self.data), dtype=np.float32)
+
+    def recommend(self, entity_id: str, limit: int = 10) -> dict[str, Any]:
+        """The answer object of the API (see ``docs/contracts.md``); raises
+        :class:`UnknownEntityError` for an unknown id."""
+        entity_id = str(entity_id)
+        self.check_entity(entity_id)
+        segment, route = self.router.route(entity_id)
+        cand, scores = self.retrieve(entity_id, route, max(self.n_retrieve, int(limit)))
+        reranked = False
+        if self.reranker is not None and len(cand):
+            rs = self.rerank(entity_id, cand)
+            order = np.argsort(-rs, kind="stable")
+            cand, scores, reranked = cand[order], rs[order], True
+        cand, scores = cand[:limit], scores[:limit]
+        return {
+            "entity_id": entity_id,
+            "candidates": self._candidates(entity_id, cand, scores),
+            "method_used": f"{segment}:{route}",
+            "segment": segment,
+            "model_version": self.model_version,
+            "reranked": reranked,
+            "interaction_count": self.data.interaction_count(entity_id),
+            "total": int(len(cand)),
+        }
+
+    def recommend_batch(self, entity_ids: Sequence[str], limit: int = 10) -> list[dict[str, Any]]:
+        """:meth:`recommend` for many entities (one answer each, same order)."""
+        return [self.recommend(e, limit) for e in entity_ids]
+
+    def _candidates(self, entity_id: str, cand: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+        from startup_recs.features import match_reasons
+
+        ent = self.data.entity_row(entity_id)
+        feats = self.data.candidate_features
+        out = []
+        for rank, (c, s) in enumerate(zip(cand.tolist(), scores.tolist(), strict=True), start=1):
+            reasons: list[str] = []
+            if ent is not None and feats is not None:
+                reasons = match_reasons(self.use_case, ent, feats.iloc[c])
+            out.append({"id": str(self.data.candidate_ids[c]), "score": float(s), "rank": rank,
+                        "match_reasons": reasons})
+        return out
+
+    # --- batch scoring for evaluation -----------------------------------------------------------
+    def routes(self, entity_ids: Sequence[str]) -> list[tuple[str, str]]:
+        return [self.router.route(e) for e in entity_ids]
+
+    def top_routed(self, entity_ids: Sequence[str], n: int, *, rerank: bool = False,
+                   n_retrieve: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Batch routed (optionally re-ranked) top-``n`` for evaluation.
+
+        Entities are grouped by route and each group scored with one matrix product. Returns
+        ``(idx int64 [b, n], scores [b, n], method per entity)``; ``-1``/``-inf`` pad short rows.
+        """
+        routes = self.routes(entity_ids)
+        out_i = np.full((len(entity_ids), n), -1, np.int64)
+        out_s = np.full((len(entity_ids), n), -np.inf, np.float32)
+        fetch = max(n, n_retrieve or self.n_retrieve) if rerank and self.reranker is not None else n
+        by_route: dict[str, list[int]] = {}
+        for i, (_, r) in enumerate(routes):
+            by_route.setdefault(r, []).append(i)
+        for r, rows in by_route.items():
+            ids = [entity_ids[i] for i in rows]
+            idx, sc = top_k(self.retrievers[r].score(ids), fetch, self.data.exclusion_lists(ids))
+            for j, i in enumerate(rows):
+                keep = np.isfinite(sc[j])
+                ci, cs = idx[j][keep], sc[j][keep]
+                if rerank and self.reranker is not None and len(ci):
+                    rs = self.rerank(entity_ids[i], ci)
+                    order = np.argsort(-rs, kind="stable")
+                    ci, cs = ci[order], rs[order]
+                m = min(n, len(ci))
+                out_i[i, :m], out_s[i, :m] = ci[:m], cs[:m]
+        return out_i, out_s, [f"{s}:{r}" for s, r in routes]
