@@ -1,0 +1,167 @@
+"""The compiled IR of ``reverse_recommendation_training``: every step, the DAG's fitting windows,
+the two-tower task on the GPU pool, caching, the publish gate, and the images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("kfp")
+
+from pipelines.training import CompileOptions, compile_pipeline  # noqa: E402
+from startup_recs.images import image  # noqa: E402
+
+STEPS = {
+    "dataset-two-tower", "dataset-als-train", "dataset-als-trainval", "dataset-ranker",
+    "train-two-tower-stage1", "train-two-tower-final", "train-als-stage1", "train-als-final",
+    "train-ranker", "evaluate", "gate",
+}
+
+
+def _compile(tmp_path: Path, opts: CompileOptions | None = None) -> tuple[dict, dict]:
+    path = compile_pipeline(str(tmp_path / "p.yaml"), opts)
+    spec, platform = list(yaml.safe_load_all(Path(path).read_text()))
+    return spec, platform
+
+
+def _loop(spec: dict) -> dict:
+    (name,) = [k for k in spec["components"] if k.startswith("comp-for-loop")]
+    return spec["components"][name]["dag"]["tasks"]
+
+
+def _by_display(tasks: dict) -> dict[str, tuple[str, dict]]:
+    return {t["taskInfo"]["name"]: (k, t) for k, t in tasks.items()}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    return _compile(tmp_path_factory.mktemp("ir"))
+
+
+def test_every_step_is_in_the_dag(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    assert spec["pipelineInfo"]["name"] == "reverse-recommendation-training"
+    root = spec["root"]["dag"]["tasks"]
+    assert {"probe-source", "extract"} <= set(root)
+    loop_task = next(t for k, t in root.items() if k.startswith("for-loop"))
+    assert loop_task["parameterIterator"]["items"]["inputParameter"].endswith("use_cases")
+    tasks = _by_display(_loop(spec))
+    assert STEPS <= set(tasks)
+    cond = tasks["gate-passed"][1]
+    publish_tasks = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(publish_tasks) == ["publish"]
+
+
+def test_fitting_windows_and_order(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    tasks = _by_display(_loop(spec))
+    key = {name: k for name, (k, _) in tasks.items()}
+
+    def deps(name: str) -> set[str]:
+        return set(tasks[name][1].get("dependentTasks", []))
+
+    def param(name: str, p: str) -> object:
+        return tasks[name][1]["inputs"]["parameters"][p]["runtimeValue"]["constant"]
+
+    assert param("dataset-als-train", "fit_window") == "train"
+    assert param("dataset-als-trainval", "fit_window") == "trainval"
+    assert param("train-two-tower-stage1", "window") == "train"
+    assert param("train-two-tower-final", "window") == "trainval"
+    # the ranker learns from stage-1 retrievers (train window) only
+    assert deps("train-ranker") == {key["dataset-ranker"], key["train-two-tower-stage1"], key["train-als-stage1"]}
+    assert deps("train-als-stage1") == {key["dataset-als-train"]}
+    assert deps("train-als-final") == {key["dataset-als-trainval"]}
+    # evaluate scores the final retrievers + the stage-1 ranker
+    assert deps("evaluate") == {key["train-two-tower-final"], key["train-als-final"], key["train-ranker"]}
+    assert deps("gate") == {key["evaluate"]}
+
+
+def test_two_tower_runs_on_the_gpu_pool(compiled: tuple[dict, dict]) -> None:
+    spec, platform = compiled
+    tasks = _by_display(_loop(spec))
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("train-two-tower-stage1", "train-two-tower-final"):
+        comp = spec["components"][tasks[name][1]["componentRef"]["name"]]
+        ex_name = comp["executorLabel"]
+        container = executors[ex_name]["container"]
+        res = container["resources"]
+        assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert res["accelerator"]["resourceCount"] == "1"
+        assert res["resourceCpuRequest"] == "4" and res["resourceMemoryRequest"] == "16G"
+        assert container["image"] == image("trainer-gpu")
+        assert k8s[ex_name]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        assert k8s[ex_name]["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
+    # nothing else asks for a GPU or lands on the GPU pool
+    gpu_execs = {ex for ex, e in executors.items() if "accelerator" in e["container"].get("resources", {})}
+    assert gpu_execs == set(k8s) == {"exec-train-two-tower", "exec-train-two-tower-2"}
+    for ex, e in executors.items():
+        if ex not in gpu_execs:
+            assert e["container"]["image"] == image("base"), ex
+
+
+def test_gpu_pool_labels_are_compile_options(tmp_path: Path) -> None:
+    opts = CompileOptions.from_pairs([
+        "gpu_node_label_key=cloud.google.com/gke-accelerator", "gpu_node_label_value=nvidia-l4",
+        "gpu_toleration_key=dedicated", "gpu_toleration_value=", "trainer_memory=32G"])
+    spec, platform = _compile(tmp_path, opts)
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-two-tower"]
+    assert k8s["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert k8s["tolerations"] == [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
+    res = spec["deploymentSpec"]["executors"]["exec-train-two-tower"]["container"]["resources"]
+    assert res["resourceMemoryRequest"] == "32G"
+
+
+def test_bad_compile_option_is_one_line_error() -> None:
+    from startup_recs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bad compile option 'gpu_colour=red'"):
+        CompileOptions.from_pairs(["gpu_colour=red"])
+
+
+def test_caching_deterministic_steps_only(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    root = spec["root"]["dag"]["tasks"]
+    # the watermark probe always runs; its output is extract's input, so new data reruns extract
+    assert not root["probe-source"].get("cachingOptions", {}).get("enableCache", False)
+    assert root["extract"]["cachingOptions"]["enableCache"] is True
+    wm = root["extract"]["inputs"]["parameters"]["watermark"]["taskOutputParameter"]
+    assert wm == {"producerTask": "probe-source", "outputParameterKey": "Output"}
+    tasks = _by_display(_loop(spec))
+    for name in STEPS - {"gate"}:
+        assert tasks[name][1]["cachingOptions"]["enableCache"] is True, name
+    assert not tasks["gate"][1].get("cachingOptions", {}).get("enableCache", False)
+    cond = tasks["gate-passed"][1]
+    publish = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]["publish"]
+    assert not publish.get("cachingOptions", {}).get("enableCache", False)
+
+
+def test_publish_is_gated_on_the_evaluation(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    _, cond = _by_display(_loop(spec))["gate-passed"]
+    assert cond["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-Output'] == 'publish'"
+    assert cond["inputs"]["parameters"]["pipelinechannel--gate-Output"]["taskOutputParameter"]["producerTask"] == "gate"
+
+
+def test_components_install_nothing_at_runtime(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    for name, ex in spec["deploymentSpec"]["executors"].items():
+        text = " ".join(ex["container"]["command"] + ex["container"].get("args", []))
+        assert "pip install" not in text, name
+        assert "import startup_recs" in text or "from startup_recs import" in text, name
+
+
+def test_parameters_cover_the_legacy_flags(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    legacy = {"negative_samples": 5, "min_interactions": 1, "neg_ratio": 2.0, "tt_epochs": 50, "tt_batch_size": 256,
+              "tt_lr": 0.001, "embedding_dim": 128, "als_factors": 128, "als_iterations": 10,
+              "ranker_epochs": 20, "ranker_batch_size": 128, "ranker_lr": 0.001}
+    for name, default in legacy.items():
+        assert params[name]["defaultValue"] == default, name
+    assert params["use_cases"]["defaultValue"] == ["startup_developer", "startup_investor"]
+    assert "defaultValue" not in params["models_uri"]
+    assert {"db_url", "events_uri", "split_at", "gate_margin", "entity_col", "candidate_col"} <= set(params)
