@@ -1,4 +1,4 @@
-"""ALS step time: our trainer (``startup_recs.train.als.train_als``) vs a bare ``implicit`` fit of
+"""ALS step time: our trainer (``startup_recs.train.als.fit_als``) vs a bare ``implicit`` fit of
 the same confidence matrix, in the same process, same threads, same seed. Target: <= 1.05x.
 
 "Ours" is the whole training step a user runs minus file I/O: input checks, confidence
@@ -50,7 +50,7 @@ def main() -> None:
     import implicit.cpu.als
     from threadpoolctl import threadpool_limits
 
-    from startup_recs.train.als import ALSConfig, confidence, train_als
+    from startup_recs.train.als import ALSConfig, confidence, fit_als
 
     m = synthetic_matrix(args.entities, args.candidates, args.nnz_per_row)
     users, items = [str(i) for i in range(m.shape[0])], [str(i) for i in range(m.shape[1])]
@@ -70,7 +70,7 @@ def main() -> None:
                 bare.fit(conf, show_progress=False)
                 bare_t.append(time.perf_counter() - t)
             t = time.perf_counter()
-            train_als(m, users, items, cfg)
+            fit_als(m, users, items, cfg)
             ours_t.append(time.perf_counter() - t)
         b, o = statistics.median(bare_t), statistics.median(ours_t)
         rows.append((track_loss, b, o))

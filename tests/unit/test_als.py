@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from startup_recs.cli import main
 from startup_recs.errors import ConfigError, DataError, ModelFitError
-from startup_recs.train.als import ALSConfig, ALSModel, confidence, fit_factors, train_als
+from startup_recs.train.als import ALSConfig, ALSModel, confidence, fit_als, fit_factors
 
 
 def planted(seed: int = 0, n_e: int = 120, n_c: int = 200, groups: int = 6):
@@ -53,7 +53,7 @@ def test_confidence_formula():
 def test_als_learns_planted_clusters_and_beats_popularity():
     m, held = planted()
     ids_e, ids_c = [f"e{i}" for i in range(m.shape[0])], [f"c{i}" for i in range(m.shape[1])]
-    model = train_als(m, ids_e, ids_c, ALSConfig(factors=16, iterations=15, regularization=0.05, alpha=5.0, seed=1))
+    model = fit_als(m, ids_e, ids_c, ALSConfig(factors=16, iterations=15, regularization=0.05, alpha=5.0, seed=1))
     als = hit_rate(model.scores(np.arange(m.shape[0])), m, held)
     pop = np.asarray(m.sum(0)).ravel()[None, :].repeat(m.shape[0], 0).astype(np.float32)
     popularity = hit_rate(pop, m, held)
@@ -68,8 +68,8 @@ def test_same_seed_same_factors_and_save_load_round_trip(tmp_path):
     m, _ = planted(seed=3)
     ids_e, ids_c = [f"e{i}" for i in range(m.shape[0])], [f"c{i}" for i in range(m.shape[1])]
     cfg = ALSConfig(factors=8, iterations=3, seed=7, num_threads=1)
-    a = train_als(m, ids_e, ids_c, cfg, use_case="startup_developer")
-    b = train_als(m, ids_e, ids_c, cfg, use_case="startup_developer")
+    a = fit_als(m, ids_e, ids_c, cfg, use_case="startup_developer")
+    b = fit_als(m, ids_e, ids_c, cfg, use_case="startup_developer")
     np.testing.assert_allclose(a.user_factors, b.user_factors, rtol=1e-5, atol=1e-6)
     a.save(str(tmp_path), "als_reverse_v1")
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -88,7 +88,7 @@ def test_nan_input_and_nan_factors_raise_model_fit_error():
     bad.data[0] = np.nan
     ids_e, ids_c = [str(i) for i in range(m.shape[0])], [str(i) for i in range(m.shape[1])]
     with pytest.raises(ModelFitError, match="NaN"):
-        train_als(bad, ids_e, ids_c, ALSConfig(factors=4, iterations=1))
+        fit_als(bad, ids_e, ids_c, ALSConfig(factors=4, iterations=1))
     conf = confidence(m, 1.0)
     conf.data[0] = np.nan  # bypass the input check: implicit's factors go NaN
     with pytest.raises(ModelFitError, match="NaN"):
@@ -98,15 +98,15 @@ def test_nan_input_and_nan_factors_raise_model_fit_error():
 def test_bad_shapes_and_empty_matrix():
     m, _ = planted()
     with pytest.raises(DataError, match="does not match"):
-        train_als(m, ["a"], ["b"], ALSConfig())
+        fit_als(m, ["a"], ["b"], ALSConfig())
     with pytest.raises(DataError, match="no interactions"):
-        train_als(sp.csr_matrix((2, 2), dtype=np.float32), ["a", "b"], ["c", "d"], ALSConfig())
+        fit_als(sp.csr_matrix((2, 2), dtype=np.float32), ["a", "b"], ["c", "d"], ALSConfig())
     with pytest.raises(ConfigError, match="CUDA"):
         import implicit.gpu
 
         if implicit.gpu.HAS_CUDA:
             pytest.skip("CUDA present")
-        train_als(m, [str(i) for i in range(120)], [str(i) for i in range(200)], ALSConfig(device="cuda"))
+        fit_als(m, [str(i) for i in range(120)], [str(i) for i in range(200)], ALSConfig(device="cuda"))
 
 
 def test_cli_train_als(tmp_path, capsys):

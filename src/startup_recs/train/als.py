@@ -219,7 +219,7 @@ def fit_factors(conf: sp.csr_matrix, config: ALSConfig, *, show_progress: bool =
     return users, items, history
 
 
-def train_als(matrix: sp.spmatrix, user_ids: list[str], item_ids: list[str], config: ALSConfig,
+def fit_als(matrix: sp.spmatrix, user_ids: list[str], item_ids: list[str], config: ALSConfig,
               *, use_case: str | None = None, show_progress: bool = False) -> ALSModel:
     """Fit ALS on an entities x candidates weight matrix; returns the model with its config,
     diagnostics and history. Raises :class:`DataError` for an empty or mis-shaped input and
@@ -289,25 +289,38 @@ def _dataset_use_case(data: str) -> str | None:
     return None
 
 
-def cli_train(args: argparse.Namespace) -> int:
-    """``recs train als``: legacy flags, implicit ALS, artifacts named ``<model-name>_*``."""
-    uc = get_use_case(args.use_case)
-    recorded = _dataset_use_case(args.data)
+def train_als(data: str, user_mapping: str, item_mapping: str, use_case: str, output_dir: str, *,
+              factors: int = 128, iterations: int = 10, regularization: float = 0.01, alpha: float = 1.0,
+              weighting: str = "linear", seed: int = 0, device: str = "auto", model_name: str | None = None,
+              show_progress: bool = False) -> dict[str, Any]:
+    """File to file: read the ALS dataset, fit, write ``<model_name>_*``; returns a summary dict
+    (model name, shapes, fit seconds, diagnostics) for logs and pipeline metadata."""
+    uc = get_use_case(use_case)
+    recorded = _dataset_use_case(data)
     if recorded is not None and recorded != uc.name:
-        raise ModelMismatchError(f"{args.data} was built for use case {recorded!r}, not {uc.name!r}")
-    config = ALSConfig(
-        factors=args.factors, iterations=args.iterations, regularization=args.regularization,
-        alpha=args.alpha, weighting=getattr(args, "weighting", "linear"), seed=getattr(args, "seed", 0),
-        device=getattr(args, "device", "auto"),
-    ).validate()
-    matrix, users, items = load_matrix(args.data, args.user_mapping, args.item_mapping)
-    model = train_als(matrix, users, items, config, use_case=uc.name, show_progress=True)
-    name = args.model_name or f"als{uc.suffix}_v1"
-    model.save(args.output_dir, name)
+        raise ModelMismatchError(f"{data} was built for use case {recorded!r}, not {uc.name!r}")
+    config = ALSConfig(factors=factors, iterations=iterations, regularization=regularization, alpha=alpha,
+                       weighting=weighting, seed=seed, device=device).validate()
+    matrix, users, items = load_matrix(data, user_mapping, item_mapping)
+    model = fit_als(matrix, users, items, config, use_case=uc.name, show_progress=show_progress)
+    name = model_name or f"als{uc.suffix}_v1"
+    model.save(output_dir, name)
     d = model.config["diagnostics"]
-    print(f"ALS {name}: {len(users)} entities x {len(items)} candidates, {matrix.nnz} interactions, "
-          f"{config.factors} factors, {model.config['fit_seconds']:.2f}s; reconstruction MSE "
-          f"{d['reconstruction_mse']:.4f}, explained variance {d['explained_variance']:.3f} -> {args.output_dir}")
     if any(math.isnan(v) for v in d.values()):
         log.warning("ALS diagnostics undefined (degenerate matrix)")
+    return {"model_name": name, "entities": len(users), "candidates": len(items), "interactions": int(matrix.nnz),
+            "factors": factors, "fit_seconds": model.config["fit_seconds"], **d}
+
+
+def cli_train(args: argparse.Namespace) -> int:
+    """``recs train als``: legacy flags, implicit ALS, artifacts named ``<model-name>_*``."""
+    info = train_als(args.data, args.user_mapping, args.item_mapping, args.use_case, args.output_dir,
+                     factors=args.factors, iterations=args.iterations, regularization=args.regularization,
+                     alpha=args.alpha, weighting=getattr(args, "weighting", "linear"),
+                     seed=getattr(args, "seed", 0), device=getattr(args, "device", "auto"),
+                     model_name=args.model_name, show_progress=True)
+    print(f"ALS {info['model_name']}: {info['entities']} entities x {info['candidates']} candidates, "
+          f"{info['interactions']} interactions, {info['factors']} factors, {info['fit_seconds']:.2f}s; "
+          f"reconstruction MSE {info['reconstruction_mse']:.4f}, explained variance "
+          f"{info['explained_variance']:.3f} -> {args.output_dir}")
     return 0
