@@ -295,8 +295,8 @@ class FeatureEncoder:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> FeatureEncoder:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str | bytes | dict[str, Any]) -> FeatureEncoder:
+        return cls.from_dict(json.loads(text) if isinstance(text, str | bytes) else dict(text))
 
 
 def _ordered(counts: pd.Series, min_count: int) -> list[str]:
@@ -311,19 +311,89 @@ def _numeric(s: pd.Series, log1p: bool) -> np.ndarray:
     return np.log1p(np.clip(x, 0.0, None)) if log1p else x
 
 
-def save_encoders(uri: str, entity: FeatureEncoder, candidate: FeatureEncoder, **extra: Any) -> None:
-    """Write ``{"entity": ..., "candidate": ...}`` (the datasets' ``_vocab.json``) atomically."""
+def as_indexed(df: pd.DataFrame | None, side: str) -> pd.DataFrame | None:
+    """A feature frame indexed by string id: accepts a ``<side>_id`` column (the sidecar layout) or
+    an id index (the snapshot views)."""
+    if df is None:
+        return None
+    col = f"{side}_id"
+    if col in df.columns:
+        df = df.set_index(col)
+    if df.index.dtype != object or not all(isinstance(i, str) for i in df.index[:1]):
+        df = df.set_axis(df.index.astype(str))
+    df.index.name = col
+    return df[~df.index.duplicated(keep="last")]
+
+
+@dataclass
+class PairEncoder:
+    """The two sides' encoders of one use case (the datasets' ``_vocab.json``, the two-tower's
+    ``_encoder.json``): ``{"format", "entity": {...}, "candidate": {...}}``."""
+
+    entity: FeatureEncoder
+    candidate: FeatureEncoder
+
+    def side(self, side: str) -> FeatureEncoder:
+        if side not in ("entity", "candidate"):
+            raise ValueError(f"side must be 'entity' or 'candidate', not {side!r}")
+        return self.entity if side == "entity" else self.candidate
+
+    @classmethod
+    def fit(cls, entity_df: pd.DataFrame | None, candidate_df: pd.DataFrame | None,
+            entity_ids: Iterable[Any] | None = None, candidate_ids: Iterable[Any] | None = None, *,
+            entity_spec: FeatureSpec | None = None, candidate_spec: FeatureSpec | None = None,
+            entity_kind: str = "imported", candidate_kind: str = "imported", min_count: int = 1) -> PairEncoder:
+        """Fit both sides on the fit window. Frames: id index or ``<side>_id`` column + raw features.
+
+        ``*_ids``: the ids with fit-window interactions (the id vocabularies and the rows whose
+        values enter the feature vocabularies). ``*_kind`` (``startup``/``developer``/``investor``)
+        picks the app database spec when the frame has its columns; otherwise it is inferred.
+        """
+        e = as_indexed(entity_df, "entity")
+        c = as_indexed(candidate_df, "candidate")
+        e_spec = entity_spec if entity_spec is not None else spec_for(e, entity_kind)
+        c_spec = candidate_spec if candidate_spec is not None else spec_for(c, candidate_kind)
+        return cls(FeatureEncoder.fit(e, e_spec, ids=entity_ids, min_count=min_count),
+                   FeatureEncoder.fit(c, c_spec, ids=candidate_ids, min_count=min_count))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "entity": self.entity.to_dict(), "candidate": self.candidate.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PairEncoder:
+        if not isinstance(d, dict) or "entity" not in d or "candidate" not in d:
+            raise ModelMismatchError("not a pair encoder: expected JSON with 'entity' and 'candidate'")
+        return cls(FeatureEncoder.from_dict(d["entity"]), FeatureEncoder.from_dict(d["candidate"]))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes | dict[str, Any]) -> PairEncoder:
+        return cls.from_dict(json.loads(text) if isinstance(text, str | bytes) else dict(text))
+
+
+def encode_side(encoder: PairEncoder, side: str, df: pd.DataFrame | None,
+                ids: Iterable[Any] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Encode one side: ``(id indices int64 [n], {feature: array})`` for the rows of ``df``
+    (id index or ``<side>_id`` column), or for ``ids`` looked up in ``df`` (missing -> unknown)."""
+    frame = as_indexed(df, side)
+    out = encoder.side(side).transform(frame, ids=ids)
+    return out.pop("id"), out
+
+
+def save_encoders(uri: str, encoder: PairEncoder) -> None:
+    """Write a :class:`PairEncoder` as JSON (``_vocab.json``) atomically."""
     from startup_recs import storage
 
-    storage.write_json(uri, {"entity": entity.to_dict(), "candidate": candidate.to_dict(), **extra})
+    storage.write_bytes(uri, (encoder.to_json() + "\n").encode())
 
 
-def load_encoders(uri: str) -> tuple[FeatureEncoder, FeatureEncoder]:
-    """Read a ``_vocab.json`` written by :func:`save_encoders`: (entity encoder, candidate encoder)."""
+def load_encoders(uri: str) -> PairEncoder:
+    """Read a ``_vocab.json`` / ``_encoder.json`` written by :func:`save_encoders`."""
     from startup_recs import storage
 
-    d = storage.read_json(uri)
-    return FeatureEncoder.from_dict(d["entity"]), FeatureEncoder.from_dict(d["candidate"])
+    return PairEncoder.from_dict(storage.read_json(uri))
 
 
 # --- match features ---------------------------------------------------------------------------------

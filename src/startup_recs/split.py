@@ -43,7 +43,7 @@ def _utc(value: Any) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _ts_values(ts: Any) -> np.ndarray:
+def ts_values(ts: Any) -> np.ndarray:
     """UTC datetime64[us] values of a Series / Index / array / scalar, without copies where possible."""
     if isinstance(ts, pd.DataFrame):
         ts = ts["ts"]
@@ -80,7 +80,7 @@ class TimeSplit:
         """
         if test_days < 0 or val_days < 0:
             raise ConfigError(f"--test-days and --val-days must be >= 0 (got {test_days}, {val_days})")
-        values = _ts_values(ts)
+        values = ts_values(ts)
         if not len(values):
             raise DataError("no events to split")
         last = pd.Timestamp(values.max(), tz="UTC")
@@ -112,7 +112,7 @@ class TimeSplit:
     # --- parts ----------------------------------------------------------------------------------
     def codes(self, ts: Any) -> np.ndarray:
         """int8 part per timestamp: 0 train, 1 val, 2 test (vectorised)."""
-        v = _ts_values(ts)
+        v = ts_values(ts)
         vs = np.datetime64(self.val_start.tz_localize(None), "us")
         sa = np.datetime64(self.split_at.tz_localize(None), "us")
         return (v >= vs).astype(np.int8) + (v >= sa).astype(np.int8)

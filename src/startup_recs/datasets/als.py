@@ -1,0 +1,109 @@
+"""ALS interaction matrix (legacy ``generate_als_dataset``).
+
+Writes into ``output_dir`` (legacy names; ``{sfx}`` = ``_reverse`` for reverse use cases):
+
+- ``als_interactions{sfx}.npz``: scipy CSR float32 [n_entities, n_candidates], the summed event
+  weights of the fit window (``trainval`` = events before ``split_at``, default, for the final
+  model; ``train`` = before ``val_start``, for stage-1 models and tuning);
+- ``als{sfx}_user_mapping.json`` (entity id -> row), ``als{sfx}_item_mapping.json`` (candidate
+  id -> column), both sorted by id;
+- ``als{sfx}_meta.json``: use case, split, fit window, shape, provenance (written last).
+
+Only the fit window is read, so nothing after it reaches the matrix or the mappings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from startup_recs import storage
+from startup_recs.datasets.common import elapsed, entity_filter, prepare
+from startup_recs.errors import ConfigError
+from startup_recs.split import TimeSplit
+
+log = logging.getLogger(__name__)
+
+WINDOW_PART = {"train": 0, "trainval": 1}
+
+
+def als_names(use_case_suffix: str) -> dict[str, str]:
+    """The legacy file names of one use case's ALS dataset."""
+    sfx = use_case_suffix
+    return {"matrix": f"als_interactions{sfx}.npz", "user_mapping": f"als{sfx}_user_mapping.json",
+            "item_mapping": f"als{sfx}_item_mapping.json", "meta": f"als{sfx}_meta.json"}
+
+
+def build_als(snapshot_uri: str, use_case: str, output_dir: str, *, min_interactions: int = 1,
+              fit_window: str = "trainval", split: TimeSplit | None = None, split_at: Any = None,
+              test_days: float = 14.0, val_days: float = 14.0) -> dict[str, Any]:
+    """Write the CSR matrix, the two mappings and the meta JSON; return stats.
+
+    ``min_interactions`` counts an entity's events in the fit window; fewer -> its row is dropped.
+    """
+    if fit_window not in WINDOW_PART:
+        raise ConfigError(f"unknown --fit-window {fit_window!r}; expected train or trainval")
+    prep = prepare(snapshot_uri, use_case, split, split_at=split_at, test_days=test_days, val_days=val_days)
+    wp = WINDOW_PART[fit_window]
+    keep = entity_filter(prep, min_interactions, wp)
+    m = (prep.part <= wp) & keep[prep.ent]
+    e_codes, c_codes = prep.ent[m], prep.cand[m]
+    rows_ids = np.sort(pd.unique(prep.entity_ids[e_codes]).astype(str))
+    col_ids = np.sort(pd.unique(prep.candidate_ids[c_codes]).astype(str))
+    r = pd.Index(rows_ids).get_indexer(prep.entity_ids[e_codes].astype(str))
+    c = pd.Index(col_ids).get_indexer(prep.candidate_ids[c_codes].astype(str))
+    w = prep.events["weight"].to_numpy(np.float64)[m]
+    matrix = sp.csr_matrix((w, (r, c)), shape=(len(rows_ids), len(col_ids)), dtype=np.float64)
+    matrix.sum_duplicates()
+    matrix = matrix.astype(np.float32)
+    matrix.sort_indices()
+
+    names = als_names(prep.uc.suffix)
+    with storage.atomic_local_path(storage.join(output_dir, names["matrix"])) as tmp, open(tmp, "wb") as fh:
+        sp.save_npz(fh, matrix, compressed=True)  # a file object: save_npz would append ".npz" to a path
+    storage.write_json(storage.join(output_dir, names["user_mapping"]), {k: i for i, k in enumerate(rows_ids.tolist())})
+    storage.write_json(storage.join(output_dir, names["item_mapping"]), {k: i for i, k in enumerate(col_ids.tolist())})
+    stats = {
+        **prep.provenance(),
+        "kind": "als",
+        "output_dir": str(output_dir),
+        "fit_window": fit_window,
+        "cutoff": prep.split.cutoff(fit_window).isoformat(),
+        "shape": [int(matrix.shape[0]), int(matrix.shape[1])],
+        "nnz": int(matrix.nnz),
+        "events": int(m.sum()),
+        "density": float(matrix.nnz / max(matrix.shape[0] * matrix.shape[1], 1)),
+        "dropped_entities": int((~keep).sum()),
+        "params": {"min_interactions": int(min_interactions)},
+        "files": names,
+    }
+    stats["seconds"] = elapsed(prep)
+    storage.write_json(storage.join(output_dir, names["meta"]), stats)
+    log.info("als %s: %s nnz=%d in %.1fs", prep.uc.name, stats["shape"], stats["nnz"], stats["seconds"])
+    return stats
+
+
+def load_als(output_dir: str, use_case_suffix: str) -> tuple[sp.csr_matrix, dict[str, int], dict[str, int]]:
+    """Read back (matrix, entity mapping, candidate mapping) as written by :func:`build_als`."""
+    import io
+
+    names = als_names(use_case_suffix)
+    matrix = sp.load_npz(io.BytesIO(storage.read_bytes(storage.join(output_dir, names["matrix"])))).tocsr()
+    return (matrix, storage.read_json(storage.join(output_dir, names["user_mapping"])),
+            storage.read_json(storage.join(output_dir, names["item_mapping"])))
+
+
+def cli_build(args: argparse.Namespace) -> int:
+    stats = build_als(args.snapshot, args.use_case, args.output_dir, min_interactions=args.min_interactions,
+                      fit_window=args.fit_window, split_at=args.split_at, test_days=args.test_days,
+                      val_days=args.val_days)
+    n, k = stats["shape"]
+    print(f"als {stats['use_case']}: {n} entities x {k} candidates, nnz {stats['nnz']} "
+          f"({stats['fit_window']} window, events < {stats['cutoff']}) -> {stats['output_dir']}/{stats['files']['matrix']}"
+          f"  ({stats['seconds']}s)")
+    return 0
