@@ -160,6 +160,22 @@ def _train_ranker(tr: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--output-dir", default="models", help="also where the retrievers' models are read")
+    p.add_argument("--retrievers", default=None,
+                   help="stage-1 models (fit before the validation start) that give the features; default --output-dir")
+    p.add_argument("--serving-data", default=None, help="stage-1 ServingData folder (default <retrievers>/serving)")
+    p.add_argument("--snapshot", default=None,
+                   help="else build the stage-1 serving data from this snapshot (default: the dataset's recorded one)")
+    p.add_argument("--hidden", default="64,32", help="MLP hidden sizes, comma-separated")
+    p.add_argument("--loss", choices=["listwise", "pairwise"], default="listwise",
+                   help="within-list loss: softmax cross-entropy or RankNet pairs")
+    p.add_argument("--lists", choices=["entity", "session"], default="entity",
+                   help="what one list spans: all of an entity's validation rows, or one logged session")
+    p.add_argument("--extra-negatives", type=int, default=20,
+                   help="retrieved-but-not-acted candidates added per entity list (0 = logged rows only)")
+    p.add_argument("--retrieve-k", type=int, default=200, help="re-rank depth the extra negatives come from")
+    p.add_argument("--holdout", type=float, default=0.2, help="fraction of entities held out for the best checkpoint")
+    p.add_argument("--patience", type=int, default=5, help="epochs without holdout gain before stopping")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_lazy("train.ranker", "cli_train"))
 
 

@@ -214,50 +214,76 @@ def _within_list(s: np.ndarray, missing: np.ndarray, group: np.ndarray,
     return z.astype(np.float32), rank.astype(np.float32)
 
 
-_POP_CACHE: dict[int, tuple[weakref.ref, np.ndarray, np.ndarray]] = {}
+_CACHE: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _cache(data: ServingData) -> dict:
+    """Per-``ServingData`` memo (popularity percentiles, match feature names), dropped with it."""
+    hit = _CACHE.get(id(data))
+    if hit is not None and hit[0]() is data:
+        return hit[1]
+    memo: dict = {}
+    _CACHE[id(data)] = (weakref.ref(data), memo)
+    weakref.finalize(data, _CACHE.pop, id(data), None)
+    return memo
 
 
 def _popularity_stats(data: ServingData) -> tuple[np.ndarray, np.ndarray]:
-    """``(log1p(pop / mean pop), percentile in [0, 1])`` per candidate, cached per data object."""
-    hit = _POP_CACHE.get(id(data))
-    if hit is not None and hit[0]() is data and len(hit[1]) == data.n_candidates:
-        return hit[1], hit[2]
-    pop = data.popularity.astype(np.float64)
-    mean = pop.mean() if len(pop) and pop.mean() > 0 else 1.0
-    share = np.log1p(pop / mean).astype(np.float32)
-    pct = np.zeros(len(pop), np.float32)
-    if len(pop) > 1:
-        from scipy.stats import rankdata
+    """``(log1p(pop / mean pop), percentile in [0, 1])`` per candidate ``[n_c]`` each."""
+    memo = _cache(data)
+    if "pop" not in memo:
+        pop = data.popularity.astype(np.float64)
+        mean = pop.mean() if len(pop) and pop.mean() > 0 else 1.0
+        share = np.log1p(pop / mean).astype(np.float32)
+        pct = np.zeros(len(pop), np.float32)
+        if len(pop) > 1:
+            from scipy.stats import rankdata
 
-        pct = ((rankdata(pop, method="average") - 1) / (len(pop) - 1)).astype(np.float32)
-    _POP_CACHE[id(data)] = (weakref.ref(data), share, pct)
-    weakref.finalize(data, _POP_CACHE.pop, id(data), None)
-    return share, pct
+            pct = ((rankdata(pop, method="average") - 1) / (len(pop) - 1)).astype(np.float32)
+        memo["pop"] = (share, pct)
+    return memo["pop"]
 
 
 def _match_names(data: ServingData) -> list[str]:
-    from startup_recs.features import match_features
+    """Names of the match features ``data``'s tables give (probed on one entity x one candidate)."""
+    memo = _cache(data)
+    if "match_names" not in memo:
+        from startup_recs.features import match_features
 
-    ent = data.entity_features
-    probe = ent.iloc[0] if ent is not None and len(ent) else None
-    _, names = match_features(data.use_case, probe, data.candidate_features.iloc[:0])
-    return list(names)
+        ent, cf = data.entity_features, data.candidate_features
+        names: list[str] = []
+        if ent is not None and cf is not None and len(ent) and len(cf):
+            _, names = match_features(data.use_case, ent.iloc[0], cf.iloc[:1])
+        memo["match_names"] = list(names)
+    return memo["match_names"]
 
 
 def _match_block(use_case: str, entity_ids: Sequence[str], offsets: np.ndarray,
                  cand_idx: np.ndarray, data: ServingData) -> np.ndarray:
-    """``entity_has_features`` + match features per list (zeros for an entity without a row)."""
+    """``entity_has_features`` + match features ``[N, 1 + k]``, one batched call over all rows
+    (zeros for rows whose entity has no feature row)."""
     from startup_recs.features import match_features
 
     k = len(_match_names(data))
-    out = np.zeros((len(cand_idx), k + 1), np.float32)
-    cf = data.candidate_features
-    for i, e in enumerate(entity_ids):
-        a, b = int(offsets[i]), int(offsets[i + 1])
-        row = data.entity_row(e)
-        if row is None or a == b:
-            continue
-        m, _ = match_features(use_case, row, cf.iloc[cand_idx[a:b]])
-        out[a:b, 0] = 1.0
-        out[a:b, 1:] = m
+    n = len(cand_idx)
+    out = np.zeros((n, k + 1), np.float32)
+    ent = data.entity_features
+    if n == 0 or ent is None:
+        return out
+    sizes = np.diff(offsets)
+    has = np.array([e in ent.index for e in entity_ids], dtype=bool)
+    rows_has = np.repeat(has, sizes)
+    if not rows_has.any():
+        return out
+    row_ents = np.repeat(np.asarray(entity_ids, dtype=object), sizes)[rows_has]
+    if len(entity_ids) == 1:
+        ent_arg = ent.loc[entity_ids[0]]  # one Series: the cheap per-request path
+    else:
+        ent_arg = ent.loc[row_ents.tolist()].reset_index(drop=True)
+    cands = data.candidate_features.iloc[cand_idx[rows_has]].reset_index(drop=True)
+    m, names = match_features(use_case, ent_arg, cands)
+    if list(names) != _match_names(data):
+        raise DataError(f"match features changed shape: {names} vs {_match_names(data)}")
+    out[rows_has, 0] = 1.0
+    out[rows_has, 1:] = m
     return out

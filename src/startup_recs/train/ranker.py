@@ -315,55 +315,94 @@ def fit(data: ListData, cfg: RankerTrainConfig, *, progress: bool = False) -> Fi
 
 
 # --- stage-1 inputs -----------------------------------------------------------------------------
-def check_fit_window(data: ServingData, val_start: pd.Timestamp, retrievers_dir: str | None = None) -> None:
+TIME_KEYS = ("fit_until", "until", "data_until", "train_until", "cutoff")
+WINDOW_KEYS = ("fit_on", "fit_window")
+STAGE1_WINDOWS = ("train",)
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _leaks(obj: Any, val_start: pd.Timestamp, path: str = "") -> str | None:
+    """First recorded fit window in a (nested) config that reaches past ``val_start``, described."""
+    if isinstance(obj, dict):
+        for key, val in obj.items():
+            here = f"{path}.{key}" if path else str(key)
+            if key in TIME_KEYS and isinstance(val, str) and val:
+                try:
+                    ts = _utc(val)
+                except (ValueError, TypeError):
+                    continue
+                if ts > val_start:
+                    return f"{here} = {ts.isoformat()}"
+            elif key in WINDOW_KEYS and isinstance(val, str) and val not in STAGE1_WINDOWS:
+                return f"{here} = {val!r}"
+            elif isinstance(val, dict | list):
+                found = _leaks(val, val_start, here)
+                if found:
+                    return found
+    elif isinstance(obj, list):
+        for i, val in enumerate(obj):
+            found = _leaks(val, val_start, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def check_fit_window(data: ServingData, val_start: Any, retrievers_dir: str | None = None) -> None:
     """Refuse retrieval inputs that saw the validation window the ranker learns from.
 
-    ``data.until`` (the serving data's fit window end) and every ``fit_until`` / ``until`` /
-    ``data_until`` recorded in a retriever config or in ``serving/serving_data.json`` must be
-    ``<= val_start``; a serving data with no end (``until=None``, "all events") is refused too.
+    ``data.until`` (the serving data's fit-window end) must be ``<= val_start`` (``None``, "all
+    events", is refused). In ``retrievers_dir``, every JSON config (and ``serving/``) that records
+    a fit window must record one inside the train window: a time under any of :data:`TIME_KEYS`
+    ``<= val_start``, a window name under :data:`WINDOW_KEYS` equal to ``train`` (the two-tower
+    writes ``fit_on``, the ALS dataset ``fit_window``/``cutoff``). Raises :class:`DataError`.
     """
-    val_start = pd.Timestamp(val_start)
-    val_start = val_start.tz_localize("UTC") if val_start.tzinfo is None else val_start
+    val_start = _utc(val_start)
     if data.until is None or data.until > val_start:
         raise DataError(
             f"ranker features would leak: the stage-1 serving data runs until {data.until}, past the "
             f"validation start {val_start.isoformat()}; use retrievers fit on the train window"
         )
-    if retrievers_dir is None:
+    if retrievers_dir is None or not storage.exists(retrievers_dir):
         return
-    for rel in storage.walk_files(retrievers_dir) if storage.exists(retrievers_dir) else []:
-        if not rel.endswith(".json") or "/" in rel.strip("/") and not rel.startswith("serving/"):
+    for rel in storage.walk_files(retrievers_dir):
+        if not rel.endswith(".json") or ("/" in rel and not rel.startswith("serving/")):
             continue
+        if rel.rsplit("/", 1)[-1].startswith("ranker"):
+            continue  # our own output from an earlier run
         try:
             obj = storage.read_json(storage.join(retrievers_dir, rel))
-        except Exception:  # noqa: BLE001 - not every JSON is a config
+        except Exception:  # noqa: BLE001 - a JSON that does not parse records no window
             continue
-        if not isinstance(obj, dict):
-            continue
-        for key in ("fit_until", "until", "data_until", "train_until"):
-            val = obj.get(key)
-            if not val:
-                continue
-            ts = pd.Timestamp(val)
-            ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
-            if ts > val_start:
-                raise DataError(
-                    f"ranker features would leak: {rel} was fit until {ts.isoformat()}, past the "
-                    f"validation start {val_start.isoformat()}"
-                )
+        found = _leaks(obj, val_start)
+        if found:
+            raise DataError(
+                f"ranker features would leak: {rel} records {found}, beyond the validation start "
+                f"{val_start.isoformat()}; the ranker needs stage-1 retrievers fit on the train window"
+            )
+
+
+def _sidecar(data_uri: str) -> dict[str, Any]:
+    """The dataset's ``X_meta.json`` merged over ``X_propensity.json`` (``{}`` when absent)."""
+    stem = data_uri.rsplit(".", 1)[0]
+    out: dict[str, Any] = {}
+    for side in (f"{stem}_propensity.json", f"{stem}_meta.json"):
+        if storage.exists(side):
+            obj = storage.read_json(side)
+            if isinstance(obj, dict):
+                out.update(obj)
+    return out
 
 
 def _val_start(rows: pd.DataFrame, data_uri: str) -> pd.Timestamp:
-    """The validation start: the dataset's sidecar split when recorded, else the earliest val row."""
-    stem = data_uri.rsplit(".", 1)[0]
-    for side in (f"{stem}_meta.json", f"{stem}_propensity.json"):
-        if storage.exists(side):
-            obj = storage.read_json(side)
-            split = obj.get("split") if isinstance(obj, dict) else None
-            if isinstance(split, dict) and split.get("val_start"):
-                return pd.Timestamp(split["val_start"])
-    ts = pd.to_datetime(rows.loc[rows["split"] == "val", "ts"], utc=True)
-    return ts.min()
+    """The validation start: the dataset's recorded split, else the earliest val row's time."""
+    split = _sidecar(data_uri).get("split")
+    if isinstance(split, dict) and split.get("val_start"):
+        return _utc(split["val_start"])
+    return pd.to_datetime(rows.loc[rows["split"] == "val", "ts"], utc=True).min()
 
 
 def _pool(retrievers: Mapping[str, Any], data: ServingData, entity_ids: Sequence[str], k: int,
@@ -475,9 +514,11 @@ def load_stage1(retrievers_dir: str, use_case: str, *, serving_data: str | None 
                 raise ModelMismatchError(f"serving data {uri} is for {data.use_case!r}, not {use_case!r}")
             return data
     if snapshot:
+        log.info("ranker: stage-1 serving data from %s, events before %s", snapshot, until)
         return ServingData.from_snapshot(snapshot, use_case, until)
     raise ConfigError(
-        f"no stage-1 serving data: none at {retrievers_dir}/serving; pass --serving-data DIR or --snapshot DIR"
+        f"no stage-1 serving data: none at {retrievers_dir}/serving, and no snapshot recorded in the "
+        "dataset's meta; pass --serving-data DIR or --snapshot DIR"
     )
 
 
@@ -498,6 +539,7 @@ def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir
     if val.empty:
         raise DataError(f"{data_uri}: empty validation set (the ranker learns from split == 'val' rows)")
     val_start = _val_start(rows, data_uri)
+    snapshot = snapshot or _sidecar(data_uri).get("snapshot")
     data = load_stage1(retrievers_dir, cfg.use_case, serving_data=serving_data, snapshot=snapshot, until=val_start)
     check_fit_window(data, val_start, retrievers_dir)
     retrievers = load_retrievers(retrievers_dir, data)
@@ -522,16 +564,30 @@ def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir
     return rcfg.to_json()
 
 
-def _use_case_of(args: argparse.Namespace) -> str:
-    if getattr(args, "use_case", None):
-        return args.use_case
-    stem = args.data.rsplit(".", 1)[0]
-    for side in (f"{stem}_meta.json", f"{stem}_propensity.json"):
-        if storage.exists(side):
-            obj = storage.read_json(side)
-            if isinstance(obj, dict) and obj.get("use_case"):
-                return str(obj["use_case"])
+def _use_case_of(data_uri: str, given: str | None) -> str:
+    """``--use-case``, checked against the dataset's recorded one (or taken from it)."""
+    recorded = _sidecar(data_uri).get("use_case")
+    if given and recorded and given != recorded:
+        from startup_recs.errors import ModelMismatchError
+
+        raise ModelMismatchError(f"{data_uri} was built for use case {recorded!r}, not {given!r}")
+    if given or recorded:
+        return str(given or recorded)
     raise ConfigError("--use-case is required (the dataset's sidecar does not name one)")
+
+
+def train_ranker(*, data: str, output_dir: str, use_case: str | None = None, retrievers_dir: str | None = None,
+                 serving_data: str | None = None, snapshot: str | None = None, **params: Any) -> dict[str, Any]:
+    """Keyword entry for the pipeline step: :func:`train` with :class:`RankerTrainConfig` fields
+    as ``params`` (``epochs``, ``batch_size``, ``lr``, ``hidden``, ``loss``...); the retrievers
+    default to ``output_dir``. Returns flat scalars (holdout NDCG@10 of the ranker and baselines)."""
+    cfg = RankerTrainConfig(use_case=_use_case_of(data, use_case), **params)
+    out = train(cfg, data, retrievers_dir or output_dir, output_dir, serving_data=serving_data, snapshot=snapshot)
+    m = out["train"]["metrics"]
+    info: dict[str, Any] = {k: v for k, v in m.items() if isinstance(v, int | float)}
+    for name, v in (m.get("holdout_baselines_ndcg@10") or {}).items():
+        info[f"holdout_ndcg@10_{name}"] = v
+    return info
 
 
 def cli_train(args: argparse.Namespace) -> int:
@@ -539,7 +595,7 @@ def cli_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     hidden = tuple(int(h) for h in str(getattr(args, "hidden", "64,32")).split(",") if h.strip())
     cfg = RankerTrainConfig(
-        use_case=_use_case_of(args), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        use_case=_use_case_of(args.data, getattr(args, "use_case", None)), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         hidden=hidden, loss=getattr(args, "loss", "listwise"), seed=getattr(args, "seed", 0),
         lists=getattr(args, "lists", "entity"), extra_negatives=getattr(args, "extra_negatives", 20),
         retrieve_k=getattr(args, "retrieve_k", 200), holdout=getattr(args, "holdout", 0.2),
