@@ -1,0 +1,158 @@
+"""The ranker's features cannot see its labels (the legacy ``model_score`` bug), nor the future.
+
+The core check, :func:`assert_label_free`: build the training features, then scramble everything
+a feature must not read (labels, IPS weights, propensities, positions, row times) and build
+again; the feature matrices must be bit-identical. A deliberately leaky builder (the legacy
+``model_score`` column) must fail the same check, so the check is known to bite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from startup_recs.errors import DataError
+from startup_recs.serving.data import ServingData
+from startup_recs.train import ranker as tr
+from tests.unit.ranker_world import USE_CASE, VAL_START, make_world
+
+FORBIDDEN = ("label", "weight", "propensity", "position", "ts")
+
+
+def scramble(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Same (session, entity, candidate) rows; labels, weights, positions and times reshuffled."""
+    rng = np.random.default_rng(seed)
+    out = rows.copy()
+    for col in ("label", "weight", "propensity"):
+        out[col] = rng.permutation(out[col].to_numpy())
+    out["position"] = rng.integers(0, 50, len(out))
+    out["ts"] = out["ts"] + pd.to_timedelta(rng.uniform(0, 400, len(out)), unit="D")  # even past the split
+    return out
+
+
+def _canonical(d: tr.ListData) -> np.ndarray:
+    """Rows ordered by (entity, candidate) so row-order changes do not hide or fake a difference."""
+    ent = np.repeat(d.entity, np.diff(d.offsets))
+    order = np.lexsort((d.cand, ent))
+    return d.X[order]
+
+
+def assert_label_free(build, rows: pd.DataFrame, trials: int = 3) -> None:
+    """``build(rows) -> ListData``: features must not move when forbidden columns do."""
+    base = _canonical(build(rows))
+    for t in range(trials):
+        again = _canonical(build(scramble(rows, seed=100 + t)))
+        assert again.shape == base.shape
+        assert np.array_equal(again, base), "a ranking feature depends on label/weight/position/time"
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(seed=1, n_e=40, n_c=50)
+
+
+@pytest.mark.parametrize("lists,extra", [("entity", 0), ("entity", 8), ("session", 0)])
+def test_features_ignore_labels_positions_and_times(world, lists, extra):
+    data, retrievers, rows = world
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists=lists, extra_negatives=extra, retrieve_k=30)
+    assert_label_free(lambda r: tr.make_lists(r, data, retrievers, cfg), rows)
+
+
+def test_the_check_catches_the_legacy_model_score_leak(world):
+    """The legacy ranker fed ``model_score`` (in effect the label) to the MLP: caught here."""
+    data, retrievers, rows = world
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, extra_negatives=0)
+
+    def legacy(r: pd.DataFrame) -> tr.ListData:
+        d = tr.make_lists(r, data, retrievers, cfg)
+        model_score = d.y + 0.1 * d.X[:, 0]  # "a retrieval score", written after the outcome
+        return tr.ListData(np.column_stack([d.X, model_score]), d.y, d.w, d.offsets, d.entity, d.names, d.cand)
+
+    with pytest.raises(AssertionError, match="depends on label"):
+        assert_label_free(legacy, rows)
+
+
+def test_no_feature_column_tracks_the_label_on_its_own(world):
+    """A second guard: no single column separates positives from negatives perfectly."""
+    data, retrievers, rows = world
+    d = tr.make_lists(rows, data, retrievers, tr.RankerTrainConfig(use_case=USE_CASE, extra_negatives=0))
+    pos, neg = d.X[d.y > 0], d.X[d.y == 0]
+    for j, name in enumerate(d.names):
+        separates = pos[:, j].min() > neg[:, j].max() or pos[:, j].max() < neg[:, j].min()
+        assert not separates, f"feature {name} alone separates the labels"
+
+
+def test_events_after_the_fit_window_change_nothing(world):
+    """Serving data (popularity, recency, counts, seen) is cut at ``until``: later events, even
+    ones that repeat every positive of the validation rows many times, leave features unchanged."""
+    data, retrievers, rows = world
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, extra_negatives=0)
+    base = tr.make_lists(rows, data, retrievers, cfg).X
+    pos = rows[rows["label"] == 1]
+    train_events = pd.DataFrame({
+        "entity_id": list(data.seen), "candidate_id": [data.candidate_ids[c[0]] for c in data.seen.values()],
+        "ts": VAL_START - pd.Timedelta(days=3), "weight": 1.0})
+    future = pd.DataFrame({"entity_id": pos["entity_id"], "candidate_id": pos["candidate_id"],
+                           "ts": pos["ts"], "weight": 50.0})
+    a = ServingData.from_events(train_events, USE_CASE, until=VAL_START,
+                                candidate_features=pd.DataFrame(index=pd.Index(data.candidate_ids.tolist())))
+    b = ServingData.from_events(pd.concat([train_events, future]), USE_CASE, until=VAL_START,
+                                candidate_features=pd.DataFrame(index=pd.Index(data.candidate_ids.tolist())))
+    for d in (a, b):
+        d.candidate_features = None
+    xa = tr.make_lists(rows, a, retrievers, cfg).X
+    xb = tr.make_lists(rows, b, retrievers, cfg).X
+    assert np.array_equal(xa, xb)
+    assert base.shape == xa.shape
+
+
+def test_stage1_inputs_must_end_before_the_validation_start(world, tmp_path):
+    data, _, _ = world
+    tr.check_fit_window(data, VAL_START)  # until == val_start: fine
+    late = ServingData(use_case=USE_CASE, until=VAL_START + pd.Timedelta(days=1), candidate_ids=data.candidate_ids,
+                       popularity=data.popularity, recency_days=data.recency_days,
+                       entity_counts=data.entity_counts, seen=data.seen)
+    with pytest.raises(DataError, match="would leak"):
+        tr.check_fit_window(late, VAL_START)
+    unbounded = ServingData(use_case=USE_CASE, until=None, candidate_ids=data.candidate_ids,
+                            popularity=data.popularity, recency_days=data.recency_days,
+                            entity_counts=data.entity_counts, seen=data.seen)
+    with pytest.raises(DataError, match="would leak"):
+        tr.check_fit_window(unbounded, VAL_START)
+
+    from startup_recs import storage
+
+    ok = tmp_path / "ok"
+    storage.write_json(str(ok / "two_tower_reverse_v1_config.json"), {"data": {"fit_on": "train"}})
+    storage.write_json(str(ok / "als_reverse_meta.json"), {"fit_window": "train", "cutoff": VAL_START.isoformat()})
+    tr.check_fit_window(data, VAL_START, str(ok))
+    for name, cfg in [("two_tower_reverse_v1_config.json", {"data": {"fit_on": "trainval"}}),
+                      ("als_reverse_meta.json", {"cutoff": (VAL_START + pd.Timedelta(days=14)).isoformat()}),
+                      ("serving/serving_data.json", {"until": "2026-03-20T00:00:00+00:00"})]:
+        bad = tmp_path / name.replace("/", "_")
+        storage.write_json(str(bad / name), cfg)
+        with pytest.raises(DataError, match="would leak"):
+            tr.check_fit_window(data, VAL_START, str(bad))
+
+
+def test_real_feature_tables_are_label_free(tiny_snapshot, tmp_path):
+    """On the synthetic marketplace with feature tables (match features), from B's ranker pairs."""
+    from startup_recs.datasets.ranker import build_ranker
+    from startup_recs.serving.retrievers import load_retrievers
+
+    uc = "startup_developer"
+    out = str(tmp_path / "ranker_reverse.parquet")
+    build_ranker(tiny_snapshot, uc, out)
+    rows = pd.read_parquet(out)
+    val = rows[rows["split"] == "val"]
+    assert len(val) and (val["label"] == 1).any()
+    val_start = tr._val_start(rows, out)
+    data = ServingData.from_snapshot(tiny_snapshot, uc, until=val_start)
+    assert data.has_features
+    retrievers = load_retrievers(str(tmp_path / "no_models"), data)  # content + popularity only
+    cfg = tr.RankerTrainConfig(use_case=uc, extra_negatives=5, retrieve_k=50)
+    d = tr.make_lists(val, data, retrievers, cfg)
+    assert any(n.startswith("match_") for n in d.names)
+    assert d.X[:, d.names.index("entity_has_features")].max() == 1.0
+    assert_label_free(lambda r: tr.make_lists(r, data, retrievers, cfg), val, trials=2)
