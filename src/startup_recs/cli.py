@@ -121,7 +121,7 @@ def _train_two_tower(tr: argparse._SubParsersAction) -> None:
     p.add_argument("--fit-on", choices=["train", "trainval"], default="train",
                    help="train: early stopping on val; trainval: train+val for exactly --epochs")
     p.add_argument("--patience", type=int, default=None, help="epochs without val improvement (default 5)")
-    p.add_argument("--temperature", type=float, default=None, help="softmax temperature (default 0.05)")
+    p.add_argument("--temperature", type=float, default=None, help="softmax temperature (default 0.2)")
     p.add_argument("--hard-negatives", type=int, default=None, help="hard negatives per positive (default 2)")
     p.add_argument("--no-log-q", dest="log_q", action="store_false", help="disable the popularity correction")
     p.add_argument("--id-dropout", type=float, default=None, help="prob. of training on features only (0.1)")

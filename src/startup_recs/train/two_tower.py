@@ -56,7 +56,7 @@ class TwoTowerConfig:
     embedding_dim: int = 128
     hidden_dim: int = 256
     feature_dim: int = 32
-    temperature: float = 0.05  # cosine / T: logits in [-20, 20]
+    temperature: float = 0.2  # cosine / T: logits in [-5, 5]; 0.05 underfits id-only data
     log_q: bool = True
     hard_negatives: int = 2  # per positive, sampled from the entity's shown-not-acted candidates
     id_dropout: float = 0.1  # trains the feature-only path used for unknown ids
@@ -262,7 +262,13 @@ def _check_resume(saved: dict[str, Any], cfg: TwoTowerConfig, use_case: str) -> 
 
 
 def train(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = False) -> dict[str, Any]:
-    """Train, validate, and write every artifact. Returns the saved config (a dict)."""
+    """Train, validate, and write every artifact. Returns the saved config (``{}`` on ranks > 0)."""
+    return fit(cfg, data_uri, output_dir, resume)[1]
+
+
+def fit(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = False
+        ) -> tuple[TwoTowerModel, dict[str, Any]]:
+    """:func:`train`, also returning the model (rank 0: the best weights; other ranks: the last)."""
     cfg.validate()
     device = resolve_device(cfg.device)
     d = init_distributed(device)
@@ -373,7 +379,7 @@ def train(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = Fa
         import torch.distributed as dist
 
         dist.barrier()
-    return config if d.main else {}
+    return model, (config if d.main else {})
 
 
 class _Null:

@@ -75,9 +75,9 @@ class RetrievalTask(nn.Module):
         self.use_log_q = log_q is not None
         self.register_buffer("log_q", log_q if log_q is not None else torch.zeros(0), persistent=False)
 
-    def _drop_ids(self, x: SideTensors) -> SideTensors:
-        if not self.training or self.id_dropout <= 0:
-            return x
+    def _drop_ids(self, x: SideTensors, tower: nn.Module) -> SideTensors:
+        if not self.training or self.id_dropout <= 0 or getattr(tower, "mlp", None) is None:
+            return x  # an id-only tower has no feature part to fall back to
         keep = torch.rand(x.ids.shape, device=x.ids.device) >= self.id_dropout
         return x.with_ids(x.ids * keep)
 
@@ -86,10 +86,10 @@ class RetrievalTask(nn.Module):
                 hard_valid: torch.Tensor | None = None) -> torch.Tensor:
         """entity/candidate: B rows; candidate_rows [B] int64 (candidate table rows, the masking
         key and log-Q index); hard: B*k rows with hard_valid [B, k]."""
-        e = self.model.entity_tower(self._drop_ids(entity))
-        c = self.model.candidate_tower(self._drop_ids(candidate))
+        e = self.model.entity_tower(self._drop_ids(entity, self.model.entity_tower))
+        c = self.model.candidate_tower(self._drop_ids(candidate, self.model.candidate_tower))
         h = None
         if hard is not None and hard_valid is not None:
-            h = self.model.candidate_tower(self._drop_ids(hard)).view(hard_valid.shape[0], hard_valid.shape[1], -1)
+            h = self.model.candidate_tower(self._drop_ids(hard, self.model.candidate_tower)).view(hard_valid.shape[0], hard_valid.shape[1], -1)
         log_q = self.log_q[candidate_rows] if self.use_log_q else None
         return sampled_softmax_loss(e, c, candidate_rows, self.temperature, log_q, h, hard_valid, weights)
