@@ -29,7 +29,7 @@ demo: venv
 lint: venv
 	$(VENV)/bin/ruff check src components pipelines predictors tests benchmarks
 
-test: venv lint
+test: venv tools lint
 	$(PY) -m pytest -q tests
 
 unit: venv
@@ -49,3 +49,42 @@ lock:
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+
+# --- images, manifests, local clusters (docs/cluster.md) ------------------------------------------
+# Image names/tags come from startup_recs.images (the package version); the scripts ask it.
+TOOLS_VENV ?= .venv-tools
+.PHONY: tools images push kind-up kind-demo kind-down minikube-up minikube-down manifests-check
+
+# Static-check tools (checkov, kubernetes-validate, hadolint, shellcheck) in their own venv: their
+# pins conflict with the runtime lock.
+tools: $(TOOLS_VENV)/.installed
+
+$(TOOLS_VENV)/.installed: requirements/tools.txt
+	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install -q -r requirements/tools.txt
+	@touch $@
+
+images:
+	scripts/images.sh build
+
+push:
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=ghcr.io/you" >&2; exit 2; }
+	scripts/images.sh push "$(REGISTRY)"
+
+kind-up: venv
+	scripts/cluster/kind-up.sh
+
+kind-demo: venv
+	scripts/cluster/kind-demo.sh
+
+kind-down:
+	scripts/cluster/kind-down.sh
+
+minikube-up: venv
+	scripts/cluster/minikube-up.sh
+
+minikube-down:
+	scripts/cluster/minikube-down.sh
+
+manifests-check: venv tools
+	scripts/cluster/manifests-check.sh
