@@ -23,7 +23,6 @@ models folder: ``two_tower{sfx}_v1_config.json`` names every other file.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -289,43 +288,34 @@ def embed_all(model: TwoTowerModel, side: str, x: SideTensors, batch_size: int =
 
 
 # ------------------------------------------------------------------------ encoder adapter
-# The feature code is startup_recs.features (one FeatureEncoder per side, fitted on the fit
-# window, JSON). The functions below are the only places that touch its API.
-@dataclass
-class TowerEncoders:
-    """The two sides' encoders; saved as ``{"entity": ..., "candidate": ...}`` (``_vocab.json`` format)."""
-
-    entity: Any
-    candidate: Any
-
-    def side(self, side: str) -> Any:
-        return self.entity if side == "entity" else self.candidate
-
-
+# The feature code is startup_recs.features (a PairEncoder = one FeatureEncoder per side, fitted
+# on the fit window, JSON). The functions below are the only places that touch its API.
 def fit_encoder(entities: Any, candidates: Any, entity_ids: Any, candidate_ids: Any,
-                specs: Mapping[str, Any] | None = None, kinds: tuple[str, str] = ("entity", "candidate")
-                ) -> TowerEncoders:
-    """Fit both encoders on the fit window: id vocabularies = ``entity_ids`` / ``candidate_ids``
+                specs: Mapping[str, Any] | None = None, kinds: tuple[str, str] = ("imported", "imported")) -> Any:
+    """Fit both sides on the fit window: id vocabularies = ``entity_ids`` / ``candidate_ids``
     (the ids with fit-window positives), feature vocabularies and statistics from their rows.
 
-    ``entities`` / ``candidates``: raw feature frames indexed by id (None or no columns = id-only);
-    ``specs``: {"entity": FeatureSpec, "candidate": FeatureSpec} (default: from the columns and
-    ``kinds``, the use case's entity/candidate kinds).
+    ``entities`` / ``candidates``: raw feature frames (id index or ``<side>_id`` column; None or
+    no feature columns = id-only); ``specs``: {"entity": FeatureSpec, "candidate": FeatureSpec}
+    (default: chosen from the columns and ``kinds``, the use case's entity/candidate kinds).
     """
-    from startup_recs.features import FeatureEncoder, spec_for
+    from startup_recs.features import PairEncoder
 
-    out = []
-    for side, df, ids, kind in (("entity", entities, entity_ids, kinds[0]),
-                                ("candidate", candidates, candidate_ids, kinds[1])):
-        df = df if df is not None and len(df.columns) else None
-        spec = (specs or {}).get(side) or spec_for(df, kind)
-        out.append(FeatureEncoder.fit(df, spec, ids=ids))
-    return TowerEncoders(*out)
+    def frame(df: Any, side: str) -> Any:
+        if df is None:
+            return None
+        n_feature_cols = len([c for c in df.columns if c != f"{side}_id"])
+        return df if n_feature_cols else None
+
+    specs = specs or {}
+    return PairEncoder.fit(frame(entities, "entity"), frame(candidates, "candidate"), entity_ids, candidate_ids,
+                           entity_spec=specs.get("entity"), candidate_spec=specs.get("candidate"),
+                           entity_kind=kinds[0], candidate_kind=kinds[1])
 
 
-def tower_spec(encoders: TowerEncoders, side: str) -> TowerSpec:
+def tower_spec(encoder: Any, side: str) -> TowerSpec:
     """The tower input spec of one side from its fitted encoder (sizes include index 0)."""
-    enc = encoders.side(side)
+    enc = encoder.side(side)
     sizes = enc.sizes()
     feats = [FeatureSpec(c, "categorical", sizes[c]) for c in enc.spec.categorical]
     feats += [FeatureSpec(c, "multi", sizes[c]) for c in enc.spec.multi]
@@ -333,41 +323,37 @@ def tower_spec(encoders: TowerEncoders, side: str) -> TowerSpec:
     return TowerSpec(enc.n_ids, tuple(feats))
 
 
-def encode_side(encoders: TowerEncoders, side: str, ids: Any, features: Any = None
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def encode_side(encoder: Any, side: str, ids: Any, features: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Raw rows -> (id indices [n] int64, feature name -> encoded array).
 
     ``ids``: a DataFrame (id column ``entity_id``/``candidate_id`` or id index, plus raw feature
     columns), or a sequence of ids with ``features`` a frame indexed by id (None = id-only).
+    Raises :class:`ModelMismatchError` when the frame lacks a feature column the model uses.
     """
     import pandas as pd
 
-    enc = encoders.side(side)
+    from startup_recs.features import encode_side as _encode
+
     if isinstance(ids, pd.DataFrame):
-        df = ids
-        id_col = f"{side}_id"
-        df = df.set_index(id_col) if id_col in df.columns else df
-        features, ids = df, df.index
-    if features is not None and not enc.spec.empty:
-        missing = [c for c in enc.spec.columns if c not in features.columns]
+        df, id_list = ids, None
+    else:
+        df, id_list = features, [str(i) for i in ids]
+    spec = encoder.side(side).spec
+    if df is not None and not spec.empty:
+        missing = [c for c in spec.columns if c not in df.columns]
         if missing:
             raise ModelMismatchError(
                 f"feature dimension mismatch: the {side} features lack column(s) {missing} the model was trained on")
-    feats = enc.transform(features if features is not None and len(features.columns) else None,
-                          ids=[str(i) for i in ids])
-    return feats.pop("id"), feats
+    if df is None and id_list is not None:
+        df = pd.DataFrame(index=pd.Index(id_list, name=f"{side}_id"))
+    return _encode(encoder, side, df, ids=id_list)
 
 
-def load_encoder(obj: Mapping[str, Any] | str) -> TowerEncoders:
-    from startup_recs.features import FeatureEncoder
+def load_encoder(obj: Mapping[str, Any] | str | bytes) -> Any:
+    from startup_recs.features import PairEncoder
 
-    if isinstance(obj, str | bytes):
-        obj = json.loads(obj)
-    if not isinstance(obj, Mapping) or "entity" not in obj or "candidate" not in obj:
-        raise ModelMismatchError("not a two-tower encoder JSON (expected entity and candidate encoders)")
-    return TowerEncoders(FeatureEncoder.from_dict(obj["entity"]), FeatureEncoder.from_dict(obj["candidate"]))
+    return PairEncoder.from_json(obj if isinstance(obj, str | bytes) else dict(obj))
 
 
-def dumps_encoder(encoders: TowerEncoders) -> str:
-    return json.dumps({"entity": encoders.entity.to_dict(), "candidate": encoders.candidate.to_dict()},
-                      sort_keys=True)
+def dumps_encoder(encoder: Any) -> str:
+    return encoder.to_json()
