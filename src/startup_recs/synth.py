@@ -81,6 +81,7 @@ TASTE_DIM = 8
 # Affinity weights: feature match (content), latent taste (collaborative), candidate quality.
 A_FEAT, B_TASTE, C_QUAL = 1.0, 0.9, 0.45
 EXAM_POWER = 0.8  # examination probability 1 / (1 + pos) ** EXAM_POWER
+POLICY_TEMP = 1.2  # how sharply the logging policy's retriever prefers high-affinity candidates
 SLATE = 10  # candidates shown per session
 MODEL_VERSION = "logging-policy-v1"
 REVERSE = ("startup_developer", "startup_investor")
@@ -95,10 +96,12 @@ class SizeSpec:
     n_users: int
     rev_sessions: tuple[float, float]  # mean sessions per startup: (developer, investor) search
     fwd_sessions: float  # mean sessions per user
-    rev_organic: float  # mean organic profile views per startup
+    rev_organic: float  # mean organic profile views per startup (both roles together)
     fwd_organic: float  # mean organic startup views per user
     applies: float  # mean organic applications per developer
-    oracle_k: tuple[int, int]  # top-K per entity in the oracle: (reverse, forward; 0 = skip)
+    oracle_k: tuple[int, int]  # top-K per entity written to the oracle: (reverse, forward; 0 = none)
+    shortlist_k: int = 200  # top-K by true affinity per entity that behaviour draws from
+    scan: float = 1.0  # share of candidates scanned for the top-K (< 1: approximate, bench only)
     pool: int = 40  # logging policy's candidate pool per session
 
 
@@ -106,7 +109,8 @@ SIZES: dict[str, SizeSpec] = {
     "tiny": SizeSpec(200, 1_000, (6.0, 4.0), 1.5, 5.0, 1.0, 0.5, (200, 200)),
     "small": SizeSpec(2_000, 10_000, (6.0, 4.0), 1.5, 5.0, 1.0, 0.5, (200, 100)),
     "demo": SizeSpec(5_000, 50_000, (6.0, 4.0), 1.5, 5.0, 1.0, 0.5, (200, 50)),
-    "bench": SizeSpec(50_000, 500_000, (12.0, 8.0), 3.0, 10.0, 2.0, 1.0, (100, 0)),
+    "bench": SizeSpec(50_000, 500_000, (12.0, 8.0), 3.0, 10.0, 2.0, 1.0, (100, 0),
+                      shortlist_k=100, scan=0.25),
 }
 
 
@@ -229,49 +233,96 @@ def _make_users(rng: np.random.Generator, n: int, sector_skill: np.ndarray) -> U
 
 
 # --- affinity ------------------------------------------------------------------------------------
-def _popcount(x: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(x).astype(np.float32)
+LOG_GRID = np.arange(3.5, 8.51, 0.2)  # log10 USD grid of the check-size / round-size bumps
 
 
-def _feature_match(role: str, S: Startups, U: Users, s: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Raw feature match of startups ``s`` and users ``u`` (broadcastable index arrays)."""
-    loc = (S.loc[s] == U.loc[u]).astype(np.float32)
+def _onehot(idx: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((len(idx), n), dtype=np.float32)
+    out[np.arange(len(idx)), idx] = 1.0
+    return out
+
+
+def _bits(masks: np.ndarray, n: int) -> np.ndarray:
+    return ((masks[:, None] >> np.arange(n, dtype=np.uint64)[None, :]) & np.uint64(1)).astype(np.float32)
+
+
+def _bumps(usd: np.ndarray) -> np.ndarray:
+    """Unit-norm Gaussian bumps over log10(USD): ``<bumps(x), bumps(y)>`` is ~1 for x == y and
+    decays smoothly with |log x - log y| (e^-0.5 at a factor ~2.6). NaN -> zeros."""
+    x = np.log10(np.where(np.isfinite(usd) & (usd > 0), usd, 1.0))
+    phi = np.exp(-0.5 * ((x[:, None] - LOG_GRID[None, :]) / 0.3) ** 2)
+    phi /= np.linalg.norm(phi, axis=1, keepdims=True)
+    phi[~np.isfinite(usd)] = 0.0
+    return phi.astype(np.float32)
+
+
+def _match_factors(role: str, S: Startups, U: Users) -> tuple[np.ndarray, np.ndarray]:
+    """Feature match as a bilinear form: ``match(s, u) = <P[s], Q[u]>``.
+
+    developer: share of the startup's needed skills the developer has + 0.35 same location
+    + 0.3 (stage / later stages) x (experience / 15 years).
+    investor: sector in the investor's sectors + 0.7 stage in their stages + 0.6 check size
+    close to 1/8 of the round (bump kernel) + 0.2 same location.
+    """
+    loc_s, loc_u = _onehot(S.loc, len(LOCATIONS)), _onehot(U.loc, len(LOCATIONS))
     if role == "developer":
-        need = S.skills[s]
-        overlap = _popcount(need & U.skills[u]) / np.maximum(_popcount(need), 1.0)
-        seniority = (S.stage[s] / (len(STAGES) - 1)) * np.minimum(U.experience[u], 15.0) / 15.0
-        return overlap + 0.35 * loc + 0.3 * seniority.astype(np.float32)
-    one = np.uint64(1)
-    sector_in = ((U.sectors[u] >> S.sector[s].astype(np.uint64)) & one).astype(np.float32)
-    stage_in = ((U.stages[u] >> S.stage[s].astype(np.uint64)) & one).astype(np.float32)
-    gap = (np.log(U.check[u]) - np.log(S.funding[s] / 8.0)) / 0.8
-    check = np.exp(-0.5 * gap * gap).astype(np.float32)
-    return sector_in + 0.7 * stage_in + 0.6 * check + 0.2 * loc
+        need = _bits(S.skills, len(SKILLS))
+        need /= np.maximum(need.sum(axis=1, keepdims=True), 1.0)
+        stage = (S.stage / (len(STAGES) - 1)).astype(np.float32)[:, None]
+        exp = np.nan_to_num(np.minimum(U.experience, 15.0) / 15.0).astype(np.float32)[:, None]
+        P = np.hstack([need, 0.35 * loc_s, 0.3 * stage])
+        Q = np.hstack([_bits(U.skills, len(SKILLS)), loc_u, exp])
+    else:
+        P = np.hstack([_onehot(S.sector, len(SECTORS)), 0.7 * _onehot(S.stage, len(STAGES)),
+                       0.6 * _bumps(S.funding / 8.0), 0.2 * loc_s])
+        Q = np.hstack([_bits(U.sectors, len(SECTORS)), _bits(U.stages, len(STAGES)),
+                       _bumps(U.check), loc_u])
+    return P.astype(np.float32), Q.astype(np.float32)
+
+
+def role_of(use_case: str) -> str:
+    return "developer" if use_case in ("startup_developer", "developer_startup") else "investor"
 
 
 @dataclass
 class World:
-    """Everything the simulation and the oracle need."""
+    """Entities plus the planted affinity, as bilinear factors per role.
+
+    ``affinity(s, u) = <F[s], G[u]> + const + C * quality(candidate)`` where ``F`` holds the
+    startup's standardised match factors and taste (scaled by A and B) and ``G`` the user's.
+    """
 
     spec: SizeSpec
     S: Startups
     U: Users
-    dev: np.ndarray  # user indices of developers
-    inv: np.ndarray  # user indices of investors
-    norm: dict[str, tuple[float, float]]  # role -> (mean, std) of the raw feature match
+    dev: np.ndarray  # global user indices of developers
+    inv: np.ndarray  # global user indices of investors
+    F: dict[str, np.ndarray]  # role -> (n_startups, d) float32
+    G: dict[str, np.ndarray]  # role -> (n_users, d) float32 (zeros for the other role)
+    const: dict[str, float]  # role -> -A * mean / std of the raw match
+
+    def users_of(self, role: str) -> np.ndarray:
+        return self.dev if role == "developer" else self.inv
 
     def affinity(self, use_case: str, s: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """True affinity for startup indices ``s`` and user indices ``u`` (broadcastable).
-
-        Reverse use cases add the *user's* quality (the candidate), forward ones the
-        startup's; the feature and taste parts are symmetric.
-        """
-        role = "developer" if use_case in ("startup_developer", "developer_startup") else "investor"
-        mean, std = self.norm[role]
-        fm = (_feature_match(role, self.S, self.U, s, u) - mean) / std
-        taste = np.einsum("...d,...d->...", self.S.taste[s], self.U.taste[u])
+        """True affinity of startup indices ``s`` and user indices ``u`` (same shape, pairwise)."""
+        role = role_of(use_case)
+        core = np.einsum("...d,...d->...", self.F[role][s], self.G[role][u])
         qual = self.U.quality[u] if use_case in REVERSE else self.S.quality[s]
-        return (A_FEAT * fm + B_TASTE * taste + C_QUAL * qual).astype(np.float32)
+        return (core + self.const[role] + C_QUAL * qual).astype(np.float32)
+
+    def affinity_block(self, use_case: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(len(rows), len(cols)) affinities: rows are the use case's entities, cols its candidates."""
+        role = role_of(use_case)
+        if use_case in REVERSE:
+            core = self.F[role][rows] @ self.G[role][cols].T
+            qual = self.U.quality[cols]
+        else:
+            core = self.G[role][rows] @ self.F[role][cols].T
+            qual = self.S.quality[cols]
+        core += self.const[role]
+        core += C_QUAL * qual[None, :]
+        return core
 
 
 def _sector_skill_weights(rng: np.random.Generator) -> np.ndarray:
@@ -292,13 +343,72 @@ def build_world(size: str, seed: int) -> tuple[World, np.random.Generator]:
     S = _make_startups(rng, spec.n_startups, sector_skill)
     U = _make_users(rng, spec.n_users, sector_skill)
     dev, inv = np.flatnonzero(U.is_dev), np.flatnonzero(~U.is_dev)
-    norm = {}
+    F, G, const = {}, {}, {}
     for role, pool in (("developer", dev), ("investor", inv)):
+        P, Q = _match_factors(role, S, U)
         s = rng.integers(0, spec.n_startups, 20_000)
         u = pool[rng.integers(0, len(pool), 20_000)]
-        raw = _feature_match(role, S, U, s, u)
-        norm[role] = (float(raw.mean()), float(raw.std() + 1e-6))
-    return World(spec, S, U, dev, inv, norm), rng
+        raw = np.einsum("ij,ij->i", P[s], Q[u])
+        mean, std = float(raw.mean()), float(raw.std() + 1e-6)
+        F[role] = np.hstack([(A_FEAT / std) * P, B_TASTE * S.taste]).astype(np.float32)
+        Gr = np.hstack([Q, U.taste]).astype(np.float32)
+        other = inv if role == "developer" else dev
+        Gr[other] = 0.0
+        G[role] = Gr
+        const[role] = -A_FEAT * mean / std
+    return World(spec, S, U, dev, inv, F, G, const), rng
+
+
+def _topk_rows(aff: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of each row's ``k`` largest entries, best first."""
+    if aff.size > 20_000_000:  # torch's partial sort is ~3x faster than argpartition here
+        import torch
+
+        vals, idx = torch.topk(torch.from_numpy(aff), k, dim=1, sorted=True)
+        return idx.numpy(), vals.numpy()
+    if k < aff.shape[1]:
+        idx = np.argpartition(-aff, k - 1, axis=1)[:, :k]
+    else:
+        idx = np.tile(np.arange(aff.shape[1]), (aff.shape[0], 1))
+    vals = np.take_along_axis(aff, idx, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+@dataclass
+class Shortlist:
+    """Each entity's top-k candidates by true affinity: what it would ideally interact with."""
+
+    rows: np.ndarray  # (n,) entity indices (startups, or users of the role)
+    cand: np.ndarray  # (n, k) candidate indices (global), best first
+    aff: np.ndarray  # (n, k) float32 affinities
+    exact: bool  # False when only a sample of the candidates was scanned (bench)
+
+
+def shortlist(w: World, use_case: str, k: int, rng: np.random.Generator,
+              block_pairs: int = 8_000_000) -> Shortlist:
+    """Top-``k`` candidates per entity in blocks of ~``block_pairs`` affinities (bounded memory).
+
+    With ``spec.scan < 1`` each block scans a fresh random ``scan`` share of the candidates
+    (approximate top-k, for bench size where the exact scan would take too long).
+    """
+    role = role_of(use_case)
+    if use_case in REVERSE:
+        rows, cols = np.arange(w.spec.n_startups), w.users_of(role)
+    else:
+        rows, cols = w.users_of(role), np.arange(w.spec.n_startups)
+    k = min(k, len(cols))
+    n_scan = max(k, int(round(len(cols) * w.spec.scan)))
+    block = max(1, block_pairs // n_scan)
+    cand = np.empty((len(rows), k), dtype=np.int64)
+    aff = np.empty((len(rows), k), dtype=np.float32)
+    for lo in range(0, len(rows), block):
+        r = rows[lo:lo + block]
+        c = cols if n_scan >= len(cols) else np.sort(rng.choice(cols, n_scan, replace=False))
+        idx, vals = _topk_rows(w.affinity_block(use_case, r, c), k)
+        cand[lo:lo + len(r)] = c[idx]
+        aff[lo:lo + len(r)] = vals
+    return Shortlist(rows, cand, aff, n_scan >= len(cols))
 
 
 # --- behaviour -----------------------------------------------------------------------------------
@@ -338,7 +448,7 @@ class Events:
         n = len(s)
         self.s.append(np.asarray(s))
         self.u.append(np.asarray(u))
-        self.event.append(np.broadcast_to(np.asarray(event, dtype=object), (n,)).copy())
+        self.event.append(np.full(n, event, dtype=object))
         self.ts.append(np.asarray(ts, dtype=np.int64))
         self.session.append(np.broadcast_to(np.asarray(session, dtype=np.int64), (n,)).copy())
 
@@ -367,96 +477,116 @@ def _cascade(rng: np.random.Generator, aff: np.ndarray, exam: np.ndarray,
     return out
 
 
-REV_STEPS = (("view", 0.0), ("click", -2.2), ("contact", -2.6))
-FWD_STEPS = {"developer": (("view", 0.0), ("click", -1.8), ("save", -2.0), ("apply", -2.0)),
-             "investor": (("view", 0.0), ("click", -1.8), ("save", -2.0), ("contact", -2.0))}
+REV_STEPS = (("view", 0.0), ("click", -2.8), ("contact", -3.6))
+FWD_STEPS = {"developer": (("view", 0.0), ("click", -2.6), ("save", -2.4), ("apply", -2.2)),
+             "investor": (("view", 0.0), ("click", -2.6), ("save", -2.4), ("contact", -2.2))}
 STEP_SECONDS = {"view": 5, "click": 30, "save": 90, "contact": 300, "apply": 600}
 
 
-def _sessions(rng: np.random.Generator, w: World, use_case: str, ent: np.ndarray, ts: np.ndarray,
-              first_sid: int, ev_rev: Events, ev_fwd: Events) -> dict[str, np.ndarray]:
-    """Simulate sessions of ``use_case`` for entity indices ``ent`` at times ``ts``.
-
-    Returns the impressions (session index, candidate index, position); events go to
-    ``ev_rev`` (startup_interactions) or ``ev_fwd`` (user_interactions).
-    """
-    n = len(ent)
-    role = "developer" if use_case in ("startup_developer", "developer_startup") else "investor"
+def _candidates(w: World, use_case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidate indices, their quality, their created_at) for ``use_case``."""
     if use_case in REVERSE:
-        cands = w.dev if role == "developer" else w.inv
-        qual, created = w.U.quality[cands], w.U.created[cands]
-    else:
-        cands = np.arange(w.spec.n_startups)
-        qual, created = w.S.quality, w.S.created
-    sid = first_sid + np.arange(n)
-    out_sid, out_c, out_pos = [], [], []
-    p_pool = np.exp(0.8 * qual.astype(np.float64))
-    p_pool /= p_pool.sum()
+        c = w.users_of(role_of(use_case))
+        return c, w.U.quality[c], w.U.created[c]
+    c = np.arange(w.spec.n_startups)
+    return c, w.S.quality, w.S.created
+
+
+def _emit(rng: np.random.Generator, use_case: str, e: np.ndarray, c: np.ndarray, aff: np.ndarray,
+          exam: np.ndarray, t: np.ndarray, sess: np.ndarray, pos: np.ndarray | None,
+          ev_rev: Events, ev_fwd: Events) -> None:
+    """Run the cascade on aligned 1-d arrays and record the events."""
+    steps = REV_STEPS if use_case in REVERSE else FWD_STEPS[role_of(use_case)]
+    offset = np.zeros(len(e), np.int64) if pos is None else pos.astype(np.int64) * 5
+    for event, mask in _cascade(rng, aff, exam, steps):
+        r = np.flatnonzero(mask)
+        when = t[r] + (offset[r] + STEP_SECONDS[event]) * 1_000_000 + rng.integers(0, 1_000_000, len(r))
+        if use_case in REVERSE:
+            ev_rev.add(e[r], c[r], event, when, sess[r])
+        else:
+            ev_fwd.add(c[r], e[r], event, when, sess[r])
+            if event == "apply":  # the startup receives the application
+                ev_rev.add(c[r], e[r], "apply_received", when, -1)
+
+
+def _sessions(rng: np.random.Generator, w: World, use_case: str, sl: Shortlist, row: np.ndarray,
+              ent: np.ndarray, ts: np.ndarray, first_sid: int, ev_rev: Events,
+              ev_fwd: Events) -> dict[str, np.ndarray]:
+    """Simulate sessions of ``use_case`` for entities ``ent`` (shortlist rows ``row``) at ``ts``.
+
+    Logging policy: a pool of candidates from the entity's shortlist (what a decent production
+    retriever finds) plus popularity-sampled ones; shown = top ``SLATE`` by noisy affinity +
+    popularity. Returns impressions (session index, candidate index, position).
+    """
+    cands, qual, created = _candidates(w, use_case)
+    p_pop = np.exp(0.8 * qual.astype(np.float64))
+    p_pop /= p_pop.sum()
+    qual_of = w.U.quality if use_case in REVERSE else w.S.quality
+    created_of = w.U.created if use_case in REVERSE else w.S.created
+    n_short = (w.spec.pool * 3) // 5
+    out: dict[str, list[np.ndarray]] = {"session": [], "cand": [], "pos": []}
+    exam = (1.0 / (1.0 + np.arange(SLATE)) ** EXAM_POWER)[None, :]
     chunk = 50_000
-    for lo in range(0, n, chunk):
-        e, t, ss = ent[lo:lo + chunk], ts[lo:lo + chunk], sid[lo:lo + chunk]
+    for lo in range(0, len(ent), chunk):
+        e, t, rr = ent[lo:lo + chunk], ts[lo:lo + chunk], row[lo:lo + chunk]
+        sid = first_sid + lo + np.arange(len(e))
         m = len(e)
-        pool = rng.choice(len(cands), size=(m, w.spec.pool), p=p_pool)
-        cidx = cands[pool]
-        s_idx, u_idx = (e[:, None], cidx) if use_case in REVERSE else (cidx, e[:, None])
-        aff = w.affinity(use_case, s_idx, u_idx)
-        score = 0.6 * aff + 0.5 * qual[pool] + rng.normal(0.0, 1.0, aff.shape)
-        # no candidate before it exists; no duplicate in one slate
-        score[created[pool] > t[:, None]] = -np.inf
-        srt = np.sort(pool, axis=1)
-        dup_sorted = np.zeros_like(srt, dtype=bool)
+        k = sl.cand.shape[1]
+        # shortlist part: n_short without replacement, weighted by exp(POLICY_TEMP * affinity)
+        keys = POLICY_TEMP * sl.aff[rr] + rng.gumbel(size=(m, k))
+        pick = np.argpartition(-keys, n_short - 1, axis=1)[:, :n_short] if n_short < k else \
+            np.tile(np.arange(k), (m, 1))
+        pool = np.hstack([sl.cand[rr[:, None], pick],
+                          cands[rng.choice(len(cands), size=(m, w.spec.pool - n_short), p=p_pop)]])
+        ent_b = np.broadcast_to(e[:, None], pool.shape)
+        aff = (w.affinity(use_case, ent_b, pool) if use_case in REVERSE
+               else w.affinity(use_case, pool, ent_b))
+        score = 0.6 * aff + 0.5 * qual_of[pool] + rng.normal(0.0, 1.0, aff.shape)
+        score[created_of[pool] > t[:, None]] = -np.inf  # not yet on the platform
+        srt_idx = np.argsort(pool, axis=1, kind="stable")
+        srt = np.take_along_axis(pool, srt_idx, axis=1)
+        dup_sorted = np.zeros(srt.shape, dtype=bool)
         dup_sorted[:, 1:] = srt[:, 1:] == srt[:, :-1]
-        order_c = np.argsort(pool, axis=1, kind="stable")
         dup = np.zeros_like(dup_sorted)
-        np.put_along_axis(dup, order_c, dup_sorted, axis=1)
-        score[dup] = -np.inf
+        np.put_along_axis(dup, srt_idx, dup_sorted, axis=1)
+        score[dup] = -np.inf  # one slot per candidate
         top = np.argsort(-score, axis=1, kind="stable")[:, :SLATE]
         shown = np.isfinite(np.take_along_axis(score, top, axis=1))
-        pos = np.broadcast_to(np.arange(SLATE), top.shape)
-        c_sel = np.take_along_axis(cidx, top, axis=1)
-        a_sel = np.take_along_axis(aff, top, axis=1)
-        rows, cols = np.nonzero(shown)
-        out_sid.append(ss[rows])
-        out_c.append(c_sel[rows, cols])
-        out_pos.append(pos[rows, cols])
-        exam = 1.0 / (1.0 + np.arange(SLATE)) ** EXAM_POWER
-        steps = REV_STEPS if use_case in REVERSE else FWD_STEPS[role]
-        for event, mask in _cascade(rng, a_sel, exam[None, :], steps):
-            mask = mask & shown
-            r, c = np.nonzero(mask)
-            when = t[r] + (c * 5 + STEP_SECONDS[event]) * 1_000_000 + rng.integers(0, 1_000_000, len(r))
-            if use_case in REVERSE:
-                ev_rev.add(e[r], c_sel[r, c], event, when, ss[r])
-            else:
-                ev_fwd.add(c_sel[r, c], e[r], event, when, ss[r])
-                if event == "apply":  # the startup sees the application
-                    ev_rev.add(c_sel[r, c], e[r], "apply_received", when, -1)
-    return {"session": np.concatenate(out_sid) if out_sid else np.zeros(0, np.int64),
-            "cand": np.concatenate(out_c) if out_c else np.zeros(0, np.int64),
-            "pos": np.concatenate(out_pos) if out_pos else np.zeros(0, np.int64)}
+        r, p = np.nonzero(shown)
+        c_sel = np.take_along_axis(pool, top, axis=1)[r, p]
+        a_sel = np.take_along_axis(aff, top, axis=1)[r, p]
+        out["session"].append(sid[r])
+        out["cand"].append(c_sel)
+        out["pos"].append(p)
+        _emit(rng, use_case, e[r], c_sel, a_sel, exam[0, p], t[r], sid[r], p, ev_rev, ev_fwd)
+    return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in out.items()}
 
 
-def _organic(rng: np.random.Generator, w: World, use_case: str, ent: np.ndarray, ts: np.ndarray,
-             steps: tuple[tuple[str, float], ...], ev_rev: Events, ev_fwd: Events,
-             pool_size: int = 100, temperature: float = 2.0) -> None:
-    """Organic (search) events: pick one candidate per event by softmax(temperature * affinity)
-    over a uniform pool of existing candidates (Gumbel-max), then run the event cascade."""
-    role = "developer" if use_case in ("startup_developer", "developer_startup") else "investor"
-    cands = (w.dev if role == "developer" else w.inv) if use_case in REVERSE else np.arange(w.spec.n_startups)
-    created = w.U.created[cands] if use_case in REVERSE else w.S.created
-    chunk = 20_000
+def _organic(rng: np.random.Generator, w: World, use_case: str, sl: Shortlist, row: np.ndarray,
+             ent: np.ndarray, ts: np.ndarray, ev_rev: Events, ev_fwd: Events,
+             steps: tuple[tuple[str, float], ...] | None = None, explore: float = 0.2,
+             temperature: float = 1.5) -> None:
+    """Organic (search/browse) events outside sessions, no ``session_id``: with probability
+    ``1 - explore`` a shortlist candidate drawn by softmax(temperature x affinity), otherwise a
+    uniformly random candidate; then the event cascade (``steps``, default the use case's)."""
+    cands, _, created = _candidates(w, use_case)
+    created_of = w.U.created if use_case in REVERSE else w.S.created
+    chunk = 50_000
     for lo in range(0, len(ent), chunk):
-        e, t = ent[lo:lo + chunk], ts[lo:lo + chunk]
-        pool = rng.integers(0, len(cands), size=(len(e), pool_size))
-        cidx = cands[pool]
-        s_idx, u_idx = (e[:, None], cidx) if use_case in REVERSE else (cidx, e[:, None])
-        aff = w.affinity(use_case, s_idx, u_idx)
-        key = temperature * aff + rng.gumbel(size=aff.shape)
-        key[created[pool] > t[:, None]] = -np.inf
+        e, t, rr = ent[lo:lo + chunk], ts[lo:lo + chunk], row[lo:lo + chunk]
+        key = temperature * sl.aff[rr] + rng.gumbel(size=(len(e), sl.aff.shape[1]))
         best = np.argmax(key, axis=1)
-        ok = np.isfinite(key[np.arange(len(e)), best])
-        e, t, c, a = e[ok], t[ok], cidx[ok, best[ok]], aff[ok, best[ok]]
-        for event, mask in _cascade(rng, a, np.ones_like(a), steps):
+        c = sl.cand[rr, best]
+        rand = rng.random(len(e)) < explore
+        c[rand] = cands[rng.integers(0, len(cands), int(rand.sum()))]
+        ok = created_of[c] <= t
+        e, t, c = e[ok], t[ok], c[ok]
+        aff = w.affinity(use_case, e, c) if use_case in REVERSE else w.affinity(use_case, c, e)
+        st = steps or (REV_STEPS if use_case in REVERSE else FWD_STEPS[role_of(use_case)])
+        if steps is None:
+            _emit(rng, use_case, e, c, aff, np.ones(len(e)), t, np.full(len(e), -1), None, ev_rev, ev_fwd)
+            continue
+        for event, mask in _cascade(rng, aff, np.ones(len(e)), st):
             r = np.flatnonzero(mask)
             when = t[r] + STEP_SECONDS[event] * 1_000_000 + rng.integers(0, 1_000_000, len(r))
             if use_case in REVERSE:
@@ -467,18 +597,27 @@ def _organic(rng: np.random.Generator, w: World, use_case: str, ent: np.ndarray,
                     ev_rev.add(c[r], e[r], "apply_received", when, -1)
 
 
-def _simulate(w: World, rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
+def _simulate(w: World, rng: np.random.Generator,
+              lists: dict[str, Shortlist]) -> dict[str, dict[str, np.ndarray]]:
     spec, S, U = w.spec, w.S, w.U
     ev_rev, ev_fwd = Events.new(), Events.new()
-    sess = {"ent": [], "uc": [], "ts": []}
-    imps = {"session": [], "cand": [], "pos": []}
+    sess: dict[str, list[np.ndarray]] = {"ent": [], "uc": [], "ts": []}
+    imps: dict[str, list[np.ndarray]] = {"session": [], "cand": [], "pos": []}
     n_sess = 0
+    # shortlist row of each entity: startups are their own row; users their index within the role
+    user_row = np.zeros(len(U.ids), dtype=np.int64)
+    user_row[w.dev] = np.arange(len(w.dev))
+    user_row[w.inv] = np.arange(len(w.inv))
+
+    def row_of(use_case: str, ent: np.ndarray) -> np.ndarray:
+        return ent if use_case in REVERSE else user_row[ent]
 
     def run_sessions(use_case: str, ent: np.ndarray, ts: np.ndarray) -> None:
         nonlocal n_sess
         order = np.argsort(ts, kind="stable")
         ent, ts = ent[order], ts[order]
-        out = _sessions(rng, w, use_case, ent, ts, n_sess, ev_rev, ev_fwd)
+        out = _sessions(rng, w, use_case, lists[use_case], row_of(use_case, ent), ent, ts, n_sess,
+                        ev_rev, ev_fwd)
         for k in imps:
             imps[k].append(out[k])
         sess["ent"].append(ent)
@@ -494,31 +633,33 @@ def _simulate(w: World, rng: np.random.Generator) -> dict[str, dict[str, np.ndar
         ent = np.repeat(np.arange(len(S.ids)), counts)
         run_sessions(use_case, ent, _times_after(rng, np.repeat(start, counts)))
     # forward sessions: developers and investors browsing startups
-    for use_case, pool in zip(FORWARD, (w.dev, w.inv), strict=True):
+    for use_case in FORWARD:
+        pool = w.users_of(role_of(use_case))
         counts, start = _alive_counts(rng, U.created[pool], U.activity[pool], spec.fwd_sessions)
         run_sessions(use_case, np.repeat(pool, counts), _times_after(rng, np.repeat(start, counts)))
     # organic reverse: startups looking at profiles outside recommendations
     for use_case in REVERSE:
         counts, start = _alive_counts(rng, S.created, S.activity, spec.rev_organic / 2)
         ent = np.repeat(np.arange(len(S.ids)), counts)
-        _organic(rng, w, use_case, ent, _times_after(rng, np.repeat(start, counts)),
-                 REV_STEPS, ev_rev, ev_fwd)
-    # organic forward: browsing, and developers applying (mirrored as apply_received)
-    for use_case, pool in zip(FORWARD, (w.dev, w.inv), strict=True):
-        role = "developer" if use_case == "developer_startup" else "investor"
+        _organic(rng, w, use_case, lists[use_case], ent, ent,
+                 _times_after(rng, np.repeat(start, counts)), ev_rev, ev_fwd)
+    # organic forward: browsing (no applications), then developers applying on their own
+    for use_case in FORWARD:
+        pool = w.users_of(role_of(use_case))
         counts, start = _alive_counts(rng, U.created[pool], U.activity[pool], spec.fwd_organic)
         ent = np.repeat(pool, counts)
-        _organic(rng, w, use_case, ent, _times_after(rng, np.repeat(start, counts)),
-                 FWD_STEPS[role][:3], ev_rev, ev_fwd)
+        _organic(rng, w, use_case, lists[use_case], row_of(use_case, ent), ent,
+                 _times_after(rng, np.repeat(start, counts)), ev_rev, ev_fwd,
+                 steps=FWD_STEPS[role_of(use_case)][:3])
     counts, start = _alive_counts(rng, U.created[w.dev], U.activity[w.dev], spec.applies)
     ent = np.repeat(w.dev, counts)
-    _organic(rng, w, "developer_startup", ent, _times_after(rng, np.repeat(start, counts)),
-             (("apply", 5.0),), ev_rev, ev_fwd, temperature=2.5)
+    _organic(rng, w, "developer_startup", lists["developer_startup"], row_of("developer_startup", ent),
+             ent, _times_after(rng, np.repeat(start, counts)), ev_rev, ev_fwd,
+             steps=(("apply", 3.0),), explore=0.1, temperature=2.0)
 
     sessions = {k: np.concatenate(v) for k, v in sess.items()}
     impressions = {k: np.concatenate(v) for k, v in imps.items()}
     return {"rev": ev_rev.cat(), "fwd": ev_fwd.cat(), "sessions": sessions, "impressions": impressions}
-
 
 # --- tables --------------------------------------------------------------------------------------
 def _ts(us: np.ndarray) -> pa.Array:
@@ -599,59 +740,43 @@ def _tables(w: World, sim: dict[str, dict[str, np.ndarray]]) -> dict[str, pa.Tab
     return {name: schema.validate(raw[name], name) for name in schema.APP_TABLES}
 
 
-def oracle(w: World, block_pairs: int = 4_000_000) -> pa.Table:
-    """Top-K candidates by true affinity per entity and use case (rank 1 = best).
-
-    Computed in blocks of entities (about ``block_pairs`` pairs at a time) so memory stays
-    bounded at bench size.
-    """
+def oracle_table(w: World, lists: dict[str, Shortlist]) -> pa.Table:
+    """The oracle: each entity's top-K candidates by true affinity (rank 1 = best), from the
+    shortlists; K per direction is ``spec.oracle_k`` (0 = not written)."""
     parts = []
     k_rev, k_fwd = w.spec.oracle_k
-    plan = [(uc, k_rev) for uc in REVERSE] + [(uc, k_fwd) for uc in FORWARD]
-    for use_case, k in plan:
+    for use_case in (*REVERSE, *FORWARD):
+        k = k_rev if use_case in REVERSE else k_fwd
+        sl = lists[use_case]
+        k = min(k, sl.cand.shape[1])
         if k <= 0:
             continue
-        role = "developer" if use_case in ("startup_developer", "developer_startup") else "investor"
-        users = w.dev if role == "developer" else w.inv
-        if use_case in REVERSE:
-            ents, cands, ent_ids, cand_ids = np.arange(len(w.S.ids)), users, w.S.ids, w.U.ids[users]
-        else:
-            ents, cands, ent_ids, cand_ids = users, np.arange(len(w.S.ids)), w.U.ids[users], w.S.ids
-        k = min(k, len(cands))
-        block = max(1, block_pairs // max(len(cands), 1))
-        for lo in range(0, len(ents), block):
-            e = ents[lo:lo + block]
-            if use_case in REVERSE:
-                aff = w.affinity(use_case, e[:, None], cands[None, :])
-            else:
-                aff = w.affinity(use_case, cands[None, :], e[:, None])
-            top = np.argpartition(-aff, k - 1, axis=1)[:, :k] if k < len(cands) else np.tile(np.arange(len(cands)), (len(e), 1))
-            top_aff = np.take_along_axis(aff, top, axis=1)
-            order = np.argsort(-top_aff, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            top_aff = np.take_along_axis(top_aff, order, axis=1)
-            rows = len(e) * k
-            eid = ent_ids[lo:lo + block] if use_case in REVERSE else ent_ids[lo:lo + block]
-            parts.append(pa.table({
-                "use_case": pa.array(np.full(rows, use_case, dtype=object), pa.string()),
-                "entity_id": pa.array(np.repeat(eid, k), pa.string()),
-                "candidate_id": pa.array(cand_ids[top.ravel()], pa.string()),
-                "affinity": pa.array(top_aff.ravel().astype(np.float32)),
-                "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(e))),
-            }))
-    return pa.concat_tables(parts) if parts else pa.table({
-        "use_case": pa.array([], pa.string()), "entity_id": pa.array([], pa.string()),
-        "candidate_id": pa.array([], pa.string()), "affinity": pa.array([], pa.float32()),
-        "rank": pa.array([], pa.int32())})
+        ent_ids = w.S.ids[sl.rows] if use_case in REVERSE else w.U.ids[sl.rows]
+        cand_ids = w.U.ids[sl.cand[:, :k]] if use_case in REVERSE else w.S.ids[sl.cand[:, :k]]
+        n = len(sl.rows)
+        parts.append(pa.table({
+            "use_case": pa.array(np.full(n * k, use_case, dtype=object), pa.string()),
+            "entity_id": pa.array(np.repeat(ent_ids, k), pa.string()),
+            "candidate_id": pa.array(cand_ids.ravel(), pa.string()),
+            "affinity": pa.array(sl.aff[:, :k].ravel().astype(np.float32)),
+            "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)),
+        }))
+    return pa.concat_tables(parts) if parts else ORACLE_SCHEMA.empty_table()
+
+
+ORACLE_SCHEMA = pa.schema([("use_case", pa.string()), ("entity_id", pa.string()),
+                           ("candidate_id", pa.string()), ("affinity", pa.float32()),
+                           ("rank", pa.int32())])
 
 
 def generate(size: str = "tiny", seed: int = 0) -> dict[str, pa.Table]:
     """Generate a marketplace: the six app tables (validated) plus ``"oracle"``."""
     w, rng = build_world(size, seed)
-    tables = _tables(w, _simulate(w, rng))
-    tables["oracle"] = oracle(w)
+    k_short = w.spec.shortlist_k
+    lists = {uc: shortlist(w, uc, k_short, rng) for uc in (*REVERSE, *FORWARD)}
+    tables = _tables(w, _simulate(w, rng, lists))
+    tables["oracle"] = oracle_table(w, lists)
     return tables
-
 
 # --- summaries -----------------------------------------------------------------------------------
 def segment_counts(tables: dict[str, pa.Table]) -> dict[str, dict[str, int]]:
