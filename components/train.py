@@ -32,13 +32,16 @@ def train_als(dataset: dsl.Input[dsl.Dataset], use_case: str, model: dsl.Output[
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def train_ranker(dataset: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model], als: dsl.Input[dsl.Model],
-                 use_case: str, model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics],
-                 epochs: int = 20, batch_size: int = 128, lr: float = 0.001):
+                 snapshot: dsl.Input[dsl.Dataset], use_case: str, model: dsl.Output[dsl.Model],
+                 metrics: dsl.Output[dsl.Metrics], epochs: int = 20, batch_size: int = 128, lr: float = 0.001,
+                 split_at: str = "", test_days: float = 14.0, val_days: float = 14.0):
     """Re-ranker on validation-window pairs scored by the stage-1 retrievers (never saw the labels).
-    The output folder holds the stage-1 retrievers and the ranker: evaluate's validation models."""
+    The output folder holds the stage-1 retrievers, their serving data and the ranker: evaluate's
+    validation models."""
     from startup_recs import steps
 
-    info = steps.train_ranker(dataset.path, two_tower.path, als.path, use_case, model.path, epochs=epochs,
-                              batch_size=batch_size, lr=lr)
+    info = steps.train_ranker(dataset.path, two_tower.path, als.path, snapshot.path, use_case, model.path,
+                              epochs=epochs, batch_size=batch_size, lr=lr, split_at=split_at,
+                              test_days=test_days, val_days=val_days)
     model.metadata.update(info)
     steps.log_metrics(metrics, info)

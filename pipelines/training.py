@@ -155,8 +155,8 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
 
             rk = _cpu_step(c.train_ranker(
                 dataset=ds_rk.outputs["dataset"], two_tower=tt["train"].outputs["model"],
-                als=als["train"].outputs["model"], use_case=uc, epochs=ranker_epochs,
-                batch_size=ranker_batch_size, lr=ranker_lr), opts, "train-ranker")
+                als=als["train"].outputs["model"], snapshot=snapshot, use_case=uc, epochs=ranker_epochs,
+                batch_size=ranker_batch_size, lr=ranker_lr, **split), opts, "train-ranker")
 
             ev = _cpu_step(c.evaluate(
                 snapshot=snapshot, two_tower=tt["trainval"].outputs["model"], als=als["trainval"].outputs["model"],

@@ -229,12 +229,12 @@ def extract(out_dir: str, *, watermark: str = "", db_url: str = "", events_uri: 
         raise ConfigError("give exactly one source: db_url or events_uri")
     out = _fresh_dir(out_dir)
     if db_url:
-        stats = ex.extract_db(db_url, str(out))
+        stats = ex.extract_db(db_url, str(out), event_weights=_opt(event_weights))
     else:
         if not _opt(use_case):
             raise ConfigError("an imported event log needs events_use_case (the use case its events belong to)")
         get_use_case(use_case)
-        stats = ex.import_events(events_uri, str(out), use_case=use_case, entity_col=entity_col,
+        stats = ex.import_events(events_uri, str(out), use_case, entity_col=entity_col,
                                  candidate_col=candidate_col, time_col=time_col, event_col=event_col,
                                  weight_col=weight_col, event_weights=_opt(event_weights))
     stats = stats or snapshot_stats(str(out))
@@ -310,29 +310,27 @@ def train_two_tower(dataset_dir: str, use_case: str, out_dir: str, *, window: st
     uc = get_use_case(use_case)
     data = _find_one(storage.local(dataset_dir), f"{uc.artifact('two_tower')}.parquet")
     out = _fresh_dir(out_dir)
-    cfg = tt.TwoTowerConfig(data=str(data), use_case=use_case, output_dir=str(out), epochs=epochs,
-                            batch_size=batch_size, lr=lr, embedding_dim=embedding_dim, device=device,
-                            fit_on=window, seed=seed)
-    info = tt.train(cfg) or {}
-    return _provenance(_snapshot_of(dataset_dir), use_case, window=window, model_version=dir_digest(out),
-                       **_scalars(info))
+    cfg = tt.TwoTowerConfig(use_case=use_case, epochs=epochs, batch_size=batch_size, lr=lr,
+                            embedding_dim=embedding_dim, device=device, fit_on=window, seed=seed, progress=False)
+    info = tt.train(cfg, str(data), str(out)) or {}
+    return _provenance(None, use_case, window=window, model_version=dir_digest(out), **_model_summary(info))
 
 
 @_step("train-als")
 def train_als(dataset_dir: str, use_case: str, out_dir: str, *, factors: int = 128, iterations: int = 10,
               regularization: float = 0.01, alpha: float = 1.0) -> dict[str, Any]:
+    from startup_recs.datasets.als import als_names
     from startup_recs.train import als
 
     uc = get_use_case(use_case)
     d = storage.local(dataset_dir)
+    names = als_names(uc.suffix)
     out = _fresh_dir(out_dir)
-    info = als.train_als(
-        data=str(d / f"als_interactions{uc.suffix}.npz"),
-        user_mapping=str(d / f"als{uc.suffix}_user_mapping.json"),
-        item_mapping=str(d / f"als{uc.suffix}_item_mapping.json"),
-        use_case=use_case, output_dir=str(out), factors=factors, iterations=iterations,
-        regularization=regularization, alpha=alpha) or {}
-    return _provenance(None, use_case, model_version=dir_digest(out), **_scalars(info))
+    info = als.train_als(str(d / names["matrix"]), str(d / names["user_mapping"]), str(d / names["item_mapping"]),
+                         uc.name, str(out), factors=factors, iterations=iterations,
+                         regularization=regularization, alpha=alpha) or {}
+    return _provenance(None, use_case, model_version=dir_digest(out), rows=info.get("interactions"),
+                       **{k: v for k, v in info.items() if k != "interactions"})
 
 
 def _copy_files(src: str | Path, dst: Path) -> list[str]:
@@ -345,10 +343,13 @@ def _copy_files(src: str | Path, dst: Path) -> list[str]:
 
 
 @_step("train-ranker")
-def train_ranker(dataset_dir: str, two_tower_dir: str, als_dir: str, use_case: str, out_dir: str, *,
-                 epochs: int = 20, batch_size: int = 128, lr: float = 0.001) -> dict[str, Any]:
-    """Stage-1 retrievers (train window) copied beside each other, the ranker trained among them
-    on the validation pairs; the folder is evaluate's ``--val-models``."""
+def train_ranker(dataset_dir: str, two_tower_dir: str, als_dir: str, snapshot: str, use_case: str, out_dir: str,
+                 *, epochs: int = 20, batch_size: int = 128, lr: float = 0.001, split_at: str = "",
+                 test_days: float = 14.0, val_days: float = 14.0) -> dict[str, Any]:
+    """The stage-1 folder: stage-1 retrievers (train window) side by side, their serving data
+    (``serving/``, fit until the validation start), and the ranker trained among them on the
+    validation pairs. It is evaluate's ``val_models``."""
+    from startup_recs.serving.data import ServingData
     from startup_recs.train import ranker
 
     uc = get_use_case(use_case)
@@ -356,13 +357,31 @@ def train_ranker(dataset_dir: str, two_tower_dir: str, als_dir: str, use_case: s
     out = _fresh_dir(out_dir)
     _copy_files(two_tower_dir, out)
     _copy_files(als_dir, out)
-    info = ranker.train_ranker(data=str(data), use_case=use_case, output_dir=str(out), epochs=epochs,
-                               batch_size=batch_size, lr=lr) or {}
-    return _provenance(None, use_case, model_version=dir_digest(out), **_scalars(info))
+    split = time_split(snapshot, use_case, split_at, test_days, val_days)
+    ServingData.from_snapshot(snapshot, use_case, split.val_start).save(str(out / SERVING_DIR))
+    cfg = ranker.RankerTrainConfig(use_case=uc.name, epochs=epochs, batch_size=batch_size, lr=lr)
+    info = ranker.train(cfg, str(data), str(out), str(out)) or {}
+    metrics = (info.get("train") or {}).get("metrics") or {}
+    return _provenance(snapshot, use_case, model_version=dir_digest(out), val_start=split.val_start.isoformat(),
+                       **{k: v for k, v in metrics.items() if isinstance(v, int | float)})
 
 
-def _snapshot_of(dataset_dir: str) -> None:
-    return None
+def time_split(snapshot: str, use_case: str, split_at: str = "", test_days: float = 14.0,
+               val_days: float = 14.0) -> Any:
+    """The :class:`~startup_recs.split.TimeSplit` every dataset builder resolves for these flags."""
+    from startup_recs.snapshot import load_snapshot
+    from startup_recs.split import TimeSplit
+
+    events = load_snapshot(snapshot).events(use_case)
+    return TimeSplit.resolve(events["ts"], _opt(split_at), float(test_days), float(val_days))
+
+
+def _model_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The scalar facts of a trainer's config JSON worth showing as artifact metadata."""
+    flat = _scalars({k: v for k, v in (info or {}).items() if k not in ("history",)})
+    keep = ("best", "metric", "ndcg", "recall", "loss", "epoch", "n_", "nnz", "fit_seconds", "device",
+            "diagnostics.", "factors", "embedding_dim")
+    return {k: v for k, v in flat.items() if any(t in k for t in keep)}
 
 
 # --- evaluation ----------------------------------------------------------------------------------
