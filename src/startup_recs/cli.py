@@ -195,6 +195,8 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", default="10,20,50", help="comma-separated cut-offs")
     p.add_argument("--out", required=True, help="where metrics.json, report.md and plots go")
     p.add_argument("--oracle", default=None, help="oracle.parquet from recs synth (optional)")
+    p.add_argument("--val-models", default=None,
+                   help="stage-1 models (fit before the validation start): the warm route is chosen on validation")
     _add_split_flags(p)
     p.set_defaults(func=_lazy("evaluate", "cli_evaluate"))
 

@@ -1,0 +1,376 @@
+"""Honest offline evaluation: temporal protocol, full ranking, every model and the routed system.
+
+Protocol (issue 3). Fit window: events before ``split_at`` (what the final models and
+:class:`ServingData` saw). Test entities: those with a *positive* event at or after ``split_at``.
+Relevant items: the candidates an entity acted on positively after the split and had not
+interacted with before it. Each test entity gets a full ranking over every known candidate
+(``ServingData.candidate_ids``) minus those it already interacted with (and itself). Relevant
+candidates outside the candidate space stay in the denominator: no model could find them.
+
+Metrics at each K (pure functions below, tested on hand-computed cases):
+``recall@K = hits / |rel|``; ``ndcg@K`` with ideal DCG over ``min(|rel|, K)`` positions;
+``map@K`` = mean over entities of ``sum_{i<=K, hit} precision@i / min(|rel|, K)``;
+``hitrate@K`` = share with at least one hit; ``coverage@K`` = distinct candidates recommended in
+the top K over all test entities / catalogue size. All test entities, and per segment by
+training interaction count (cold < 5, warm 5-19, hot 20+).
+
+Models scored: ``popularity``, ``als``, ``two_tower``, ``content`` (+ any other registered
+retriever present, e.g. ``item2item``), ``routed`` (production routing), ``routed_ranked`` (the
+ranker re-ranks the routed top 200) and ``oracle`` (planted true affinity, synthetic data only).
+
+The warm segment's retriever is chosen on the *validation* window with the stage-1 models
+(``--val-models``: fitted before ``val_start``), written to ``routing.json``; the test window is
+never used for a choice. Validation numbers go to ``metrics.json["validation"]``, apart from
+the test numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from startup_recs import storage
+from startup_recs.config import segment_of
+from startup_recs.errors import ConfigError, DataError
+from startup_recs.serving.data import ServingData
+from startup_recs.serving.index import top_k
+from startup_recs.serving.recommender import N_RETRIEVE, Recommender, load_reranker
+from startup_recs.serving.retrievers import Retriever, load_retrievers
+from startup_recs.serving.router import ROUTING_FILE, Routing
+from startup_recs.usecases import get_use_case
+
+log = logging.getLogger(__name__)
+
+SEGMENTS = ("all", "cold", "warm", "hot")
+BASE_MODELS = ("popularity", "als", "two_tower", "content")
+NON_COLLABORATIVE = ("content", "popularity")
+DEFAULT_K = (10, 20, 50)
+CHOICE_METRIC = "ndcg@10"
+
+
+# --- metric functions (pure) -------------------------------------------------------------------
+def hits_matrix(top: np.ndarray, relevant: Sequence[np.ndarray], n_candidates: int) -> np.ndarray:
+    """``bool [n, K]``: whether ``top[i, j]`` (a candidate index, ``-1`` = empty slot) is in
+    ``relevant[i]`` (candidate indices). Vectorised by binary search over ``entity * n_c + c`` keys."""
+    top = np.asarray(top, dtype=np.int64)
+    n = top.shape[0]
+    lens = np.array([len(r) for r in relevant], dtype=np.int64)
+    if n == 0 or lens.sum() == 0:
+        return np.zeros(top.shape, dtype=bool)
+    rows = np.repeat(np.arange(n, dtype=np.int64), lens)
+    keys = np.sort(rows * (n_candidates + 1) + np.concatenate([np.asarray(r, np.int64) for r in relevant]))
+    probe = np.arange(n, dtype=np.int64)[:, None] * (n_candidates + 1) + top
+    at = np.minimum(np.searchsorted(keys, probe), len(keys) - 1)
+    return (keys[at] == probe) & (top >= 0)
+
+
+def metrics_from_hits(hits: np.ndarray, n_relevant: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
+    """Per-entity ``recall@k, ndcg@k, map@k, hitrate@k`` (``float64 [n]`` each) from a hits matrix
+    ``bool [n, >= max(ks)]`` (rank order) and the number of relevant items per entity (> 0)."""
+    hits = np.asarray(hits, dtype=np.float64)
+    n_rel = np.asarray(n_relevant, dtype=np.float64)
+    if np.any(n_rel <= 0):
+        raise DataError("every evaluated entity needs at least one relevant item")
+    kmax = max(ks)
+    if hits.shape[1] < kmax:
+        hits = np.pad(hits, ((0, 0), (0, kmax - hits.shape[1])))
+    disc = 1.0 / np.log2(np.arange(2, kmax + 2))
+    ideal = np.cumsum(disc)
+    prec = np.cumsum(hits, axis=1) / np.arange(1, kmax + 1)
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        h = hits[:, :k]
+        n_hit = h.sum(axis=1)
+        denom = np.minimum(n_rel, k)
+        out[f"recall@{k}"] = n_hit / n_rel
+        out[f"ndcg@{k}"] = (h * disc[:k]).sum(axis=1) / ideal[denom.astype(np.int64) - 1]
+        out[f"map@{k}"] = (prec[:, :k] * h).sum(axis=1) / denom
+        out[f"hitrate@{k}"] = (n_hit > 0).astype(np.float64)
+    return out
+
+
+def catalog_coverage(top: np.ndarray, k: int, n_candidates: int) -> float:
+    """Distinct candidates in the top ``k`` of all lists / catalogue size."""
+    t = np.asarray(top)[:, :k]
+    return float(len(np.unique(t[t >= 0])) / n_candidates) if n_candidates else 0.0
+
+
+def summarize(top: np.ndarray, relevant: Sequence[np.ndarray], n_candidates: int, ks: Sequence[int],
+              segments: np.ndarray, n_relevant: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """``{segment: {metric: mean, "coverage@k": x, "users": n}}`` for ``all`` and each segment.
+
+    ``n_relevant`` defaults to ``len(relevant[i])``; pass larger counts when some relevant items
+    are outside the candidate space (they count as misses).
+    """
+    if n_relevant is None:
+        n_relevant = np.array([len(r) for r in relevant], dtype=np.int64)
+    hits = hits_matrix(np.asarray(top)[:, : max(ks)], relevant, n_candidates)
+    per = metrics_from_hits(hits, n_relevant, ks)
+    segments = np.asarray(segments, dtype=object)
+    out: dict[str, dict[str, float]] = {}
+    for seg in SEGMENTS:
+        mask = np.ones(len(segments), bool) if seg == "all" else segments == seg
+        if not mask.any():
+            out[seg] = {"users": 0}
+            continue
+        row = {name: float(v[mask].mean()) for name, v in per.items()}
+        for k in ks:
+            row[f"coverage@{k}"] = catalog_coverage(np.asarray(top)[mask], k, n_candidates)
+        row["users"] = int(mask.sum())
+        out[seg] = row
+    return out
+
+
+# --- protocol ----------------------------------------------------------------------------------
+@dataclass
+class Target:
+    """Entities to evaluate in one window and their relevant candidate indices."""
+
+    entity_ids: list[str]
+    relevant: list[np.ndarray]  # candidate indices (unreachable relevant items are counted in n_relevant)
+    n_relevant: np.ndarray  # int [n]
+    segments: np.ndarray  # object [n]
+
+
+def positive_events(events: pd.DataFrame, use_case: str) -> list[str]:
+    """The use case's positive events if the log has any of them, else every event (id-only logs)."""
+    present = set(events["event"].astype(str).unique()) if "event" in events else set()
+    pos = [e for e in get_use_case(use_case).positive_events if e in present]
+    return pos or sorted(present)
+
+
+def target_window(events: pd.DataFrame, data: ServingData, start: pd.Timestamp, end: pd.Timestamp | None) -> Target:
+    """Entities with a positive event in ``[start, end)`` and their new relevant candidates.
+
+    ``data`` must be fitted with ``until == start`` (its ``seen`` are the pre-window interactions).
+    """
+    if data.until is None or data.until != start:
+        raise ConfigError(f"serving data ends at {data.until}, the evaluation window starts at {start}")
+    ts = pd.to_datetime(events["ts"], utc=True)
+    mask = (ts >= start) if end is None else (ts >= start) & (ts < end)
+    pos = positive_events(events, data.use_case)
+    win = events.loc[mask & events["event"].astype(str).isin(pos), ["entity_id", "candidate_id"]].astype(str)
+    win = win.drop_duplicates()
+    ids, rel, n_rel, segs = [], [], [], []
+    index = pd.Index(data.candidate_ids)
+    for e, g in win.groupby("entity_id", sort=True)["candidate_id"]:
+        cidx = index.get_indexer(g.to_numpy())
+        seen = data.seen_of(str(e))
+        new_known = np.setdiff1d(cidx[cidx >= 0], seen)
+        n_new = len(new_known) + int((cidx < 0).sum())
+        if n_new == 0:
+            continue
+        ids.append(str(e))
+        rel.append(new_known.astype(np.int64))
+        n_rel.append(n_new)
+        segs.append(segment_of(data.interaction_count(str(e))))
+    return Target(ids, rel, np.asarray(n_rel, np.int64), np.asarray(segs, dtype=object))
+
+
+def summarize_target(top: np.ndarray, t: Target, n_candidates: int, ks: Sequence[int]) -> dict[str, dict[str, float]]:
+    return summarize(top, t.relevant, n_candidates, ks, t.segments, t.n_relevant)
+
+
+def _batched(ids: Sequence[str], fn: Callable[[list[str]], tuple[np.ndarray, np.ndarray]], n: int,
+             batch: int) -> np.ndarray:
+    out = np.full((len(ids), n), -1, np.int64)
+    for lo in range(0, len(ids), batch):
+        chunk = list(ids[lo: lo + batch])
+        idx, sc = fn(chunk)
+        idx = np.where(np.isfinite(sc), idx, -1)
+        out[lo: lo + len(chunk), : idx.shape[1]] = idx
+    return out
+
+
+def retriever_top(r: Retriever, data: ServingData, ids: Sequence[str], n: int, batch: int = 256) -> np.ndarray:
+    """Top-``n`` candidate indices per entity (``-1`` pads), seen candidates and self excluded;
+    scored in entity batches (one ``[b, d] x [d, n_c]`` product each)."""
+    return _batched(ids, lambda c: top_k(r.score(c), n, data.exclusion_lists(c)), n, batch)
+
+
+def oracle_top(oracle: pd.DataFrame, data: ServingData, ids: Sequence[str], n: int) -> np.ndarray:
+    """The planted-affinity ranking (``rank`` order), seen candidates excluded."""
+    out = np.full((len(ids), n), -1, np.int64)
+    o = oracle.sort_values(["entity_id", "rank"])
+    groups = {str(e): g for e, g in o.groupby("entity_id", sort=False)["candidate_id"]}
+    for i, e in enumerate(ids):
+        g = groups.get(e)
+        if g is None:
+            continue
+        c = data.candidate_positions(g.astype(str).tolist())
+        c = c[(c >= 0) & ~np.isin(c, data.exclusions(e))][:n]
+        out[i, : len(c)] = c
+    return out
+
+
+def read_oracle(uri: str, use_case: str) -> pd.DataFrame:
+    if not storage.exists(uri):
+        raise DataError(f"{uri}: no such oracle file")
+    df = storage.read_table(uri).to_pandas()
+    missing = {"entity_id", "candidate_id", "rank"} - set(df.columns)
+    if missing:
+        raise DataError(f"{uri}: oracle lacks column(s) {sorted(missing)}")
+    if "use_case" in df.columns:
+        df = df[df["use_case"] == use_case]
+    return df
+
+
+def score_models(data: ServingData, retrievers: dict[str, Retriever], t: Target, ks: Sequence[int], *,
+                 routing: Routing, reranker: Any | None = None, oracle: pd.DataFrame | None = None,
+                 batch: int = 256) -> tuple[dict[str, dict], dict[str, float], dict[str, int]]:
+    """Metrics of every model on target ``t``: ``(models, seconds per model, route counts)``."""
+    kmax = max(ks)
+    models: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
+    names = [n for n in BASE_MODELS if n in retrievers] + [n for n in retrievers if n not in BASE_MODELS]
+    for name in names:
+        t0 = time.perf_counter()
+        models[name] = summarize_target(retriever_top(retrievers[name], data, t.entity_ids, kmax, batch), t,
+                                        data.n_candidates, ks)
+        seconds[name] = time.perf_counter() - t0
+    rec = Recommender(data, retrievers, routing, reranker)
+    t0 = time.perf_counter()
+    top, _, methods = rec.top_routed(t.entity_ids, kmax)
+    models["routed"] = summarize_target(top, t, data.n_candidates, ks)
+    seconds["routed"] = time.perf_counter() - t0
+    routes = pd.Series(methods, dtype=object).value_counts().to_dict() if methods else {}
+    if reranker is not None:
+        t0 = time.perf_counter()
+        top, _, _ = rec.top_routed(t.entity_ids, kmax, rerank=True, n_retrieve=N_RETRIEVE)
+        models["routed_ranked"] = summarize_target(top, t, data.n_candidates, ks)
+        seconds["routed_ranked"] = time.perf_counter() - t0
+    if oracle is not None and len(oracle):
+        models["oracle"] = summarize_target(oracle_top(oracle, data, t.entity_ids, kmax), t, data.n_candidates, ks)
+    return models, seconds, {str(k): int(v) for k, v in routes.items()}
+
+
+def choose_routing(events: pd.DataFrame, snap: Any, use_case: str, split: Any, val_models: str,
+                   ks: Sequence[int], batch: int = 256) -> tuple[Routing, dict[str, Any]]:
+    """Pick the warm retriever on the validation window with the stage-1 models.
+
+    Candidates: every loaded retriever except content/popularity (two-tower, ALS, item2item...).
+    Scored on validation entities of the warm segment (all validation entities if none is warm).
+    Returns the routing and the validation metrics of every model (for ``metrics["validation"]``).
+    """
+    data = ServingData.from_events(events, use_case, split.val_start,
+                                   entity_features=snap.entity_features(use_case),
+                                   candidate_features=snap.candidate_features(use_case))
+    t = target_window(events, data, split.val_start, split.split_at)
+    if not t.entity_ids:
+        raise DataError(f"empty validation set: no positive event in [{split.val_start.isoformat()}, "
+                        f"{split.split_at.isoformat()}) for a candidate not seen before")
+    retrievers = load_retrievers(val_models, data)
+    learned = [n for n in retrievers if n not in NON_COLLABORATIVE]
+    seg = "warm" if (t.segments == "warm").any() else "all"
+    val_ndcg: dict[str, float] = {}
+    for name in [*learned, *NON_COLLABORATIVE]:
+        if name in retrievers:
+            m = summarize_target(retriever_top(retrievers[name], data, t.entity_ids, max(ks), batch), t,
+                                 data.n_candidates, ks)
+            val_ndcg[name] = m[seg].get(CHOICE_METRIC, 0.0)
+    if learned:
+        warm = max(learned, key=lambda n: (val_ndcg.get(n, 0.0), n == "two_tower"))
+        routing = Routing(warm=warm, chosen_on="validation", val_ndcg=val_ndcg)
+    else:
+        routing = Routing(chosen_on="default", val_ndcg=val_ndcg)
+    models, _, routes = score_models(data, retrievers, t, ks, routing=routing, batch=batch)
+    validation = {"val_start": split.val_start.isoformat(), "split_at": split.split_at.isoformat(),
+                  "segment_used": seg, "models": models, "routes": routes}
+    log.info("warm route chosen on validation (%s segment, %s): %s (%s)", seg, CHOICE_METRIC, routing.warm,
+             ", ".join(f"{k}={v:.4f}" for k, v in val_ndcg.items()))
+    return routing, validation
+
+
+def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models: str | None = None,
+             k: Sequence[int] = DEFAULT_K, split_at: Any = None, test_days: float = 14.0,
+             val_days: float = 14.0, oracle: str | None = None, batch: int = 256,
+             save_serving: bool = True) -> dict[str, Any]:
+    """Run the protocol; write ``metrics.json``, ``report.md``, ``routing.json`` and PNG plots
+    into ``out``, and ``serving/`` + ``routing.json`` into ``models`` (the publishable folder)."""
+    from startup_recs.snapshot import load_snapshot
+    from startup_recs.split import TimeSplit
+
+    t_start = time.perf_counter()
+    uc = get_use_case(use_case)
+    ks = sorted({int(x) for x in k})
+    if not ks or ks[0] < 1:
+        raise ConfigError(f"--k must be positive integers (got {k})")
+    snap = load_snapshot(snapshot)
+    events = snap.events(uc.name)
+    split = TimeSplit.resolve(events["ts"], split_at, test_days, val_days)
+    data = ServingData.from_events(events, uc.name, split.split_at,
+                                   entity_features=snap.entity_features(uc.name),
+                                   candidate_features=snap.candidate_features(uc.name))
+    if save_serving and not storage.is_s3(models):
+        data.save(storage.join(models, "serving"))
+
+    validation: dict[str, Any] | None = None
+    if val_models:
+        routing, validation = choose_routing(events, snap, uc.name, split, val_models, ks, batch)
+    else:
+        routing = Routing.load(models)
+        if routing.chosen_on == "default":
+            log.warning("no --val-models: the warm route is the default (%s), not chosen on validation", routing.warm)
+    routing.save(models)
+    routing.save(out)
+
+    t = target_window(events, data, split.split_at, None)
+    if not t.entity_ids:
+        raise DataError(f"empty test set: no positive event at or after {split.split_at.isoformat()}")
+    retrievers = load_retrievers(models, data)
+    reranker = load_reranker(models, uc.name)
+    oracle_df = read_oracle(oracle, uc.name) if oracle else None
+    scored, seconds, routes = score_models(data, retrievers, t, ks, routing=routing, reranker=reranker,
+                                           oracle=oracle_df, batch=batch)
+    metrics: dict[str, Any] = {
+        "use_case": uc.name,
+        "k": ks,
+        "split_at": split.split_at.isoformat(),
+        "val_start": split.val_start.isoformat(),
+        "n_candidates": data.n_candidates,
+        "n_test_entities": len(t.entity_ids),
+        "protocol": "temporal; relevant = positive events after split_at on candidates not seen before; "
+                    "full ranking over all known candidates minus seen",
+        "routing": routing.to_dict(),
+        "routes": routes,
+        "models": scored,
+        "seconds": {**seconds, "total": time.perf_counter() - t_start},
+    }
+    if validation is not None:
+        metrics["validation"] = validation
+    storage.write_json(storage.join(out, "metrics.json"), metrics)
+    from startup_recs import evaluate_report
+
+    evaluate_report.write_report(metrics, out, models_dir=models)
+    log.info("evaluation of %s: %d test entities, %d candidates, %.1fs", uc.name, len(t.entity_ids),
+             data.n_candidates, metrics["seconds"]["total"])
+    return metrics
+
+
+def cli_evaluate(args: argparse.Namespace) -> int:
+    """``recs evaluate``: metrics.json, report.md and plots in ``--out``."""
+    try:
+        ks = [int(x) for x in str(args.k).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--k must be comma-separated integers (got {args.k!r})") from None
+    if not storage.is_s3(args.out):
+        Path(storage.local(args.out)).mkdir(parents=True, exist_ok=True)
+    m = evaluate(args.snapshot, args.models, args.use_case, args.out, val_models=getattr(args, "val_models", None),
+                 k=ks, split_at=args.split_at, test_days=args.test_days, val_days=args.val_days,
+                 oracle=args.oracle)
+    from startup_recs.evaluate_report import headline_table
+
+    print(headline_table(m))
+    print(f"-> {storage.join(args.out, 'metrics.json')}, {storage.join(args.out, 'report.md')}")
+    return 0
+
+
+__all__ = ["catalog_coverage", "evaluate", "hits_matrix", "metrics_from_hits", "summarize", "ROUTING_FILE"]
