@@ -33,6 +33,7 @@ from startup_recs.usecases import UseCase, get_use_case
 
 FORMAT = "startup_recs.features/1"
 MAX_MULTI_LEN = 32  # cap of a multi-valued column's padded width
+LOG1P_FROM = 1000.0  # an inferred non-negative numeric column reaching this is log1p'd
 
 
 # --- specs -----------------------------------------------------------------------------------------
@@ -86,8 +87,8 @@ def _is_listlike(v: Any) -> bool:
 def infer_spec(df: pd.DataFrame | None, kind: str = "imported") -> FeatureSpec:
     """Spec of an imported feature table: lists -> multi, numbers -> numeric, strings -> categorical.
 
-    Strings holding ``|`` (a list written to CSV) are multi-valued. Non-negative numbers spanning
-    more than three orders of magnitude are log1p'd. Timestamps and all-null columns are skipped.
+    Strings holding ``|`` (a list written to CSV) are multi-valued. Non-negative numbers reaching
+    :data:`LOG1P_FROM` (amounts, counts: heavy right tails) are log1p'd. Timestamps and all-null columns are skipped.
     """
     if df is None:
         return NO_FEATURES
@@ -102,7 +103,7 @@ def infer_spec(df: pd.DataFrame | None, kind: str = "imported") -> FeatureSpec:
         elif pd.api.types.is_numeric_dtype(s):
             num.append(col)
             lo, hi = float(nonnull.min()), float(nonnull.max())
-            if lo >= 0 and hi > 1000 * max(float(nonnull.median()), 1.0):
+            if lo >= 0 and hi >= LOG1P_FROM:
                 log.append(col)
         elif pd.api.types.is_datetime64_any_dtype(s):
             continue

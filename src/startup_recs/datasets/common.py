@@ -92,7 +92,7 @@ class Prepared:
         for an imported log without any of them, every event that is not a plain view."""
         ev = self.events["event"]
         mask = ev.isin(self.uc.positive_events).to_numpy()
-        if not mask.any():
+        if not mask.any() and self.snapshot.source == "events":
             mask = ~ev.isin(PASSIVE_EVENTS).to_numpy()
         return mask
 
@@ -221,6 +221,22 @@ def sample_unseen(entities: np.ndarray, need: np.ndarray, pool_size: int, forbid
     if not out_e:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(out_e), np.concatenate(out_c)
+
+
+def row_keys(seed: int, *columns: np.ndarray | pd.Series) -> np.ndarray:
+    """A pseudo-random uint64 per row from its own values and ``seed`` only.
+
+    Sorting by it draws a random subset whose membership does not depend on any other row, so
+    adding later (test-window) data never changes which train rows were drawn.
+    """
+    frame = pd.DataFrame({f"c{i}": np.asarray(c) for i, c in enumerate(columns)})
+    frame["seed"] = np.int64(seed)
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
+
+
+def part_rng(seed: int, part: int) -> np.random.Generator:
+    """An independent random stream per (seed, part): a part's draws never depend on later parts."""
+    return np.random.default_rng([int(seed), int(part)])
 
 
 def write_frame(df: pd.DataFrame, uri: str, schema: pa.Schema | None = None) -> None:

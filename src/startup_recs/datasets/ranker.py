@@ -38,7 +38,9 @@ from startup_recs.datasets.common import (
     check_output,
     elapsed,
     pair_table,
+    part_rng,
     prepare,
+    row_keys,
     sample_unseen,
     sidecar,
     write_frame,
@@ -146,7 +148,7 @@ def _link(prep: Prepared, imp: pd.DataFrame, link_days: float) -> pd.DataFrame:
 
 
 def _session_rows(prep: Prepared, imp: pd.DataFrame, neg_ratio: float, clip: float, link_days: float,
-                  propensity_window: str, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, Any]]:
+                  propensity_window: str, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     imp = imp.sort_values(["session_id", "position"], kind="stable")
     imp = imp.drop_duplicates(["session_id", "candidate_id"], keep="first").reset_index(drop=True)
     imp = _link(prep, imp, link_days)
@@ -159,7 +161,7 @@ def _session_rows(prep: Prepared, imp: pd.DataFrame, neg_ratio: float, clip: flo
     imp = imp[imp["session_id"].map(n_pos).to_numpy() > 0]
     pos = imp[imp["label"]]
     negs = imp[~imp["engaged"]]
-    negs = negs.iloc[rng.permutation(len(negs))]
+    negs = negs.iloc[np.argsort(row_keys(seed, negs["session_id"], negs["candidate_id"]), kind="stable")]
     quota = np.ceil(n_pos.reindex(negs["session_id"]).to_numpy() * neg_ratio - 1e-9)
     negs = negs[negs.groupby("session_id").cumcount().to_numpy() < quota]
     rows = pd.concat([pos, negs], ignore_index=True)
@@ -179,7 +181,7 @@ def _session_rows(prep: Prepared, imp: pd.DataFrame, neg_ratio: float, clip: flo
     return out, curve
 
 
-def _pseudo_rows(prep: Prepared, neg_ratio: float, rng: np.random.Generator) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _pseudo_rows(prep: Prepared, neg_ratio: float, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """No sessions (an imported log): one list per (entity, part) of its new positive pairs plus
     random candidates it had not interacted with by the end of that part."""
     nc = prep.n_candidates
@@ -195,7 +197,8 @@ def _pseudo_rows(prep: Prepared, neg_ratio: float, rng: np.random.Generator) -> 
         if not len(need_p):
             continue
         e, c = sample_unseen(need_p.index.get_level_values("e").to_numpy(np.int64), need_p.to_numpy(),
-                             int(prep.pool_size[p]), allp.loc[allp["part"] <= p, "key"].to_numpy(), nc, rng)
+                             int(prep.pool_size[p]), allp.loc[allp["part"] <= p, "key"].to_numpy(), nc,
+                             part_rng(seed, p))
         negs.append(pd.DataFrame({"e": e, "c": c, "part": np.full(len(e), p, np.int8)}))
     neg = pd.concat(negs, ignore_index=True) if negs else pd.DataFrame(
         {"e": np.zeros(0, np.int64), "c": np.zeros(0, np.int64), "part": np.zeros(0, np.int8)})
@@ -237,13 +240,12 @@ def build_ranker(snapshot_uri: str, use_case: str, output: str, *, neg_ratio: fl
         raise ConfigError(f"propensity window must be train or trainval, not {propensity_window!r}")
     if not 0 < propensity_clip <= 1:
         raise ConfigError(f"--propensity-clip must be in (0, 1] (got {propensity_clip})")
-    rng = np.random.default_rng(seed)
     prep = prepare(snapshot_uri, use_case, split, split_at=split_at, test_days=test_days, val_days=val_days)
     imp = prep.snapshot.impressions(prep.uc)
     if imp is not None:
-        out, curve = _session_rows(prep, imp, neg_ratio, propensity_clip, link_days, propensity_window, rng)
+        out, curve = _session_rows(prep, imp, neg_ratio, propensity_clip, link_days, propensity_window, seed)
     else:
-        out, curve = _pseudo_rows(prep, neg_ratio, rng)
+        out, curve = _pseudo_rows(prep, neg_ratio, seed)
     if not len(out) or not (out["label"] == 1).any():
         raise DataError(f"no session of {prep.uc.name} led to a positive event "
                         f"({', '.join(prep.uc.positive_events)}); no ranker pairs")

@@ -35,7 +35,9 @@ from startup_recs.datasets.common import (
     entity_filter,
     feature_sidecar,
     pair_table,
+    part_rng,
     prepare,
+    row_keys,
     sample_unseen,
     sidecar,
     write_frame,
@@ -82,7 +84,6 @@ def build_two_tower(snapshot_uri: str, use_case: str, output: str, *, negative_s
     check_output(output)
     if negative_samples < 0:
         raise ConfigError(f"--negative-samples must be >= 0 (got {negative_samples})")
-    rng = np.random.default_rng(seed)
     prep = prepare(snapshot_uri, use_case, split, split_at=split_at, test_days=test_days, val_days=val_days)
     keep = entity_filter(prep, min_interactions, 0)
     shown = _hard_candidates(prep)
@@ -104,7 +105,7 @@ def build_two_tower(snapshot_uri: str, use_case: str, output: str, *, negative_s
     unseen = np.isnan(fp) | (fp > shown["part"].to_numpy())
     hard = shown[unseen & keep[shown["e"].to_numpy()]].copy()
     hard["key"] = hk[unseen & keep[shown["e"].to_numpy()]]
-    hard = hard.iloc[rng.permutation(len(hard))]
+    hard = hard.iloc[np.argsort(row_keys(seed, hard["e"], hard["c"], hard["part"]), kind="stable")]
     hard["rank"] = hard.groupby(["e", "part"]).cumcount()
     cap = budget.reindex(pd.MultiIndex.from_arrays([hard["e"], hard["part"]]), fill_value=0).to_numpy()
     hard = hard[hard["rank"].to_numpy() < cap]
@@ -121,7 +122,7 @@ def build_two_tower(snapshot_uri: str, use_case: str, output: str, *, negative_s
         forbidden = np.concatenate([pairs.loc[pairs["part"] <= p, "key"].to_numpy(),
                                     hard.loc[hard["part"] == p, "key"].to_numpy()])
         ents = need_p.index.get_level_values("e").to_numpy(np.int64)
-        e, c = sample_unseen(ents, need_p.to_numpy(), int(prep.pool_size[p]), forbidden, nc, rng)
+        e, c = sample_unseen(ents, need_p.to_numpy(), int(prep.pool_size[p]), forbidden, nc, part_rng(seed, p))
         short += int(need_p.sum()) - len(e)
         rand_parts.append(pd.DataFrame({"e": e, "c": c, "part": np.full(len(e), p, np.int8)}))
     rand = pd.concat(rand_parts, ignore_index=True) if rand_parts else pd.DataFrame(
