@@ -8,9 +8,10 @@ From the recommendation sessions of the use case:
   row never learns its label from a later window;
 - *positives*: shown candidates with a linked positive event (``use_case.positive_events``:
   contact, apply_received for startup_developer);
-- *hard negatives*: shown in the same session with no linked action at all (a view is not an
+- *hard negatives*: shown in the same session with no linked action (a view alone is not an
   action), ``neg_ratio`` per positive, drawn at random; sessions without a positive give no rows;
-- *position bias*: the click-or-better rate per position over the sessions before ``split_at``
+- *position bias*: the click-through rate per position (any linked event, a profile view
+  included: it shows the slot was examined) over the sessions before ``split_at``
   (by default; never the test window), relative to position 0, made non-increasing and clipped
   below at ``propensity_clip``. Every row carries its ``propensity``; ``weight`` = 1/propensity
   for positives and 1 for negatives, so a contact found far down the list counts MORE (it
@@ -110,40 +111,39 @@ def propensity_of(curve: dict[str, Any], positions: np.ndarray) -> np.ndarray:
 
 # --- linking --------------------------------------------------------------------------------------
 def _link(prep: Prepared, imp: pd.DataFrame, link_days: float) -> pd.DataFrame:
-    """Per impression: ``engaged`` (any linked action) and ``label`` (a linked positive event)."""
+    """Per impression: ``clicked`` (any linked event, a view included: the profile was opened),
+    ``acted`` (a linked event other than a view) and ``label`` (a linked positive event)."""
     ev = prep.events
-    act = prep.engaged_mask()
-    pos_mask = prep.positive_mask()
-    ev_part = prep.part
-    acts = pd.DataFrame({"entity_id": ev["entity_id"].to_numpy()[act], "candidate_id": ev["candidate_id"].to_numpy()[act],
-                         "session_id": ev["session_id"].to_numpy()[act], "t": prep.ts[act],
-                         "part": ev_part[act], "positive": pos_mask[act]})
+    acts = pd.DataFrame({"entity_id": ev["entity_id"].to_numpy(), "candidate_id": ev["candidate_id"].to_numpy(),
+                         "session_id": ev["session_id"].to_numpy(), "t": prep.ts, "part": prep.part,
+                         "active": prep.engaged_mask(), "positive": prep.positive_mask()})
     imp = imp.copy()
     imp["t"] = ts_values(imp["ts"])
     imp["part"] = prep.split.codes(imp["ts"])
     # (a) events naming their session
     named = acts[acts["session_id"].notna()]
     hit_a = imp[["session_id", "entity_id", "candidate_id", "part"]].reset_index().merge(
-        named[["session_id", "entity_id", "candidate_id", "part", "positive"]], how="inner",
+        named[["session_id", "entity_id", "candidate_id", "part", "active", "positive"]], how="inner",
         on=["session_id", "entity_id", "candidate_id", "part"])
     # (b) events without one: the latest session of that pair within link_days before the event
     loose = acts[acts["session_id"].isna()].sort_values("t", kind="stable")
-    hit_b = pd.DataFrame(columns=["index", "positive"])
+    hit_b = pd.DataFrame({"index": np.zeros(0, np.int64), "active": np.zeros(0, bool), "positive": np.zeros(0, bool)})
     if len(loose):
-        left = loose[["entity_id", "candidate_id", "t", "part", "positive"]]
+        left = loose[["entity_id", "candidate_id", "t", "part", "active", "positive"]]
         right = imp[["entity_id", "candidate_id", "t", "part"]].reset_index().sort_values("t", kind="stable")
         right = right.rename(columns={"part": "imp_part", "t": "t_imp"})
         merged = pd.merge_asof(left, right, left_on="t", right_on="t_imp", by=["entity_id", "candidate_id"],
                                direction="backward", tolerance=pd.Timedelta(days=link_days))
         merged = merged[merged["index"].notna() & (merged["imp_part"] == merged["part"])]
-        hit_b = merged[["index", "positive"]].astype({"index": np.int64})
-    hits = pd.concat([hit_a[["index", "positive"]], hit_b], ignore_index=True)
-    hits["positive"] = hits["positive"].astype(bool)
-    agg = hits.groupby("index")["positive"].max()
-    imp["engaged"] = False
-    imp["label"] = False
-    imp.loc[agg.index.to_numpy(np.int64), "engaged"] = True
-    imp.loc[agg.index.to_numpy(np.int64), "label"] = agg.to_numpy(bool)
+        hit_b = merged[["index", "active", "positive"]].astype({"index": np.int64})
+    hits = pd.concat([hit_a[["index", "active", "positive"]], hit_b], ignore_index=True)
+    agg = hits.astype({"active": bool, "positive": bool}).groupby("index")[["active", "positive"]].max()
+    idx = agg.index.to_numpy(np.int64)
+    for col in ("clicked", "acted", "label"):
+        imp[col] = False
+    imp.loc[idx, "clicked"] = True
+    imp.loc[idx, "acted"] = agg["active"].to_numpy(bool)
+    imp.loc[idx, "label"] = agg["positive"].to_numpy(bool)
     return imp
 
 
@@ -154,13 +154,13 @@ def _session_rows(prep: Prepared, imp: pd.DataFrame, neg_ratio: float, clip: flo
     imp = _link(prep, imp, link_days)
     window_part = {"train": 0, "trainval": 1}[propensity_window]
     fit = imp["part"].to_numpy() <= window_part
-    curve = position_bias(imp["position"].to_numpy()[fit], imp["engaged"].to_numpy()[fit], clip)
-    curve.update({"window": propensity_window, "signal": "any action but a view, linked to the session",
+    curve = position_bias(imp["position"].to_numpy()[fit], imp["clicked"].to_numpy()[fit], clip)
+    curve.update({"window": propensity_window, "signal": "any event linked to the shown candidate (view included)",
                   "sessions": int(imp.loc[fit, "session_id"].nunique()), "source": "impressions"})
     n_pos = imp.groupby("session_id")["label"].sum()
     imp = imp[imp["session_id"].map(n_pos).to_numpy() > 0]
     pos = imp[imp["label"]]
-    negs = imp[~imp["engaged"]]
+    negs = imp[~imp["acted"]]
     negs = negs.iloc[np.argsort(row_keys(seed, negs["session_id"], negs["candidate_id"]), kind="stable")]
     quota = np.ceil(n_pos.reindex(negs["session_id"]).to_numpy() * neg_ratio - 1e-9)
     negs = negs[negs.groupby("session_id").cumcount().to_numpy() < quota]
