@@ -921,6 +921,22 @@ def write_db(tables: dict[str, pa.Table], url: str, replace: bool = False, chunk
     engine.dispose()
 
 
+def insert_rows(url: str, tables: dict[str, pa.Table], chunk: int = 20_000) -> None:
+    """Append rows to existing app tables (new events arriving; tests of incremental extract)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url(url))
+    md = metadata()
+    try:
+        with engine.begin() as conn:
+            for name, table in tables.items():
+                table = schema.validate(table, name)
+                for rows in _rows(table, name, chunk):
+                    conn.execute(md.tables[name].insert(), rows)
+    finally:
+        engine.dispose()
+
+
 def _safe(url: str) -> str:
     import sqlalchemy as sa
 
