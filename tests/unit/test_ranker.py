@@ -187,7 +187,7 @@ def test_save_load_identical_scores(trained, world, tmp_path):
     # the serving path: features rebuilt from retrievers for one entity, numpy MLP
     e = lists.entity[0]
     a, b = lists.offsets[0], lists.offsets[1]
-    cidx = data.candidate_positions(rows.loc[rows["entity_id"] == e, "candidate_id"].tolist())
+    cidx = lists.cand[a:b]
     scores = ranking_features.gather_scores(retrievers, e, cidx, rr.retrievers)
     got = rr.score(e, cidx, scores, data)
     X, names = ranking_features.build(USE_CASE, e, cidx, scores, data)
@@ -196,10 +196,9 @@ def test_save_load_identical_scores(trained, world, tmp_path):
         want = best(torch.from_numpy(X)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(rr.score_torch(X), want, rtol=1e-6)
-    # the training rows of that entity had the same features (entity lists are sorted by
-    # candidate; score_at vs whole-row scoring may differ in the last float bit)
-    order = np.argsort(cidx)
-    np.testing.assert_allclose(X[order], lists.X[a:b], rtol=1e-5, atol=1e-6)
+    # the training rows of that list had the same features (score_at vs whole-row scoring may
+    # differ in the last float bit)
+    np.testing.assert_allclose(X, lists.X[a:b], rtol=1e-5, atol=1e-6)
 
 
 def test_use_case_mismatch(trained, world, tmp_path):

@@ -223,7 +223,7 @@ def feature_baselines(d: ListData, k: int = EVAL_K) -> dict[str, float]:
     """NDCG@k of ordering each list by one raw feature (retrieval scores, popularity)."""
     out: dict[str, float] = {}
     for j, name in enumerate(d.names):
-        if name in ranking_features.RETRIEVERS or name in ("pop_log", "content"):
+        if (name in ranking_features.RETRIEVERS or name == "pop_log") and np.ptp(d.X[:, j]) > 0:
             out[name] = ndcg_lists(d.X[:, j], d.y, d.offsets, k)
     return out
 
@@ -462,9 +462,11 @@ def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, A
         if cfg.extra_negatives > 0 and retrievers:
             frame = _add_retrieved_negatives(frame, data, retrievers, cfg)
         key = frame["entity_id"].to_numpy()
-    # contiguous lists in first-appearance order
+    # contiguous lists in first-appearance order; rows inside a list in a seeded random order, so
+    # nothing (metric ties, a model) can profit from logged rows coming before added negatives
     codes, uniq = pd.factorize(pd.Series(key), sort=False)
-    order = np.argsort(codes, kind="stable")
+    shuffle = np.random.default_rng(cfg.seed + 2).permutation(len(codes))
+    order = shuffle[np.argsort(codes[shuffle], kind="stable")]
     frame = frame.iloc[order].reset_index(drop=True)
     sizes = np.bincount(codes, minlength=len(uniq))
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
