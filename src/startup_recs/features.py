@@ -242,6 +242,10 @@ class FeatureEncoder:
         if df is None:
             rows = pd.DataFrame(index=ids, columns=self.spec.columns, dtype=object)
         else:
+            missing = [c for c in self.spec.columns if c not in df.columns]
+            if missing:
+                raise ModelMismatchError(
+                    f"feature dimension mismatch: {self.spec.kind} features lack column(s) {missing}")
             src = df if df.index.dtype == object else df.set_axis(df.index.astype(str))
             rows = src.reindex(ids) if not src.index.equals(ids) else src
         n = len(ids)
@@ -285,6 +289,8 @@ class FeatureEncoder:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureEncoder:
+        if "entity" in d and "candidate" in d and "spec" not in d:
+            raise ModelMismatchError("this JSON holds a PairEncoder (both sides): use PairEncoder.from_json")
         if d.get("format") != FORMAT:
             raise ModelMismatchError(f"not a feature encoder of format {FORMAT!r} (got {d.get('format')!r})")
         return cls(spec=FeatureSpec.from_dict(d["spec"]), ids=list(d["ids"]),
@@ -322,8 +328,8 @@ def as_indexed(df: pd.DataFrame | None, side: str) -> pd.DataFrame | None:
         df = df.set_index(col)
     if df.index.dtype != object or not all(isinstance(i, str) for i in df.index[:1]):
         df = df.set_axis(df.index.astype(str))
-    df.index.name = col
-    return df[~df.index.duplicated(keep="last")]
+    df = df.rename_axis(col)  # a new frame: the caller's keeps its index name
+    return df[~df.index.duplicated(keep="last")] if df.index.has_duplicates else df
 
 
 @dataclass

@@ -191,3 +191,12 @@ def test_id_only_and_generic_imported_features():
     assert match_reasons("startup_developer", ents.loc["e1"], cands.loc["c1"]) == ["same city: x", "tags: q"]
     X, names = match_features("startup_developer", pd.Series({"a": 1.0}), pd.DataFrame({"b": [1.0]}))
     assert X.shape == (1, 0)
+
+
+def test_transform_with_missing_feature_column_is_a_mismatch():
+    enc = FeatureEncoder.fit(STARTUPS, SPECS["startup"])
+    with pytest.raises(ModelMismatchError, match="lack column"):
+        enc.transform(STARTUPS.drop(columns=["stage"]))
+    pair = PairEncoder.fit(STARTUPS, DEVS, entity_kind="startup", candidate_kind="developer")
+    with pytest.raises(ModelMismatchError, match="PairEncoder"):
+        FeatureEncoder.from_json(pair.to_json())
