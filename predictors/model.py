@@ -73,8 +73,9 @@ class RecsModel(kserve.Model):
     def on_swap(self, old: LoadedBundle | None, new: LoadedBundle) -> None:
         self.ready = True
         metrics.RELOADS.labels(self.name).inc()
-        if new.version.isdigit():
-            metrics.BUNDLE_VERSION.labels(self.name).set(float(new.version))
+        number = new.manifest.get("version")
+        if isinstance(number, int | float):
+            metrics.BUNDLE_VERSION.labels(self.name).set(float(number))
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [{"name": "entity_id", "datatype": "BYTES", "shape": [-1]},

@@ -51,13 +51,13 @@ def test_slot_loads_then_hot_swaps_and_old_object_stays_usable(tmp_path):
     assert slot.current is None
     assert slot.refresh() is True
     first = slot.current
-    assert first.version == "1" and first.model.tag == "one" and first.manifest["use_case"] == "startup_developer"
+    assert first.version == "v1" and first.model.tag == "one" and first.manifest["use_case"] == "startup_developer"
     assert slot.refresh() is False  # nothing new
     publish(models, "startup_developer", "two")
     assert slot.refresh() is True
-    assert slot.current.version == "2" and slot.current.model.tag == "two"
+    assert slot.current.version == "v2" and slot.current.model.tag == "two"
     assert first.model.recommend("s1", 3)["tag"] == "one"  # an in-flight request's object still answers
-    assert swaps == [(None, "1"), ("1", "2")]
+    assert swaps == [(None, "v1"), ("v1", "v2")]
 
 
 def test_corrupt_new_bundle_is_refused_and_old_keeps_serving(tmp_path, caplog):
@@ -70,9 +70,9 @@ def test_corrupt_new_bundle_is_refused_and_old_keeps_serving(tmp_path, caplog):
     with caplog.at_level(logging.DEBUG, logger="startup_recs.serving.reload"):
         assert slot.refresh() is False
         assert slot.refresh() is False  # same broken target: not retried, not logged again
-    assert slot.current.version == "1" and slot.current.model.tag == "one"
+    assert slot.current.version == "v1" and slot.current.model.tag == "one"
     assert "checksum mismatch for model.json" in slot.last_error
-    refusals = [r for r in caplog.records if "bundle refused" in r.getMessage()]
+    refusals = [r for r in caplog.records if " refused, " in r.getMessage()]
     assert len(refusals) == 1 and refusals[0].levelno == logging.WARNING
     assert "keeps serving v1" in refusals[0].getMessage()
     publish(models, "startup_developer", "three")  # a good v3 replaces the bad v2
@@ -127,7 +127,7 @@ def test_poller_picks_up_a_new_version(tmp_path):
     try:
         publish(models, "startup_developer", "two")
         deadline = time.time() + 5
-        while slot.current.version != "2" and time.time() < deadline:
+        while slot.current.version != "v2" and time.time() < deadline:
             time.sleep(0.02)
     finally:
         poller.stop()

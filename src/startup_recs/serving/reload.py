@@ -89,8 +89,13 @@ def load_bundle(uri: str, *, use_case: str | None = None, loader: Loader = defau
         if owned is not None:
             shutil.rmtree(owned, ignore_errors=True)
         raise
-    return LoadedBundle(uri=target, version=str(manifest.get("version")), manifest=manifest,
+    return LoadedBundle(uri=target, version=version_label(manifest.get("version")), manifest=manifest,
                         model=model, local_dir=Path(local_dir), owned_dir=owned)
+
+
+def version_label(version: object) -> str:
+    """``"v3"`` for manifest version 3 (the label answers and metrics carry, as the Recommender's)."""
+    return f"v{version}" if isinstance(version, int) or str(version).isdigit() else str(version)
 
 
 def use_case_of(source: str) -> str:
@@ -190,9 +195,9 @@ class BundleSlot:
             self._current = new  # the atomic swap: one reference assignment
             self.last_error = None
             if cur is None:
-                log.info("%s: serving v%s from %s", self.use_case, new.version, new.uri)
+                log.info("%s: serving %s from %s", self.use_case, new.version, new.uri)
             else:
-                log.info("%s: hot-reloaded v%s -> v%s (%s)", self.use_case, cur.version, new.version, new.uri)
+                log.info("%s: hot-reloaded %s -> %s (%s)", self.use_case, cur.version, new.version, new.uri)
             if self._on_swap is not None:
                 self._on_swap(cur, new)
             if cur is not None and cur.owned_dir is not None:
@@ -204,9 +209,9 @@ class BundleSlot:
         first = target not in self._failed
         self._failed[target] = time.time()
         self.last_error = reason
-        keeps = f"keeps serving v{self._current.version}" if self._current else "not ready"
-        log.log(logging.WARNING if first else logging.DEBUG, "%s: bundle refused, %s: %s",
-                self.use_case, keeps, reason)
+        keeps = f"keeps serving {self._current.version}" if self._current else "not ready"
+        log.log(logging.WARNING if first else logging.DEBUG, "%s: bundle %s refused, %s: %s",
+                self.use_case, target, keeps, reason)
         return False
 
     def close(self) -> None:
