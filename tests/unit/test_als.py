@@ -125,3 +125,16 @@ def test_cli_train_als(tmp_path, capsys):
     assert "reconstruction_mse" in cfg["diagnostics"]
     assert main([*args, "--use-case", "startup_investor"]) == 2
     assert "built for use case 'startup_developer'" in capsys.readouterr().err
+
+
+def test_diagnostics_match_a_dense_reference():
+    from startup_recs.train.als import diagnostics
+
+    rng = np.random.default_rng(0)
+    m = sp.random(30, 40, density=0.1, random_state=1, format="csr")
+    X, Y = rng.normal(size=(30, 4)), rng.normal(size=(40, 4))
+    P = (m.toarray() > 0).astype(float)
+    mse = float(((P - X @ Y.T) ** 2).mean())
+    d = diagnostics(m, X, Y, chunk=7)
+    assert d["reconstruction_mse"] == pytest.approx(mse)
+    assert d["explained_variance"] == pytest.approx(1 - mse / P.var())
