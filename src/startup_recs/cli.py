@@ -173,6 +173,9 @@ def _train_ranker(tr: argparse._SubParsersAction) -> None:
     p.add_argument("--extra-negatives", type=int, default=20,
                    help="retrieved-but-not-acted candidates added per entity list (0 = logged rows only)")
     p.add_argument("--retrieve-k", type=int, default=200, help="re-rank depth the extra negatives come from")
+    p.add_argument("--positives", choices=["dataset", "both"], default="both",
+                   help="learn from the dataset's session positives only, or also every validation-window "
+                        "positive event (organic ones too; entity lists)")
     p.add_argument("--holdout", type=float, default=0.2, help="fraction of entities held out for the best checkpoint")
     p.add_argument("--patience", type=int, default=5, help="epochs without holdout gain before stopping")
     p.add_argument("--seed", type=int, default=0)
@@ -215,6 +218,9 @@ def add_serve_flags(p: argparse.ArgumentParser, *, default_host: str = "127.0.0.
 
 
 def _run_serve(args: argparse.Namespace) -> int | None:
+    from startup_recs.serving.reload import expand_sources
+
+    expand_sources(args.bundle)  # a wrong --bundle fails here, before kserve and torch are imported
     from predictors.server import cli_serve
 
     return cli_serve(args)
@@ -288,6 +294,26 @@ def _demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_lazy_pipelines("cli_demo"))
 
 
+# --- hyperparameter search (issue 7) -------------------------------------------------------------
+def _tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="validation-based hyperparameter search (Optuna TPE)")
+    p.add_argument("--snapshot", default=None)
+    p.add_argument("--use-case", default="startup_developer", help=USE_CASE_HELP)
+    p.add_argument("--model", choices=["als", "two-tower", "ranker", "item2item"], required=True)
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--timeout", type=float, default=None, help="seconds for the whole search")
+    p.add_argument("--out", default="tune", help="where best_params.json and trials.csv go")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="ranker: the ranker dataset Parquet")
+    p.add_argument("--retrievers", default=None, help="ranker: the stage-1 models folder")
+    p.add_argument("--max-epochs", type=int, default=15, help="two-tower: epochs cap (early stopping on)")
+    p.add_argument("--patience", type=int, default=3, help="two-tower: early-stopping patience")
+    p.add_argument("--trial-params", default=None, help="JSON: run one fit with these params (Katib trial)")
+    p.add_argument("--katib-manifest", action="store_true", help="print the Katib Experiment for --model")
+    _add_split_flags(p)
+    p.set_defaults(func=_lazy("tune", "cli_tune"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recs", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"recs {__version__}")
@@ -300,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sections are registered in this order; later issues append theirs (train, evaluate, tune,
 # serve, pipeline, demo) as functions of the same shape.
-REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset, _train, _evaluate, _serve, _pipeline, _demo]
+REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset, _train, _evaluate, _serve, _pipeline, _demo, _tune]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

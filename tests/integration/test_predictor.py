@@ -304,18 +304,22 @@ def test_corrupt_new_bundle_is_refused_while_old_keeps_serving(server, world, tr
 
 
 # --- separate servers: S3 and start-up on a corrupt bundle -------------------------------------
-def test_recs_serve_loads_from_s3(world, truth, s3_bucket, tmp_path):
+def test_recs_serve_loads_from_s3(server, world, truth, s3_bucket, tmp_path):
+    # the investor bundle (ALS + content, no torch to import) keeps this server's start-up short
     models_uri = f"{s3_bucket}/models"
-    publish(world[SD], models_uri, SD)
-    srv = Server.recs_serve([f"{models_uri}/{SD}"], tmp_path / "s3.log", "--cache-dir", str(tmp_path / "cache"),
+    publish(world[SI], models_uri, SI)
+    srv = Server.recs_serve([f"{models_uri}/{SI}"], tmp_path / "s3.log", "--cache-dir", str(tmp_path / "cache"),
                             "--reload-interval", "0")
     try:
-        srv.wait_ready("startup-developer")
-        sid = truth["pick"]["warm"]
-        r = _get(srv.url + LEGACY[SD] + sid, params={"limit": 5})
-        assert r.status_code == 200 and r.json()["model_version"] == "v1" and r.json()["method_used"] == "warm:als"
-        assert len(r.json()["candidates"]) == 5
-        assert _get(srv.url + LEGACY[SI] + sid).status_code == 404  # not served by this one
+        srv.wait_ready("startup-investor")
+        sid = truth["pick"]["hot"]
+        r = _get(srv.url + LEGACY[SI] + sid, params={"limit": 5})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model_version"] == "v1" and body["method_used"] == "hot:als" and len(body["candidates"]) == 5
+        local = _get(server.url + LEGACY[SI] + sid, params={"limit": 5}).json()  # same files, local copy
+        assert local["model_version"] == "v1" and local["candidates"] == body["candidates"]
+        assert _get(srv.url + LEGACY[SD] + sid).status_code == 404  # not served by this one
         assert any((tmp_path / "cache").rglob("manifest.json")), "the bundle was downloaded into --cache-dir"
     finally:
         srv.stop()
@@ -323,24 +327,24 @@ def test_recs_serve_loads_from_s3(world, truth, s3_bucket, tmp_path):
 
 def test_corrupt_bundle_at_start_is_not_ready_without_tracebacks(world, tmp_path):
     root = tmp_path / "models"
-    shutil.copytree(world["models_root"] / SD / "v1", root / SD / "v1")
-    (root / SD / "latest").write_text('{"version": 1, "path": "v1", "updated_at": "2026-01-01T00:00:00+00:00"}')
-    publish_corrupt(root, SD)  # v2, corrupt, is latest
-    srv = Server.recs_serve([str(root / SD)], tmp_path / "bad.log", "--reload-interval", "0.3")
+    shutil.copytree(world["models_root"] / SI / "v1", root / SI / "v1")
+    (root / SI / "latest").write_text('{"version": 1, "path": "v1", "updated_at": "2026-01-01T00:00:00+00:00"}')
+    publish_corrupt(root, SI)  # v2, corrupt, is latest
+    srv = Server.recs_serve([str(root / SI)], tmp_path / "bad.log", "--reload-interval", "0.3")
     try:
         srv.wait_live()
         time.sleep(1.0)
         assert srv.proc.poll() is None, "a corrupt bundle must not crash the server"
-        assert _get(f"{srv.url}/v2/models/startup-developer/ready").status_code == 503
-        r = _get(srv.url + LEGACY[SD] + "s000000")
+        assert _get(f"{srv.url}/v2/models/startup-investor/ready").status_code == 503
+        r = _get(srv.url + LEGACY[SI] + "s000000")
         assert r.status_code == 503 and "not ready" in r.json()["error"]
         log = srv.log()
         assert "Traceback" not in log
         assert len([ln for ln in log.splitlines() if " refused, " in ln]) == 1
         # a good bundle published later makes it ready without a restart
-        publish(world[SD], str(root), SD)
-        srv.wait_ready("startup-developer", timeout=20)
-        assert _get(srv.url + LEGACY[SD] + "s000000").json()["model_version"] == "v3"
+        publish(world[SI], str(root), SI)
+        srv.wait_ready("startup-investor", timeout=60)
+        assert _get(srv.url + LEGACY[SI] + "s000000").json()["model_version"] == "v3"
     finally:
         srv.stop()
 
