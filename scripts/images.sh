@@ -37,9 +37,12 @@ case "$cmd" in
       log "push ${dst}"
       docker push "${dst}"
     done
-    info "point the cluster at it: RECS_IMAGE_REGISTRY=${registry} for 'recs pipeline compile/submit', and"
-    info "  (cd manifests/overlays/production && kubectl kustomize edit ...) or 'kustomize edit set image'"
-    info "  startup-recs-predictor=${registry}/startup-recs-predictor:$(PYTHONPATH="${ROOT}/src" python3 -m startup_recs.images --format tag)"
+    info "point the cluster at ${registry}:"
+    info "  pipeline:  RECS_IMAGE_REGISTRY=${registry} recs pipeline compile|submit ..."
+    info "  manifests: cd manifests/overlays/production && kustomize edit set image \\"
+    for k in trainer-gpu predictor; do
+      info "    startup-recs-${k}=$(RECS_IMAGE_REGISTRY="${registry}" image_ref "$k")"
+    done
     ;;
   load-kind)
     need kind
