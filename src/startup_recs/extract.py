@@ -359,6 +359,41 @@ def _db_select(table: str, tables: dict[str, Any], lb: dt.datetime | None, sqlit
     return stmt
 
 
+def _stream(conn, stmt, chunk_size: int) -> Iterator[list[tuple]]:
+    """Rows of ``stmt`` in chunks of plain tuples, read through the driver's cursor.
+
+    A server-side (named) cursor on PostgreSQL and SQLite's lazy cursor keep memory flat; plain
+    tuples skip SQLAlchemy's per-row ``Row`` objects (values are converted column-wise by
+    Arrow afterwards). The statement is compiled by SQLAlchemy for the connection's dialect.
+    """
+    dialect = conn.engine.dialect
+    compiled = stmt.compile(dialect=dialect)
+    sqlite = dialect.name == "sqlite"
+    params = {k: _bind(v, sqlite) for k, v in compiled.params.items()}
+    args: Any = tuple(params[k] for k in compiled.positiontup) if compiled.positional else params
+    dbapi = conn.connection.dbapi_connection
+    named = dialect.driver in ("psycopg", "psycopg2")
+    cursor = dbapi.cursor(name=f"recs_extract_{uuid.uuid4().hex[:8]}") if named else dbapi.cursor()
+    try:
+        if named:
+            cursor.itersize = chunk_size
+        cursor.execute(str(compiled), args)
+        while True:
+            rows = cursor.fetchmany(chunk_size)
+            if not rows:
+                return
+            yield rows
+    finally:
+        cursor.close()
+
+
+def _bind(value: Any, sqlite: bool) -> Any:
+    """A bound parameter as the driver expects it (SQLite: SQLAlchemy's UTC DateTime text)."""
+    if isinstance(value, dt.datetime) and sqlite:
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
 def _rows_to_table(table: str, names: list[str], rows: list[Any]) -> pa.Table:
     """A chunk of DB rows -> validated Arrow table of contract ``table``."""
     cols = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
@@ -408,8 +443,7 @@ def extract_db(db_url: str, out_uri: str, since: str | None = None, chunk_size: 
                     seen_sessions = _sessions_at_watermark(run) if table == "impressions" else set()
 
                     def chunks(stmt=stmt, names=names, table=table, seen=seen_sessions) -> Iterator[pa.Table]:
-                        result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(stmt)
-                        for part in result.partitions(chunk_size):
+                        for part in _stream(conn, stmt, chunk_size):
                             tbl = _rows_to_table(table, names, part)
                             if seen:
                                 mask = pc.invert(pc.is_in(tbl.column("session_id"), pa.array(sorted(seen))))

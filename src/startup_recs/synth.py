@@ -106,10 +106,11 @@ class SizeSpec:
 
 
 SIZES: dict[str, SizeSpec] = {
-    "tiny": SizeSpec(200, 1_000, (6.0, 4.0), 1.5, 5.0, 1.0, 0.5, (200, 200)),
-    "small": SizeSpec(2_000, 10_000, (6.0, 4.0), 1.5, 5.0, 1.0, 0.5, (200, 100)),
-    "demo": SizeSpec(5_000, 50_000, (6.0, 4.0), 1.5, 5.0, 1.0, 0.5, (200, 50)),
-    "bench": SizeSpec(50_000, 500_000, (12.0, 8.0), 3.0, 10.0, 2.0, 1.0, (100, 0),
+    "tiny": SizeSpec(200, 1_000, (4.5, 3.0), 1.5, 4.0, 1.0, 0.5, (200, 200)),
+    "small": SizeSpec(2_000, 10_000, (4.5, 3.0), 1.5, 4.0, 1.0, 0.5, (200, 100)),
+    # 10 users per startup (tiny/small: 5): forward rates halved so startups see similar volumes
+    "demo": SizeSpec(5_000, 50_000, (4.5, 3.0), 0.8, 4.0, 0.5, 0.25, (200, 50)),
+    "bench": SizeSpec(50_000, 500_000, (9.0, 6.0), 1.6, 8.0, 1.0, 0.5, (100, 0),
                       shortlist_k=100, scan=0.25),
 }
 
@@ -311,6 +312,17 @@ class World:
         qual = self.U.quality[u] if use_case in REVERSE else self.S.quality[s]
         return (core + self.const[role] + C_QUAL * qual).astype(np.float32)
 
+    def affinity_slates(self, use_case: str, ent: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        """(m, p) affinities of entity ``ent[i]`` with each of its candidates ``cands[i, :]``."""
+        role = role_of(use_case)
+        if use_case in REVERSE:
+            core = np.einsum("md,mpd->mp", self.F[role][ent], self.G[role][cands])
+            qual = self.U.quality[cands]
+        else:
+            core = np.einsum("md,mpd->mp", self.G[role][ent], self.F[role][cands])
+            qual = self.S.quality[cands]
+        return (core + self.const[role] + C_QUAL * qual).astype(np.float32)
+
     def affinity_block(self, use_case: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """(len(rows), len(cols)) affinities: rows are the use case's entities, cols its candidates."""
         role = role_of(use_case)
@@ -361,7 +373,7 @@ def build_world(size: str, seed: int) -> tuple[World, np.random.Generator]:
 
 def _topk_rows(aff: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Column indices and values of each row's ``k`` largest entries, best first."""
-    if aff.size > 20_000_000:  # torch's partial sort is ~3x faster than argpartition here
+    if aff.shape[1] >= 20_000 and aff.size > 2_000_000:  # wide rows: torch's partial sort wins
         import torch
 
         vals, idx = torch.topk(torch.from_numpy(aff), k, dim=1, sorted=True)
@@ -538,9 +550,7 @@ def _sessions(rng: np.random.Generator, w: World, use_case: str, sl: Shortlist, 
             np.tile(np.arange(k), (m, 1))
         pool = np.hstack([sl.cand[rr[:, None], pick],
                           cands[rng.choice(len(cands), size=(m, w.spec.pool - n_short), p=p_pop)]])
-        ent_b = np.broadcast_to(e[:, None], pool.shape)
-        aff = (w.affinity(use_case, ent_b, pool) if use_case in REVERSE
-               else w.affinity(use_case, pool, ent_b))
+        aff = w.affinity_slates(use_case, e, pool)
         score = 0.6 * aff + 0.5 * qual_of[pool] + rng.normal(0.0, 1.0, aff.shape)
         score[created_of[pool] > t[:, None]] = -np.inf  # not yet on the platform
         srt_idx = np.argsort(pool, axis=1, kind="stable")
@@ -662,15 +672,21 @@ def _simulate(w: World, rng: np.random.Generator,
     return {"rev": ev_rev.cat(), "fwd": ev_fwd.cat(), "sessions": sessions, "impressions": impressions}
 
 # --- tables --------------------------------------------------------------------------------------
+def _take(ids: np.ndarray, idx: np.ndarray) -> pa.Array:
+    """``ids[idx]`` as an Arrow string array (vectorised take instead of Python objects)."""
+    return pa.array(ids, pa.string()).take(pa.array(np.asarray(idx, dtype=np.int64).ravel()))
+
+
 def _ts(us: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(us, dtype=np.int64), type=pa.int64()).cast(schema.TS)
 
 
 def _session_ids(idx: np.ndarray) -> pa.Array:
     """Session index -> id string ("sess00000001"); -1 -> null."""
-    idx = np.asarray(idx)
-    strs = np.array([f"sess{i:08d}" for i in idx], dtype=object)
-    return pa.array(strs, type=pa.string(), mask=idx < 0)
+    idx = np.asarray(idx, dtype=np.int64)
+    digits = pc.utf8_lpad(pa.array(np.maximum(idx, 0)).cast(pa.string()), width=8, padding="0")
+    ids = pc.binary_join_element_wise("sess", digits, "")
+    return pc.if_else(pa.array(idx < 0), pa.nulls(len(idx), pa.string()), ids)
 
 
 def _tables(w: World, sim: dict[str, dict[str, np.ndarray]]) -> dict[str, pa.Table]:
@@ -701,36 +717,38 @@ def _tables(w: World, sim: dict[str, dict[str, np.ndarray]]) -> dict[str, pa.Tab
     })
     rev, fwd = sim["rev"], sim["fwd"]
     startup_interactions = pa.table({
-        "startup_id": pa.array(S.ids[rev["s"]], pa.string()),
-        "user_id": pa.array(U.ids[rev["u"]], pa.string()),
+        "startup_id": _take(S.ids, rev["s"]),
+        "user_id": _take(U.ids, rev["u"]),
         "event": pa.array(rev["event"], pa.string()),
         "ts": _ts(rev["ts"]),
         "session_id": _session_ids(rev["session"]),
     })
     user_interactions = pa.table({
-        "user_id": pa.array(U.ids[fwd["u"]], pa.string()),
-        "startup_id": pa.array(S.ids[fwd["s"]], pa.string()),
+        "user_id": _take(U.ids, fwd["u"]),
+        "startup_id": _take(S.ids, fwd["s"]),
         "event": pa.array(fwd["event"], pa.string()),
         "ts": _ts(fwd["ts"]),
         "session_id": _session_ids(fwd["session"]),
     })
     ss = sim["sessions"]
     is_rev = np.isin(ss["uc"], REVERSE)
-    ent_ids = np.where(is_rev, S.ids[np.where(is_rev, ss["ent"], 0)], U.ids[np.where(is_rev, 0, ss["ent"])])
     order = np.argsort(ss["ts"], kind="stable")
+    ent_ids = pc.if_else(pa.array(is_rev[order]), _take(S.ids, np.where(is_rev, ss["ent"], 0)[order]),
+                         _take(U.ids, np.where(is_rev, 0, ss["ent"])[order]))
     sessions = pa.table({
         "session_id": _session_ids(np.arange(len(ss["ts"]))[order]),
-        "entity_id": pa.array(ent_ids[order], pa.string()),
+        "entity_id": ent_ids,
         "use_case": pa.array(ss["uc"][order], pa.string()),
         "ts": _ts(ss["ts"][order]),
     })
     im = sim["impressions"]
     s_uc = ss["uc"][im["session"]]
     im_rev = np.isin(s_uc, REVERSE)
-    cand_ids = np.where(im_rev, U.ids[np.where(im_rev, im["cand"], 0)], S.ids[np.where(im_rev, 0, im["cand"])])
+    cand_ids = pc.if_else(pa.array(im_rev), _take(U.ids, np.where(im_rev, im["cand"], 0)),
+                          _take(S.ids, np.where(im_rev, 0, im["cand"])))
     impressions = pa.table({
         "session_id": _session_ids(im["session"]),
-        "candidate_id": pa.array(cand_ids, pa.string()),
+        "candidate_id": cand_ids,
         "position": pa.array(im["pos"].astype(np.int32)),
         "model_version": pa.array(np.full(len(cand_ids), MODEL_VERSION, dtype=object), pa.string()),
     })
@@ -751,13 +769,13 @@ def oracle_table(w: World, lists: dict[str, Shortlist]) -> pa.Table:
         k = min(k, sl.cand.shape[1])
         if k <= 0:
             continue
-        ent_ids = w.S.ids[sl.rows] if use_case in REVERSE else w.U.ids[sl.rows]
-        cand_ids = w.U.ids[sl.cand[:, :k]] if use_case in REVERSE else w.S.ids[sl.cand[:, :k]]
+        ent_ids, cand_ids = (w.S.ids, w.U.ids) if use_case in REVERSE else (w.U.ids, w.S.ids)
         n = len(sl.rows)
         parts.append(pa.table({
-            "use_case": pa.array(np.full(n * k, use_case, dtype=object), pa.string()),
-            "entity_id": pa.array(np.repeat(ent_ids, k), pa.string()),
-            "candidate_id": pa.array(cand_ids.ravel(), pa.string()),
+            "use_case": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n * k, np.int32)),
+                                                       pa.array([use_case])).cast(pa.string()),
+            "entity_id": _take(ent_ids, np.repeat(sl.rows, k)),
+            "candidate_id": _take(cand_ids, sl.cand[:, :k]),
             "affinity": pa.array(sl.aff[:, :k].ravel().astype(np.float32)),
             "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)),
         }))
@@ -863,22 +881,47 @@ def metadata():
 LIST_COLUMNS = {"startups": ("skills_needed",), "users": ("skills", "sectors", "stages")}
 
 
-def _rows(table: pa.Table, name: str, chunk: int) -> Iterator[list[dict]]:
-    """Chunks of row dicts ready for executemany (lists -> JSON text, timestamps -> datetime)."""
+def _rows(table: pa.Table, name: str, chunk: int, sqlite: bool) -> Iterator[list[tuple]]:
+    """Chunks of row tuples for a DBAPI executemany, in the table's column order.
+
+    Lists become JSON text; timestamps become ``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text for SQLite
+    (SQLAlchemy's own DateTime storage format) and aware datetimes otherwise. Values are
+    converted column-wise by Arrow, not row by row.
+    """
     import json
 
     lists = LIST_COLUMNS.get(name, ())
     for batch in table.to_batches(max_chunksize=chunk):
-        cols = {}
+        cols = []
         for field, col in zip(batch.schema, batch.columns, strict=True):
             if field.name in lists:
-                cols[field.name] = [None if v is None else json.dumps(v) for v in col.to_pylist()]
-            elif pa.types.is_timestamp(field.type):
-                cols[field.name] = col.to_pylist()
+                cols.append([None if v is None else json.dumps(v) for v in col.to_pylist()])
+            elif pa.types.is_timestamp(field.type) and sqlite:
+                cols.append(pc.strftime(col, format="%Y-%m-%d %H:%M:%S").to_pylist())
             else:
-                cols[field.name] = col.to_pylist()
-        keys = list(cols)
-        yield [dict(zip(keys, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
+                cols.append(col.to_pylist())
+        yield list(zip(*cols, strict=True))
+
+
+def _insert_sql(engine, table) -> str:
+    """``INSERT INTO t (a, b) VALUES (?, ?)`` in the driver's positional parameter style."""
+    style = engine.dialect.paramstyle
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(style)
+    if mark is None:
+        raise ConfigError(f"unsupported database driver parameter style {style!r}")
+    quote = engine.dialect.identifier_preparer.quote
+    names = [c.name for c in table.columns if c.name in schema.SCHEMAS[table.name].names]
+    return (f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+            f"VALUES ({', '.join([mark] * len(names))})")
+
+
+def _insert(conn, md, name: str, table: pa.Table, chunk: int) -> None:
+    """Bulk insert: one executemany per chunk of plain tuples (no per-row ORM/Core processing)."""
+    t = md.tables[name]
+    names = [c.name for c in t.columns if c.name in schema.SCHEMAS[name].names]
+    sql = _insert_sql(conn.engine, t)
+    for rows in _rows(table.select(names), name, chunk, conn.engine.dialect.name == "sqlite"):
+        conn.exec_driver_sql(sql, rows)
 
 
 def write_db(tables: dict[str, pa.Table], url: str, replace: bool = False, chunk: int = 20_000) -> None:
@@ -930,9 +973,7 @@ def insert_rows(url: str, tables: dict[str, pa.Table], chunk: int = 20_000) -> N
     try:
         with engine.begin() as conn:
             for name, table in tables.items():
-                table = schema.validate(table, name)
-                for rows in _rows(table, name, chunk):
-                    conn.execute(md.tables[name].insert(), rows)
+                _insert(conn, md, name, schema.validate(table, name), chunk)
     finally:
         engine.dispose()
 
@@ -953,8 +994,7 @@ def _write(engine, tables: dict[str, pa.Table], chunk: int, drop: bool) -> None:
             md.drop_all(conn, checkfirst=True)
         md.create_all(conn)
         for name in schema.APP_TABLES:
-            for rows in _rows(tables[name], name, chunk):
-                conn.execute(md.tables[name].insert(), rows)
+            _insert(conn, md, name, tables[name], chunk)
 
 
 def default_oracle_path(url: str) -> str:
