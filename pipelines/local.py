@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class LocalRun:
     seconds: float
     evaluations: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # evaluation artifact URI (a cache hit: an older run's)
     published: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
@@ -93,9 +95,15 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
                raise_on_error=True, enable_caching=caching, cache_root=str(work / "kfp_cache"))
     # One use case at a time: the laptop's cores go to each step's own threads.
     pipeline = build_pipeline(CompileOptions(parallelism=1))
+    log.info("kfp.local ignores the compiled resources, accelerator and GPU node selector; "
+             "the two-tower trainer uses CUDA if this machine has it, else the CPU")
     t0 = time.perf_counter()
     try:
-        task = pipeline(**arguments)
+        with warnings.catch_warnings():
+            # one line above says it; kfp repeats it for every task
+            warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner.*")
+            warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")
+            task = pipeline(**arguments)
     except RuntimeError as exc:
         raise PipelineRunError(_failure_message(errors, exc)) from None
     finally:
@@ -109,7 +117,7 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(src, dest)
-        run.evaluations[uc], run.metrics[uc] = dest, metrics
+        run.evaluations[uc], run.metrics[uc], run.sources[uc] = dest, metrics, str(src)
     from startup_recs import bundle
 
     for uc in arguments["use_cases"]:

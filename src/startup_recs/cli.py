@@ -291,6 +291,8 @@ def _demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true", help="regenerate the synthetic database")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
     p.add_argument("--no-cache", action="store_true", help="rerun every step")
+    p.add_argument("--no-serve", action="store_true", help="do not start `recs serve` on the bundles afterwards")
+    p.add_argument("--port", type=int, default=8080, help="port of the demo predictor (loopback)")
     p.set_defaults(func=_lazy_pipelines("cli_demo"))
 
 
