@@ -88,3 +88,9 @@ minikube-down:
 
 manifests-check: venv tools
 	scripts/cluster/manifests-check.sh
+
+# --- the training pipeline (components/, pipelines/) ---------------------------------------------
+.PHONY: compile
+# IR YAML to upload in the Kubeflow UI (GPU pool settings: `recs pipeline compile --option KEY=VALUE`).
+compile: venv
+	$(RECS) pipeline compile -o reverse_recommendation_training.yaml
