@@ -68,12 +68,15 @@ class RankerTrainConfig:
     lists: str = "entity"  # entity | session: what one softmax / one set of pairs spans
     extra_negatives: int = 20  # retrieved-but-not-acted negatives per entity list (0 = off)
     retrieve_k: int = 200  # the serving re-rank depth the extra negatives come from
+    positives: str = "both"  # dataset | both: also every validation-window positive event (entity lists)
     retrievers: tuple[str, ...] = ranking_features.RETRIEVERS
 
     def __post_init__(self) -> None:
         get_use_case(self.use_case)
         if self.loss not in ("listwise", "pairwise"):
             raise ConfigError(f"--loss must be listwise or pairwise, not {self.loss!r}")
+        if self.positives not in ("dataset", "both"):
+            raise ConfigError(f"--positives must be dataset or both, not {self.positives!r}")
         if self.lists not in ("entity", "session"):
             raise ConfigError(f"--lists must be entity or session, not {self.lists!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -397,6 +400,36 @@ def _sidecar(data_uri: str) -> dict[str, Any]:
     return out
 
 
+def _split_at(rows: pd.DataFrame, data_uri: str) -> pd.Timestamp:
+    """End of the validation window: the recorded split, else the first test row's time."""
+    split = _sidecar(data_uri).get("split")
+    if isinstance(split, dict) and split.get("split_at"):
+        return _utc(split["split_at"])
+    test = pd.to_datetime(rows.loc[rows["split"] == "test", "ts"], utc=True)
+    return test.min() if len(test) else pd.Timestamp.max.tz_localize("UTC")
+
+
+def val_positive_events(snapshot: str | None, use_case: str, val_start: pd.Timestamp,
+                        split_at: pd.Timestamp) -> pd.DataFrame | None:
+    """``entity_id, candidate_id`` of the use case's positive events in ``[val_start, split_at)``
+    (every event when the log has none of the positive kinds: an id-only import), or ``None``
+    without a snapshot. These are *labels* of the window the ranker learns from, never features."""
+    if not snapshot:
+        log.info("ranker: no snapshot recorded; learning from the dataset's positives only")
+        return None
+    from startup_recs.snapshot import load_snapshot
+
+    ev = load_snapshot(snapshot).events(use_case)
+    ts = pd.to_datetime(ev["ts"], utc=True)
+    kinds = [k for k in get_use_case(use_case).positive_events if k in set(ev["event"].astype(str))]
+    mask = (ts >= val_start) & (ts < split_at)
+    if kinds:
+        mask &= ev["event"].astype(str).isin(kinds)
+    out = ev.loc[mask, ["entity_id", "candidate_id"]].astype(str).drop_duplicates()
+    log.info("ranker: %d validation-window positive pairs from %s", len(out), snapshot)
+    return out
+
+
 def _val_start(rows: pd.DataFrame, data_uri: str) -> pd.Timestamp:
     """The validation start: the dataset's recorded split, else the earliest val row's time."""
     split = _sidecar(data_uri).get("split")
@@ -431,15 +464,21 @@ def _pool(retrievers: Mapping[str, Any], data: ServingData, entity_ids: Sequence
 
 
 def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, Any],
-               cfg: RankerTrainConfig) -> ListData:
+               cfg: RankerTrainConfig, extra_positives: pd.DataFrame | None = None) -> ListData:
     """Ranker rows (one window) -> :class:`ListData` with stage-1 features.
 
     ``lists="session"`` keeps each logged session a list; ``"entity"`` merges an entity's rows
-    (label = max over its sessions, weight = the positive's largest IPS weight) and, with
-    ``extra_negatives``, adds retrieved-but-not-acted candidates. Candidates outside the serving
+    (label = max over its sessions, weight = the positive's largest IPS weight), adds
+    ``extra_positives`` (``entity_id, candidate_id``: positive events of the same window that no
+    logged session explains, e.g. organic applications; weight 1), drops candidates the entity
+    already interacted with in the fit window (serving never shows them), and with
+    ``extra_negatives`` adds retrieved-but-not-acted candidates. Candidates outside the serving
     data's candidate space are dropped (counted in the log).
     """
     rows = rows.copy()
+    if extra_positives is not None and len(extra_positives) and cfg.lists == "entity":
+        add = extra_positives[["entity_id", "candidate_id"]].astype(str).drop_duplicates()
+        rows = pd.concat([rows, add.assign(label=1, weight=1.0)], ignore_index=True)
     rows["entity_id"] = rows["entity_id"].astype(str)
     rows["candidate_id"] = rows["candidate_id"].astype(str)
     rows["cidx"] = data.candidate_positions(rows["candidate_id"].tolist())
@@ -459,6 +498,13 @@ def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, A
                  .agg(label=("label", "max"), wpos=("wpos", "max")).reset_index())
         frame["weight"] = np.where(frame["label"] > 0, frame["wpos"], 1.0).astype(np.float32)
         frame = frame[["entity_id", "cidx", "label", "weight"]]
+        ents = frame["entity_id"].unique()
+        seen = pd.DataFrame({
+            "entity_id": np.repeat(ents, [len(data.seen_of(e)) for e in ents]),
+            "cidx": np.concatenate([data.seen_of(e) for e in ents] + [np.zeros(0, np.int64)]).astype(np.int64),
+            "_seen": True})
+        frame = frame.merge(seen, on=["entity_id", "cidx"], how="left")
+        frame = frame[frame["_seen"].isna()].drop(columns="_seen").reset_index(drop=True)
         if cfg.extra_negatives > 0 and retrievers:
             frame = _add_retrieved_negatives(frame, data, retrievers, cfg)
         key = frame["entity_id"].to_numpy()
@@ -548,7 +594,10 @@ def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir
     used = [n for n in cfg.retrievers if n in retrievers]
     log.info("ranker: %d val rows, %d entities; stage-1 retrievers %s (fit until %s)", len(val),
              val["entity_id"].nunique(), used or "none", data.until)
-    lists = make_lists(val, data, retrievers, cfg)
+    extra = None
+    if cfg.positives == "both":
+        extra = val_positive_events(snapshot, cfg.use_case, val_start, _split_at(rows, data_uri))
+    lists = make_lists(val, data, retrievers, cfg, extra)
     result = fit(lists, cfg)
     rcfg = RankerConfig(
         use_case=cfg.use_case, features=lists.names, hidden=list(cfg.hidden),
@@ -600,7 +649,7 @@ def cli_train(args: argparse.Namespace) -> int:
         use_case=_use_case_of(args.data, getattr(args, "use_case", None)), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         hidden=hidden, loss=getattr(args, "loss", "listwise"), seed=getattr(args, "seed", 0),
         lists=getattr(args, "lists", "entity"), extra_negatives=getattr(args, "extra_negatives", 20),
-        retrieve_k=getattr(args, "retrieve_k", 200), holdout=getattr(args, "holdout", 0.2),
+        retrieve_k=getattr(args, "retrieve_k", 200), positives=getattr(args, "positives", "both"), holdout=getattr(args, "holdout", 0.2),
         patience=getattr(args, "patience", 5),
     )
     retrievers_dir = getattr(args, "retrievers", None) or args.output_dir
