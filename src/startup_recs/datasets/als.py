@@ -19,11 +19,10 @@ import logging
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from startup_recs import storage
-from startup_recs.datasets.common import elapsed, entity_filter, prepare
+from startup_recs.datasets.common import elapsed, entity_filter, prepare, sorted_unique
 from startup_recs.errors import ConfigError
 from startup_recs.split import TimeSplit
 
@@ -37,6 +36,15 @@ def als_names(use_case_suffix: str) -> dict[str, str]:
     sfx = use_case_suffix
     return {"matrix": f"als_interactions{sfx}.npz", "user_mapping": f"als{sfx}_user_mapping.json",
             "item_mapping": f"als{sfx}_item_mapping.json", "meta": f"als{sfx}_meta.json"}
+
+
+def _sorted_positions(codes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct ids of ``codes`` sorted, each code's position among them): int work, no strings."""
+    used = sorted_unique(codes)
+    order = np.argsort(ids[used].astype(str), kind="stable")
+    pos = np.full(len(ids), -1, np.int64)
+    pos[used[order]] = np.arange(len(used))
+    return ids[used[order]].astype(str), pos[codes]
 
 
 def build_als(snapshot_uri: str, use_case: str, output_dir: str, *, min_interactions: int = 1,
@@ -53,10 +61,8 @@ def build_als(snapshot_uri: str, use_case: str, output_dir: str, *, min_interact
     keep = entity_filter(prep, min_interactions, wp)
     m = (prep.part <= wp) & keep[prep.ent]
     e_codes, c_codes = prep.ent[m], prep.cand[m]
-    rows_ids = np.sort(pd.unique(prep.entity_ids[e_codes]).astype(str))
-    col_ids = np.sort(pd.unique(prep.candidate_ids[c_codes]).astype(str))
-    r = pd.Index(rows_ids).get_indexer(prep.entity_ids[e_codes].astype(str))
-    c = pd.Index(col_ids).get_indexer(prep.candidate_ids[c_codes].astype(str))
+    rows_ids, r = _sorted_positions(e_codes, prep.entity_ids)
+    col_ids, c = _sorted_positions(c_codes, prep.candidate_ids)
     w = prep.events["weight"].to_numpy(np.float64)[m]
     matrix = sp.csr_matrix((w, (r, c)), shape=(len(rows_ids), len(col_ids)), dtype=np.float64)
     matrix.sum_duplicates()

@@ -168,9 +168,9 @@ def _session_rows(prep: Prepared, imp: pd.DataFrame, neg_ratio: float, clip: flo
     prop = propensity_of(curve, rows["position"].to_numpy())
     label = rows["label"].to_numpy(bool)
     out = pd.DataFrame({
-        "session_id": rows["session_id"].astype(str).to_numpy(),
-        "entity_id": rows["entity_id"].astype(str).to_numpy(),
-        "candidate_id": rows["candidate_id"].astype(str).to_numpy(),
+        "session_id": rows["session_id"].to_numpy(),
+        "entity_id": rows["entity_id"].to_numpy(),
+        "candidate_id": rows["candidate_id"].to_numpy(),
         "position": rows["position"].to_numpy(np.int32),
         "label": label.astype(np.int8),
         "propensity": prop.astype(np.float32),
@@ -206,12 +206,12 @@ def _pseudo_rows(prep: Prepared, neg_ratio: float, seed: int) -> tuple[pd.DataFr
     neg["ts"] = first_ts.reindex(pd.MultiIndex.from_arrays([neg["e"], neg["part"]])).to_numpy()
     rows = pd.concat([pos[["e", "c", "part", "ts"]].assign(label=1), neg.assign(label=0)], ignore_index=True)
     rows = rows.sort_values(["part", "e", "label"], ascending=[True, True, False], kind="stable")
-    ent = prep.entity_ids[rows["e"].to_numpy()].astype(str)
+    ent = prep.entity_ids[rows["e"].to_numpy()]
     part_names = np.asarray(PARTS, dtype=object)[rows["part"].to_numpy(np.int64)]
     out = pd.DataFrame({
         "session_id": pd.Series(ent, dtype=object).radd("pseudo:").to_numpy() + ":" + part_names,
         "entity_id": ent,
-        "candidate_id": prep.candidate_ids[rows["c"].to_numpy()].astype(str),
+        "candidate_id": prep.candidate_ids[rows["c"].to_numpy()],
         "position": np.full(len(rows), -1, np.int32),
         "label": rows["label"].to_numpy(np.int8),
         "propensity": np.ones(len(rows), np.float32),

@@ -40,6 +40,7 @@ from startup_recs.datasets.common import (
     row_keys,
     sample_unseen,
     sidecar,
+    sorted_unique,
     write_frame,
 )
 from startup_recs.errors import ConfigError
@@ -140,8 +141,8 @@ def build_two_tower(snapshot_uri: str, use_case: str, output: str, *, negative_s
     rows = rows.sort_values(["part", "e", "label", "c"], ascending=[True, True, False, True], kind="stable")
     cand_ids = prep.candidate_ids
     out = pd.DataFrame({
-        "entity_id": prep.entity_ids[rows["e"].to_numpy()].astype(str),
-        "candidate_id": cand_ids[rows["c"].to_numpy()].astype(str),
+        "entity_id": prep.entity_ids[rows["e"].to_numpy()],  # object arrays sharing one str per id
+        "candidate_id": cand_ids[rows["c"].to_numpy()],
         "label": rows["label"].to_numpy(np.int8),
         "weight": rows["weight"].to_numpy(np.float32),
         "neg_type": rows["neg_type"].to_numpy(),
@@ -154,24 +155,26 @@ def build_two_tower(snapshot_uri: str, use_case: str, output: str, *, negative_s
     ent_feats, cand_feats = snap.entity_features(uc), snap.candidate_features(uc)
     ent_known = np.concatenate([snap.known_ids(uc, "entity"), prep.entity_ids])
     cand_known = np.concatenate([snap.known_ids(uc, "candidate"), cand_ids])
-    train = out[out["split"] == "train"]
-    encoder = PairEncoder.fit(ent_feats, cand_feats, pd.unique(train["entity_id"]), pd.unique(train["candidate_id"]),
+    train = (rows["part"] == 0).to_numpy()
+    encoder = PairEncoder.fit(ent_feats, cand_feats, prep.entity_ids[sorted_unique(rows["e"].to_numpy()[train])],
+                              cand_ids[sorted_unique(rows["c"].to_numpy()[train])],
                               entity_kind=uc.entity_kind, candidate_kind=uc.candidate_kind)
 
-    by = {p: {t: int(n) for t, n in out[out["split"] == p]["neg_type"].value_counts().items()} for p in PARTS}
+    counts = pd.DataFrame({"part": rows["part"].to_numpy(), "t": rows["neg_type"].to_numpy()}).value_counts()
+    by = {p: {t: int(n) for (q, t), n in counts.items() if q == i} for i, p in enumerate(PARTS)}
     stats = {
         **prep.provenance(),
         "kind": "two_tower",
         "output": str(output),
         "rows": len(out),
-        "positives": int((out["label"] == 1).sum()),
-        "negatives": int((out["label"] == 0).sum()),
-        "hard_negatives": int((out["neg_type"] == "hard").sum()),
-        "random_negatives": int((out["neg_type"] == "random").sum()),
+        "positives": len(pos),
+        "negatives": len(hard) + len(rand),
+        "hard_negatives": len(hard),
+        "random_negatives": len(rand),
         "negatives_short": short,
         "by_split": by,
-        "entities": int(out["entity_id"].nunique()),
-        "candidates": int(out["candidate_id"].nunique()),
+        "entities": len(sorted_unique(rows["e"].to_numpy())),
+        "candidates": len(sorted_unique(rows["c"].to_numpy())),
         "dropped_entities": int((~keep).sum()),
         "params": {"negative_samples": k, "min_interactions": int(min_interactions), "seed": int(seed)},
         "entity_kind": uc.entity_kind,
