@@ -182,10 +182,24 @@ def _train_ranker(tr: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_lazy("train.ranker", "cli_train"))
 
 
+def _train_item2item(tr: argparse._SubParsersAction) -> None:
+    p = tr.add_parser("item2item", help="item-to-item retriever: EASE, or item-kNN past EASE's memory limit")
+    p.add_argument("--data", required=True, help="als_interactions*.npz (the ALS dataset)")
+    p.add_argument("--user-mapping", required=True)
+    p.add_argument("--item-mapping", required=True)
+    p.add_argument("--use-case", required=True, help=USE_CASE_HELP)
+    p.add_argument("--method", choices=["auto", "ease", "cosine", "bm25"], default="auto")
+    p.add_argument("--lam", type=float, default=200.0, help="EASE L2 strength")
+    p.add_argument("--neighbours", type=int, default=100, help="item-kNN K")
+    p.add_argument("--memory-gb", type=float, default=4.0, help="EASE memory budget (sets its candidate limit)")
+    p.add_argument("--output-dir", default="models")
+    p.set_defaults(func=_lazy("train.item2item", "cli_train"))
+
+
 def _train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model")
     tr = p.add_subparsers(dest="model_kind", required=True)
-    for add in (_train_two_tower, _train_als, _train_ranker):
+    for add in (_train_two_tower, _train_als, _train_ranker, _train_item2item):
         add(tr)
 
 
