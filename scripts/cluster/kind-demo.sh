@@ -40,12 +40,16 @@ info "example startup: ${STARTUP_ID}"
 
 log "3/7 submit the pipeline to KFP (recs pipeline submit)"
 port_forward "${KFP_NS}" svc/ml-pipeline-ui 18080:80
+# Compile options for a laptop cluster: no GPU (gpu_count=0: the two-tower step runs on CPU in the
+# trainer image, which build-local made with CPU torch) and small requests so steps fit beside KFP.
 # The demo DB URL carries the demo password as a run parameter (visible in the KFP UI): fine for
 # random local demo credentials, never for a production database (see docs/cluster.md).
 SUBMIT_JSON="$("${RECS}" pipeline submit --host http://127.0.0.1:18080 \
   --param "db_url=${CLUSTER_DB}" --param models_uri=s3://models \
   --param 'use_cases=["startup_developer","startup_investor"]' \
-  --option gpu_count=0 --run-name "kind-demo-$(date +%Y%m%d-%H%M%S)")"
+  --option gpu_count=0 --option step_cpu=500m --option step_memory=1G \
+  --option trainer_cpu=1 --option trainer_memory=2G \
+  --run-name "kind-demo-$(date +%Y%m%d-%H%M%S)")"
 RUN_ID="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["run_id"])' "${SUBMIT_JSON}")"
 info "run ${RUN_ID}: http://localhost:18080/#/runs/details/${RUN_ID} (while this script runs)"
 

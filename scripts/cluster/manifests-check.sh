@@ -6,4 +6,5 @@
 source "$(dirname "$0")/lib.sh"
 need kubectl
 cd "${ROOT}"
-"${PY}" -m pytest -q tests/integration/test_manifests.py tests/integration/test_images.py "$@"
+# the fresh-venv install test (slow) runs in `make test`; add -m slow here to include it
+"${PY}" -m pytest -q -m "not slow" tests/integration/test_manifests.py tests/integration/test_images.py "$@"
