@@ -59,3 +59,9 @@ def test_katib_experiment_comes_from_the_same_search_space() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ConfigError, match="unknown model"):
         tune.tune("x", "startup_developer", "svd", "out")
+
+
+def test_committed_katib_manifests_are_generated_from_the_search_space() -> None:
+    root = Path(__file__).resolve().parents[2] / tune.KATIB_DIR
+    for name, text in tune.katib_manifests().items():
+        assert (root / name).read_text() == text, f"{name} is stale: regenerate with startup_recs.tune.katib_manifests()"
