@@ -3,8 +3,8 @@
 Protocol (the same as the offline evaluation): the queries are entities with positives in the
 evaluated window; relevant = those candidates, minus any the entity already had in the fit
 window; every candidate of the ``_candidates`` sidecar is ranked, except the entity's
-fit-window positives. Recall@K = hits / |relevant|; NDCG@K uses the ideal DCG over
-min(|relevant|, K).
+fit-window positives. The metric arithmetic is :func:`startup_recs.evaluate.metrics_from_hits`
+(Recall@K = hits / |relevant|; NDCG@K with the ideal DCG over min(|relevant|, K); MAP, HitRate).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from startup_recs.errors import DataError
+from startup_recs.evaluate import metrics_from_hits
 
 
 @dataclass
@@ -57,8 +58,7 @@ def rank_metrics(score: Callable[[np.ndarray], torch.Tensor], queries: Queries, 
     ex_q, ex_c = queries.exclude
     rel_q, rel_c = queries.relevant
     n_rel = np.bincount(rel_q, minlength=len(queries)).astype(np.float64)
-    sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg")}
-    discount = 1.0 / np.log2(np.arange(2, kmax + 2))
+    sums: dict[str, float] = {}
     for start in range(0, len(queries), chunk):
         q = np.arange(start, min(start + chunk, len(queries)))
         s = score(q).float().cpu().clone()
@@ -68,14 +68,9 @@ def rank_metrics(score: Callable[[np.ndarray], torch.Tensor], queries: Queries, 
         rel = np.zeros((len(q), n_candidates), dtype=bool)
         m = (rel_q >= q[0]) & (rel_q <= q[-1])
         rel[rel_q[m] - start, rel_c[m]] = True
-        hits = np.take_along_axis(rel, top, axis=1)  # [m, kmax]
-        for k in ks:
-            kk = min(k, kmax)
-            h = hits[:, :kk]
-            sums[f"recall@{k}"] += float((h.sum(1) / n_rel[q]).sum())
-            dcg = (h * discount[:kk]).sum(1)
-            ideal = np.cumsum(discount[:kk])[np.minimum(n_rel[q], kk).astype(int) - 1]
-            sums[f"ndcg@{k}"] += float((dcg / ideal).sum())
+        per_query = metrics_from_hits(np.take_along_axis(rel, top, axis=1), n_rel[q], ks)
+        for name, values in per_query.items():
+            sums[name] = sums.get(name, 0.0) + float(values.sum())
     out = {k: v / len(queries) for k, v in sums.items()}
     out["users"] = float(len(queries))
     return out
