@@ -200,3 +200,13 @@ def test_transform_with_missing_feature_column_is_a_mismatch():
     pair = PairEncoder.fit(STARTUPS, DEVS, entity_kind="startup", candidate_kind="developer")
     with pytest.raises(ModelMismatchError, match="PairEncoder"):
         FeatureEncoder.from_json(pair.to_json())
+
+
+def test_match_reasons_batch_equals_per_pair():
+    from startup_recs.features import match_reasons_batch
+
+    for uc, ent, cands in (("startup_developer", STARTUPS.loc["s1"], DEVS), ("startup_investor", STARTUPS.loc["s1"], INVESTORS),
+                           ("developer_startup", DEVS.loc["d1"], STARTUPS), ("investor_startup", INVESTORS.loc["i1"], STARTUPS)):
+        batch = match_reasons_batch(uc, ent, cands)
+        assert batch == [match_reasons(uc, ent, cands.iloc[i]) for i in range(len(cands))]
+    assert match_reasons_batch("startup_developer", None, DEVS) == [[], [], [], []]
