@@ -108,9 +108,10 @@ class SizeSpec:
 SIZES: dict[str, SizeSpec] = {
     "tiny": SizeSpec(200, 1_000, (4.5, 3.0), 1.5, 4.0, 1.0, 0.5, (200, 200)),
     "small": SizeSpec(2_000, 10_000, (4.5, 3.0), 1.5, 4.0, 1.0, 0.5, (200, 100)),
-    # 10 users per startup (tiny/small: 5): forward rates halved so startups see similar volumes
-    "demo": SizeSpec(5_000, 50_000, (4.5, 3.0), 0.8, 4.0, 0.5, 0.25, (200, 50)),
-    "bench": SizeSpec(50_000, 500_000, (9.0, 6.0), 1.6, 8.0, 1.0, 0.5, (100, 0),
+    # 10 users per startup (tiny/small: 5) and sharper shortlists (more candidates to choose
+    # from) convert more per session: lower rates keep events per startup comparable
+    "demo": SizeSpec(5_000, 50_000, (3.2, 2.1), 0.55, 2.8, 0.35, 0.18, (200, 50)),
+    "bench": SizeSpec(50_000, 500_000, (4.5, 3.0), 0.8, 4.0, 0.5, 0.25, (100, 0),
                       shortlist_k=100, scan=0.25),
 }
 
