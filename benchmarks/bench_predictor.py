@@ -196,7 +196,8 @@ async def _load(url: str, ids: list[str], duration: float, concurrency: int, rat
     lat: list[float] = []
     errors = 0
     conn = aiohttp.TCPConnector(limit=max(concurrency, 64))
-    async with aiohttp.ClientSession(connector=conn) as session:
+    timeout = aiohttp.ClientTimeout(total=max(2.0, duration / 2))  # a request slower than this is a failure
+    async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
         async def one(i: int, t_sched: float) -> None:
             nonlocal errors
             try:
@@ -205,7 +206,7 @@ async def _load(url: str, ids: list[str], duration: float, concurrency: int, rat
                     if r.status != 200:
                         errors += 1
                         return
-            except aiohttp.ClientError:
+            except (TimeoutError, aiohttp.ClientError):
                 errors += 1
                 return
             lat.append(time.perf_counter() - t_sched)
@@ -244,7 +245,7 @@ def run_load(url: str, ids: list[str], duration: float, concurrency: int, rate: 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(ids, f)
     cmd = [sys.executable, __file__, "--load", url, "--ids", f.name, "--duration", str(duration),
-           "--concurrency", str(concurrency)] + (["--rate", str(rate)] if rate else [])
+           "--concurrency", str(concurrency), "--rate", str(rate or 0)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration * 4 + 120)
     os.unlink(f.name)
     if out.returncode != 0:
@@ -258,7 +259,7 @@ def main() -> None:
     ap.add_argument("--scenarios", default="trivial,demo,100k")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per load phase")
     ap.add_argument("--concurrency", type=int, default=8, help="connections of the closed-loop phase")
-    ap.add_argument("--rate", type=float, default=300.0, help="offered req/s of the open-loop phase")
+    ap.add_argument("--rate", type=float, default=300.0, help="offered req/s of the open-loop phase (0: closed loop)")
     ap.add_argument("--demo-bundle", default=None, help="a published startup_developer bundle/use-case URI")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--serve-trivial", type=int, default=None, help=argparse.SUPPRESS)
@@ -270,7 +271,8 @@ def main() -> None:
         return
     if args.load:
         ids = json.loads(Path(args.ids).read_text())
-        print(json.dumps(asyncio.run(_load(args.load, ids, args.duration, args.concurrency, args.rate))))
+        rate = args.rate if args.rate > 0 else None  # 0: closed loop
+        print(json.dumps(asyncio.run(_load(args.load, ids, args.duration, args.concurrency, rate))))
         return
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-predictor-"))

@@ -154,7 +154,7 @@ def _legacy_handler(use_case: str, model_name: str, models: Mapping[str, RecsMod
         except api.InvalidRequest as exc:
             model.count_bad_request("legacy")
             raise InvalidInput(str(exc)) from None
-        return _json(model.recommend_one(entity_id, limit, "legacy"))
+        return _json(await model.recommend_one_async(entity_id, limit, "legacy"))
 
     recommend.__name__ = f"recommend_{use_case}"
     return recommend

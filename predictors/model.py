@@ -7,9 +7,13 @@ maps their errors to kserve's (``InvalidInput`` -> 400) and our :class:`EntityNo
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import kserve
 import orjson
@@ -20,6 +24,28 @@ from predictors import metrics
 from startup_recs.serving import api
 from startup_recs.serving.reload import BundleSlot, LoadedBundle
 from startup_recs.usecases import UseCase, get_use_case
+
+T = TypeVar("T")
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def model_executor() -> ThreadPoolExecutor:
+    """The threads that run model work (``RECS_MODEL_THREADS``, default 1).
+
+    Model work never runs on the event loop: a slow answer (a cold start scanning every
+    candidate's features) must not stall liveness/readiness probes or ``/metrics``. One thread
+    by default, because the serving core is not promised to be thread-safe and on two cores a
+    second thread mostly contends for the GIL with the event loop.
+    """
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(max_workers=max(1, int(os.environ.get("RECS_MODEL_THREADS", "1"))),
+                                       thread_name_prefix="recs-model")
+    return _EXECUTOR
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(model_executor(), fn, *args)
 
 
 class EntityNotFound(LookupError):
@@ -122,10 +148,14 @@ class RecsModel(kserve.Model):
         answers, _ = self.answer([api.Query(entity_id, limit)], endpoint)
         return api.legacy_response(answers[0], self.use_case)
 
-    def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
-                response_headers: dict[str, str] | None = None) -> dict | InferResponse:
+    async def recommend_one_async(self, entity_id: str, limit: int, endpoint: str = "legacy") -> dict[str, Any]:
+        return await off_loop(self.recommend_one, entity_id, limit, endpoint)
+
+    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> dict | InferResponse:
+        """V1 (dict) or V2 (InferRequest): parse on the loop (cheap), answer off the loop."""
         if isinstance(payload, InferRequest):
-            return self._predict_v2(payload)
+            return await self._predict_v2(payload)
         try:
             if isinstance(payload, bytes | str):  # kserve passes non-JSON content types through raw
                 try:
@@ -136,10 +166,10 @@ class RecsModel(kserve.Model):
         except api.InvalidRequest as exc:
             self.count_bad_request("v1")
             raise InvalidInput(str(exc)) from None
-        answers, _ = self.answer(queries, "v1")
+        answers, _ = await off_loop(self.answer, queries, "v1")
         return {"predictions": [api.legacy_response(a, self.use_case) for a in answers]}
 
-    def _predict_v2(self, req: InferRequest) -> InferResponse:
+    async def _predict_v2(self, req: InferRequest) -> InferResponse:
         try:
             tensors = []
             for inp in req.inputs:
@@ -152,7 +182,7 @@ class RecsModel(kserve.Model):
         except (ValueError, TypeError) as exc:  # kserve could not decode the tensor bytes
             self.count_bad_request("v2")
             raise InvalidInput(f"undecodable input tensor: {exc}") from None
-        answers, b = self.answer([api.Query(i, limit) for i in ids], "v2")
+        answers, b = await off_loop(self.answer, [api.Query(i, limit) for i in ids], "v2")
         cand, scores, routes = api.v2_outputs(answers, limit)
         n = len(ids)
         outputs = [
