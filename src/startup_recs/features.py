@@ -115,13 +115,14 @@ def infer_spec(df: pd.DataFrame | None, kind: str = "imported") -> FeatureSpec:
 
 
 def spec_for(df: pd.DataFrame | None, kind: str) -> FeatureSpec:
-    """The app database spec of ``kind`` when ``df`` has its columns, else one inferred from ``df``."""
+    """The app database spec of ``kind`` when ``df`` has its columns, else one inferred from ``df``
+    (kind ``"imported"``)."""
     if df is None:
         return NO_FEATURES
     known = SPECS.get(kind)
     if known is not None and set(known.columns) <= set(df.columns):
         return known
-    return infer_spec(df, kind)
+    return infer_spec(df, "imported")
 
 
 # --- value helpers -----------------------------------------------------------------------------------

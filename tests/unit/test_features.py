@@ -119,7 +119,7 @@ def test_infer_spec_of_imported_tables():
     out = enc.transform(df)
     assert out["pipe"].shape == (2, 2) and (out["pipe"][0] > 0).all()
     assert spec_for(DEVS, "developer") == SPECS["developer"]
-    assert spec_for(df, "developer").kind == "developer" and spec_for(df, "developer").multi == ("tags", "pipe")
+    assert spec_for(df, "developer").kind == "imported" and spec_for(df, "developer").multi == ("tags", "pipe")
 
 
 def test_match_features_developer_known_values():
