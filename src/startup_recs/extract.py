@@ -74,6 +74,8 @@ def _to_timestamps(values: pa.Array | pa.ChunkedArray, table: str, column: str) 
     """Strings / datetimes / epoch seconds -> timestamp[us, UTC]; names the first bad value."""
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     t = arr.type
+    if pa.types.is_null(t):  # an all-null chunk of a nullable column (created_at)
+        return pa.nulls(len(arr), schema.TS)
     if pa.types.is_timestamp(t):
         return (pc.assume_timezone(arr, "UTC") if t.tz is None else arr).cast(schema.TS)
     if pa.types.is_integer(t) or pa.types.is_floating(t):  # epoch seconds
