@@ -48,18 +48,31 @@ def run_direct(db: str, work: Path, use_cases: list[str], p: dict[str, Any]) -> 
                               min_interactions=p["min_interactions"], **split)
         steps.dataset_ranker(snap, uc, str(d / "ds_rk"), neg_ratio=p["neg_ratio"],
                              propensity_clip=p["propensity_clip"], seed=p["seed"], **split)
+        tune = {"tt": ("two-tower", p["tune_two_tower_trials"],
+                       {"embedding_dim": p["embedding_dim"], "lr": p["tt_lr"], "temperature": p["tt_temperature"],
+                        "hard_negatives": p["tt_hard_negatives"]}),
+                "als": ("als", p["tune_als_trials"],
+                        {"factors": p["als_factors"], "regularization": p["als_regularization"],
+                         "alpha": p["als_alpha"], "iterations": p["als_iterations"], "weighting": p["als_weighting"]}),
+                "i2i": ("item2item", p["tune_item2item_trials"],
+                        {"method": p["i2i_method"], "lam": p["i2i_lam"], "neighbours": p["i2i_neighbours"]})}
+        for key, (model, trials, dflt) in tune.items():
+            steps.tune(snap, uc, model, str(d / f"tune_{key}"), defaults=dflt, trials=trials,
+                       timeout_s=p["tune_timeout_s"], seed=p["seed"], **split)
         for window in ("train", "trainval"):
             steps.train_two_tower(str(d / "ds_tt"), uc, str(d / f"tt_{window}"), window=window,
-                                  epochs=p["tt_epochs"], batch_size=p["tt_batch_size"], lr=p["tt_lr"],
-                                  embedding_dim=p["embedding_dim"], device=p["device"], seed=p["seed"])
-            steps.train_als(str(d / f"ds_als_{window}"), uc, str(d / f"als_{window}"), factors=p["als_factors"],
-                            iterations=p["als_iterations"], regularization=p["als_regularization"],
-                            alpha=p["als_alpha"])
+                                  epochs=p["tt_epochs"], batch_size=p["tt_batch_size"], device=p["device"],
+                                  seed=p["seed"], params_dir=str(d / "tune_tt"))
+            steps.train_als(str(d / f"ds_als_{window}"), uc, str(d / f"als_{window}"), params_dir=str(d / "tune_als"))
+            steps.train_item2item(str(d / f"ds_als_{window}"), uc, str(d / f"i2i_{window}"),
+                                  params_dir=str(d / "tune_i2i"))
         steps.train_ranker(str(d / "ds_rk"), str(d / "tt_train"), str(d / "als_train"), snap, uc,
                            str(d / "stage1"), epochs=p["ranker_epochs"], batch_size=p["ranker_batch_size"],
-                           lr=p["ranker_lr"], **split)
+                           lr=p["ranker_lr"], item2item_dir=str(d / "i2i_train"), **split)
         info = steps.evaluate(snap, str(d / "tt_trainval"), str(d / "als_trainval"), str(d / "stage1"), uc,
-                              str(d / "models"), str(d / "evaluation"), k=p["eval_k"], **split)
+                              str(d / "models"), str(d / "evaluation"), k=p["eval_k"],
+                              item2item_dir=str(d / "i2i_trainval"),
+                              tuning_dirs=[str(d / f"tune_{k}") for k in tune], **split)
         if steps.gate(str(d / "evaluation"), str(work / "models"), uc, margin=p["gate_margin"]) == "publish":
             steps.publish(str(d / "models"), str(d / "evaluation"), snap, str(work / "models"), uc,
                           margin=p["gate_margin"])

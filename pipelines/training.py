@@ -113,6 +113,16 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
         als_iterations: int = 10,
         als_regularization: float = 0.01,
         als_alpha: float = 1.0,
+        als_weighting: str = "linear",
+        tt_temperature: float = 0.2,
+        tt_hard_negatives: int = 2,
+        i2i_method: str = "auto",
+        i2i_lam: float = 200.0,
+        i2i_neighbours: int = 100,
+        tune_two_tower_trials: int = 0,
+        tune_als_trials: int = 8,
+        tune_item2item_trials: int = 4,
+        tune_timeout_s: float = 600.0,
         ranker_epochs: int = 20,
         ranker_batch_size: int = 128,
         ranker_lr: float = 0.001,
@@ -142,25 +152,47 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
                 snapshot=snapshot, use_case=uc, neg_ratio=neg_ratio, propensity_clip=propensity_clip,
                 seed=seed, **split), opts, "dataset-ranker")
 
-            tt, als = {}, {}
+            # issue 7: a tuning step before each trainer (train -> validation); 0 trials = the values above
+            tune = {
+                "two_tower": _gpu_step(c.tune_two_tower(
+                    snapshot=snapshot, use_case=uc, embedding_dim=embedding_dim, lr=tt_lr,
+                    temperature=tt_temperature, hard_negatives=tt_hard_negatives, trials=tune_two_tower_trials,
+                    timeout_s=tune_timeout_s, seed=seed, **split), opts, "tune-two-tower"),
+                "als": _cpu_step(c.tune_als(
+                    snapshot=snapshot, use_case=uc, factors=als_factors, regularization=als_regularization,
+                    alpha=als_alpha, iterations=als_iterations, weighting=als_weighting, trials=tune_als_trials,
+                    timeout_s=tune_timeout_s, seed=seed, **split), opts, "tune-als"),
+                "item2item": _cpu_step(c.tune_item2item(
+                    snapshot=snapshot, use_case=uc, method=i2i_method, lam=i2i_lam, neighbours=i2i_neighbours,
+                    trials=tune_item2item_trials, timeout_s=tune_timeout_s, seed=seed, **split),
+                    opts, "tune-item2item"),
+            }
+            tuned = {name: t.outputs["best"] for name, t in tune.items()}
+
+            tt, als, i2i = {}, {}, {}
             for window, stage in (("train", "stage1"), ("trainval", "final")):
                 tt[window] = _gpu_step(c.train_two_tower(
-                    dataset=ds_tt.outputs["dataset"], use_case=uc, window=window, epochs=tt_epochs,
-                    batch_size=tt_batch_size, lr=tt_lr, embedding_dim=embedding_dim, device=device, seed=seed),
+                    dataset=ds_tt.outputs["dataset"], tuned=tuned["two_tower"], use_case=uc, window=window,
+                    epochs=tt_epochs, batch_size=tt_batch_size, device=device, seed=seed),
                     opts, f"train-two-tower-{stage}")
                 als[window] = _cpu_step(c.train_als(
-                    dataset=ds_als[window].outputs["dataset"], use_case=uc, factors=als_factors,
-                    iterations=als_iterations, regularization=als_regularization, alpha=als_alpha),
+                    dataset=ds_als[window].outputs["dataset"], tuned=tuned["als"], use_case=uc),
                     opts, f"train-als-{stage}")
+                i2i[window] = _cpu_step(c.train_item2item(
+                    dataset=ds_als[window].outputs["dataset"], tuned=tuned["item2item"], use_case=uc),
+                    opts, f"train-item2item-{stage}")
 
             rk = _cpu_step(c.train_ranker(
                 dataset=ds_rk.outputs["dataset"], two_tower=tt["train"].outputs["model"],
-                als=als["train"].outputs["model"], snapshot=snapshot, use_case=uc, epochs=ranker_epochs,
-                batch_size=ranker_batch_size, lr=ranker_lr, **split), opts, "train-ranker")
+                als=als["train"].outputs["model"], item2item=i2i["train"].outputs["model"], snapshot=snapshot,
+                use_case=uc, epochs=ranker_epochs, batch_size=ranker_batch_size, lr=ranker_lr, **split),
+                opts, "train-ranker")
 
             ev = _cpu_step(c.evaluate(
                 snapshot=snapshot, two_tower=tt["trainval"].outputs["model"], als=als["trainval"].outputs["model"],
-                stage1=rk.outputs["model"], use_case=uc, k=eval_k, **split), opts, "evaluate")
+                item2item=i2i["trainval"].outputs["model"], stage1=rk.outputs["model"],
+                tuned_two_tower=tuned["two_tower"], tuned_als=tuned["als"], tuned_item2item=tuned["item2item"],
+                use_case=uc, k=eval_k, **split), opts, "evaluate")
 
             decision = _cpu_step(c.gate(evaluation=ev.outputs["evaluation"], models_uri=models_uri, use_case=uc,
                                         margin=gate_margin), opts, "gate", cache=False)

@@ -303,22 +303,32 @@ def _counts(info: dict[str, Any] | None) -> dict[str, Any]:
 @_step("train-two-tower")
 def train_two_tower(dataset_dir: str, use_case: str, out_dir: str, *, window: str = "train", epochs: int = 50,
                     batch_size: int = 256, lr: float = 0.001, embedding_dim: int = 128, device: str = "auto",
-                    seed: int = 0) -> dict[str, Any]:
-    """Fit on ``window`` (train = stage 1, trainval = final); CUDA when present, else CPU."""
+                    seed: int = 0, params_dir: str | None = None) -> dict[str, Any]:
+    """Fit on ``window`` (train = stage 1, trainval = final); CUDA when present, else CPU.
+    ``params_dir``: a tuning step's output; its chosen values replace the arguments."""
+    from dataclasses import fields
+
     from startup_recs.train import two_tower as tt
 
     uc = get_use_case(use_case)
     data = _find_one(storage.local(dataset_dir), f"{uc.artifact('two_tower')}.parquet")
     out = _fresh_dir(out_dir)
-    cfg = tt.TwoTowerConfig(use_case=use_case, epochs=epochs, batch_size=batch_size, lr=lr,
-                            embedding_dim=embedding_dim, device=device, fit_on=window, seed=seed, progress=False)
+    known = {f.name for f in fields(tt.TwoTowerConfig)} - {"use_case", "fit_on", "device", "progress"}
+    tuned = {k: v for k, v in tuned_params(params_dir).items() if k in known}
+    kwargs = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "embedding_dim": embedding_dim, "seed": seed,
+              **tuned}
+    log.info("two-tower %s on %s: %s", use_case, window, kwargs)
+    cfg = tt.TwoTowerConfig(use_case=use_case, device=device, fit_on=window, progress=False, **kwargs)
     info = tt.train(cfg, str(data), str(out)) or {}
     return _provenance(None, use_case, window=window, model_version=dir_digest(out), **_model_summary(info))
 
 
 @_step("train-als")
 def train_als(dataset_dir: str, use_case: str, out_dir: str, *, factors: int = 128, iterations: int = 10,
-              regularization: float = 0.01, alpha: float = 1.0) -> dict[str, Any]:
+              regularization: float = 0.01, alpha: float = 1.0, weighting: str = "linear",
+              params_dir: str | None = None) -> dict[str, Any]:
+    """ALS on the dataset's matrix (its fit window decides the stage); ``params_dir``: a tuning
+    step's output, whose chosen values replace the arguments."""
     from startup_recs.datasets.als import als_names
     from startup_recs.train import als
 
@@ -326,11 +336,90 @@ def train_als(dataset_dir: str, use_case: str, out_dir: str, *, factors: int = 1
     d = storage.local(dataset_dir)
     names = als_names(uc.suffix)
     out = _fresh_dir(out_dir)
+    kwargs = {"factors": factors, "iterations": iterations, "regularization": regularization, "alpha": alpha,
+              "weighting": weighting}
+    kwargs.update({k: v for k, v in tuned_params(params_dir).items() if k in kwargs})
+    log.info("ALS %s: %s", use_case, kwargs)
     info = als.train_als(str(d / names["matrix"]), str(d / names["user_mapping"]), str(d / names["item_mapping"]),
-                         uc.name, str(out), factors=factors, iterations=iterations,
-                         regularization=regularization, alpha=alpha) or {}
+                         uc.name, str(out), **kwargs) or {}
     return _provenance(None, use_case, model_version=dir_digest(out), rows=info.get("interactions"),
                        **{k: v for k, v in info.items() if k != "interactions"})
+
+
+@_step("train-item2item")
+def train_item2item(dataset_dir: str, use_case: str, out_dir: str, *, method: str = "auto", lam: float = 200.0,
+                    neighbours: int = 100, params_dir: str | None = None) -> dict[str, Any]:
+    """Item-to-item retriever (EASE, or item-kNN past EASE's memory limit) on the ALS dataset's
+    matrix of one fit window; ``params_dir`` as for :func:`train_als`."""
+    from startup_recs.datasets.als import als_names
+    from startup_recs.train import item2item
+
+    uc = get_use_case(use_case)
+    d = storage.local(dataset_dir)
+    names = als_names(uc.suffix)
+    out = _fresh_dir(out_dir)
+    kwargs = {"method": method, "lam": lam, "neighbours": neighbours}
+    kwargs.update({k: v for k, v in tuned_params(params_dir).items() if k in kwargs})
+    log.info("item2item %s: %s", use_case, kwargs)
+    info = item2item.train_item2item(str(d / names["matrix"]), str(d / names["user_mapping"]),
+                                     str(d / names["item_mapping"]), uc.name, str(out), **kwargs) or {}
+    return _provenance(None, use_case, model_version=dir_digest(out), **info)
+
+
+# --- tuning (issue 7) ----------------------------------------------------------------------------
+BEST_PARAMS = "best_params.json"
+
+
+def tuned_params(params_dir: str | None) -> dict[str, Any]:
+    """The chosen values of a tuning step's output folder (``{}`` without one)."""
+    if not params_dir:
+        return {}
+    summary = storage.read_json(storage.join(params_dir, BEST_PARAMS))
+    return dict(summary.get("best_params") or {})
+
+
+@_step("tune")
+def tune(snapshot: str, use_case: str, model: str, out_dir: str, *, defaults: dict[str, Any], trials: int = 0,
+         timeout_s: float = 0.0, seed: int = 0, split_at: str = "", test_days: float = 14.0,
+         val_days: float = 14.0, report_md: str | None = None) -> dict[str, Any]:
+    """Search ``model``'s hyperparameters on train -> validation (never test) with Optuna; trial 0
+    is ``defaults`` (the pipeline's values). ``trials == 0`` skips the search: the defaults pass
+    through unchanged. Writes ``best_params.json`` (+ ``trials.csv``) into ``out_dir``."""
+    from startup_recs import tune as tn
+
+    get_use_case(use_case)
+    out = _fresh_dir(out_dir)
+    if trials > 0:
+        summary = tn.tune(snapshot, use_case, model, str(out), trials=int(trials), timeout=float(timeout_s) or None,
+                          seed=seed, defaults=dict(defaults), **_split_kwargs(split_at, test_days, val_days))
+    else:
+        summary = {"model": model, "use_case": use_case, "metric": "validation ndcg@10",
+                   "best_params": dict(defaults), "best_value": None, "default_params": dict(defaults),
+                   "default_value": None, "n_trials": 0, "n_complete": 0, "n_pruned": 0, "seconds": 0.0,
+                   "trials": []}
+        storage.write_json(str(out / BEST_PARAMS), summary)
+    if report_md:
+        Path(report_md).write_text(tuning_report(summary))
+    log.info("tune %s/%s: %d trials, chosen %s (validation %s vs defaults %s)", use_case, model,
+             summary["n_trials"], summary["best_params"], summary["best_value"], summary["default_value"])
+    return _provenance(snapshot, use_case, model=model, trials=summary["n_trials"],
+                       best_value=summary["best_value"], default_value=summary["default_value"],
+                       seconds=summary["seconds"], best=summary["best_params"])
+
+
+def tuning_report(summary: dict[str, Any]) -> str:
+    """Markdown for the KFP UI: chosen vs default parameters and the trials table."""
+    lines = [f"## Tuning {summary['model']} ({summary['use_case']})", "",
+             f"{summary['n_trials']} trials on train -> validation ({summary['metric']}); "
+             f"best {_fmt(summary['best_value'])}, defaults {_fmt(summary['default_value'])}.", "",
+             "| parameter | chosen | default |", "|---|---|---|"]
+    for k, v in summary["best_params"].items():
+        lines.append(f"| {k} | {v} | {summary['default_params'].get(k, '')} |")
+    if summary["trials"]:
+        from startup_recs.tune import trials_table
+
+        lines += ["", trials_table(summary)]
+    return "\n".join(lines) + "\n"
 
 
 def _copy_files(src: str | Path, dst: Path) -> list[str]:
@@ -345,7 +434,8 @@ def _copy_files(src: str | Path, dst: Path) -> list[str]:
 @_step("train-ranker")
 def train_ranker(dataset_dir: str, two_tower_dir: str, als_dir: str, snapshot: str, use_case: str, out_dir: str,
                  *, epochs: int = 20, batch_size: int = 128, lr: float = 0.001, split_at: str = "",
-                 test_days: float = 14.0, val_days: float = 14.0) -> dict[str, Any]:
+                 test_days: float = 14.0, val_days: float = 14.0, item2item_dir: str | None = None
+                 ) -> dict[str, Any]:
     """The stage-1 folder: stage-1 retrievers (train window) side by side, their serving data
     (``serving/``, fit until the validation start), and the ranker trained among them on the
     validation pairs. It is evaluate's ``val_models``."""
@@ -355,8 +445,9 @@ def train_ranker(dataset_dir: str, two_tower_dir: str, als_dir: str, snapshot: s
     uc = get_use_case(use_case)
     data = _find_one(storage.local(dataset_dir), f"{uc.artifact('ranker')}.parquet")
     out = _fresh_dir(out_dir)
-    _copy_files(two_tower_dir, out)
-    _copy_files(als_dir, out)
+    for src in (two_tower_dir, als_dir, item2item_dir):
+        if src:
+            _copy_files(src, out)
     split = time_split(snapshot, use_case, split_at, test_days, val_days)
     ServingData.from_snapshot(snapshot, use_case, split.val_start).save(str(out / SERVING_DIR))
     cfg = ranker.RankerTrainConfig(use_case=uc.name, epochs=epochs, batch_size=batch_size, lr=lr)
@@ -388,7 +479,8 @@ def _model_summary(info: dict[str, Any]) -> dict[str, Any]:
 @_step("evaluate")
 def evaluate(snapshot: str, two_tower_dir: str, als_dir: str, stage1_dir: str, use_case: str, models_dir: str,
              eval_dir: str, *, report_md: str | None = None, report_html: str | None = None, k: str = "10,20,50",
-             split_at: str = "", test_days: float = 14.0, val_days: float = 14.0) -> dict[str, Any]:
+             split_at: str = "", test_days: float = 14.0, val_days: float = 14.0,
+             item2item_dir: str | None = None, tuning_dirs: list[str] | None = None) -> dict[str, Any]:
     """Assemble the servable ``models_dir`` (final retrievers, the stage-1 ranker, serving data),
     score it on test (warm route chosen on validation with the stage-1 models), and render the
     report for the KFP UI. Returns ``{"headline": {name: float}, "metadata": {...}}``."""
@@ -396,8 +488,9 @@ def evaluate(snapshot: str, two_tower_dir: str, als_dir: str, stage1_dir: str, u
 
     uc = get_use_case(use_case)
     models = _fresh_dir(models_dir)
-    _copy_files(two_tower_dir, models)
-    _copy_files(als_dir, models)
+    for src in (two_tower_dir, als_dir, item2item_dir):
+        if src:
+            _copy_files(src, models)
     for f in Path(stage1_dir).glob(f"{uc.artifact('ranker')}_v1*"):
         shutil.copy2(f, models / f.name)
     out = _fresh_dir(eval_dir)
@@ -409,6 +502,11 @@ def evaluate(snapshot: str, two_tower_dir: str, als_dir: str, stage1_dir: str, u
     if (out / ROUTING).is_file() and not (models / ROUTING).is_file():
         shutil.copy2(out / ROUTING, models / ROUTING)
     headline = headline_metrics(metrics)
+    tuning = _tuning_section(tuning_dirs or [])
+    if tuning:  # the trials tables and chosen parameters belong in the report (issue 7)
+        (out / "tuning.md").write_text(tuning)
+        if (out / "report.md").is_file():
+            (out / "report.md").write_text((out / "report.md").read_text().rstrip() + "\n\n" + tuning)
     if report_md:
         md = (out / "report.md").read_text() if (out / "report.md").is_file() else render_markdown(metrics)
         Path(report_md).write_text(embed_plots_markdown(md, out))
@@ -417,6 +515,15 @@ def evaluate(snapshot: str, two_tower_dir: str, als_dir: str, stage1_dir: str, u
     meta = _provenance(snapshot, use_case, model_version=dir_digest(models), **headline)
     log.info("evaluation of %s: %s", use_case, ", ".join(f"{k}={v:.4f}" for k, v in headline.items()))
     return {"headline": headline, "metadata": meta}
+
+
+def _tuning_section(dirs: list[str]) -> str:
+    parts = []
+    for d in dirs:
+        f = Path(d) / BEST_PARAMS
+        if f.is_file():
+            parts.append(tuning_report(json.loads(f.read_text())))
+    return ("# Hyperparameter tuning (train -> validation)\n\n" + "\n".join(parts)) if parts else ""
 
 
 def headline_metrics(metrics: dict[str, Any], ks: tuple[int, ...] = (10,)) -> dict[str, float]:
@@ -487,6 +594,8 @@ def render_html(metrics: dict[str, Any], folder: Path) -> str:
     for png in _plots(folder):
         data = base64.b64encode(png.read_bytes()).decode()
         parts.append(f"<h3>{html_lib.escape(png.stem)}</h3><img src='data:image/png;base64,{data}'/>")
+    if (folder / "tuning.md").is_file():
+        parts.append(f"<pre>{html_lib.escape((folder / 'tuning.md').read_text())}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

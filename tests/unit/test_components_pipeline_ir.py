@@ -15,8 +15,9 @@ from startup_recs.images import image  # noqa: E402
 
 STEPS = {
     "dataset-two-tower", "dataset-als-train", "dataset-als-trainval", "dataset-ranker",
+    "tune-two-tower", "tune-als", "tune-item2item",
     "train-two-tower-stage1", "train-two-tower-final", "train-als-stage1", "train-als-final",
-    "train-ranker", "evaluate", "gate",
+    "train-item2item-stage1", "train-item2item-final", "train-ranker", "evaluate", "gate",
 }
 
 
@@ -70,11 +71,16 @@ def test_fitting_windows_and_order(compiled: tuple[dict, dict]) -> None:
     assert param("train-two-tower-stage1", "window") == "train"
     assert param("train-two-tower-final", "window") == "trainval"
     # the ranker learns from stage-1 retrievers (train window) only
-    assert deps("train-ranker") == {key["dataset-ranker"], key["train-two-tower-stage1"], key["train-als-stage1"]}
-    assert deps("train-als-stage1") == {key["dataset-als-train"]}
-    assert deps("train-als-final") == {key["dataset-als-trainval"]}
-    # evaluate scores the final retrievers + the stage-1 ranker
-    assert deps("evaluate") == {key["train-two-tower-final"], key["train-als-final"], key["train-ranker"]}
+    assert deps("train-ranker") == {key["dataset-ranker"], key["train-two-tower-stage1"], key["train-als-stage1"],
+                                    key["train-item2item-stage1"]}
+    # a tuning step before each trainer; its output feeds both stages
+    for stage, window in (("stage1", "train"), ("final", "trainval")):
+        assert deps(f"train-als-{stage}") == {key[f"dataset-als-{window}"], key["tune-als"]}
+        assert deps(f"train-item2item-{stage}") == {key[f"dataset-als-{window}"], key["tune-item2item"]}
+        assert deps(f"train-two-tower-{stage}") == {key["dataset-two-tower"], key["tune-two-tower"]}
+    # evaluate scores the final retrievers + the stage-1 ranker, and reports the tuning
+    assert deps("evaluate") == {key["train-two-tower-final"], key["train-als-final"], key["train-item2item-final"],
+                                key["train-ranker"], key["tune-two-tower"], key["tune-als"], key["tune-item2item"]}
     assert deps("gate") == {key["evaluate"]}
 
 
@@ -83,7 +89,7 @@ def test_two_tower_runs_on_the_gpu_pool(compiled: tuple[dict, dict]) -> None:
     tasks = _by_display(_loop(spec))
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name in ("train-two-tower-stage1", "train-two-tower-final"):
+    for name in ("train-two-tower-stage1", "train-two-tower-final", "tune-two-tower"):
         comp = spec["components"][tasks[name][1]["componentRef"]["name"]]
         ex_name = comp["executorLabel"]
         container = executors[ex_name]["container"]
@@ -97,7 +103,7 @@ def test_two_tower_runs_on_the_gpu_pool(compiled: tuple[dict, dict]) -> None:
             {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
     # nothing else asks for a GPU or lands on the GPU pool
     gpu_execs = {ex for ex, e in executors.items() if "accelerator" in e["container"].get("resources", {})}
-    assert gpu_execs == set(k8s) == {"exec-train-two-tower", "exec-train-two-tower-2"}
+    assert gpu_execs == set(k8s) == {"exec-train-two-tower", "exec-train-two-tower-2", "exec-tune-two-tower"}
     for ex, e in executors.items():
         if ex not in gpu_execs:
             assert e["container"]["image"] == image("base"), ex
@@ -159,9 +165,11 @@ def test_parameters_cover_the_legacy_flags(compiled: tuple[dict, dict]) -> None:
     params = spec["root"]["inputDefinitions"]["parameters"]
     legacy = {"negative_samples": 5, "min_interactions": 1, "neg_ratio": 2.0, "tt_epochs": 50, "tt_batch_size": 256,
               "tt_lr": 0.001, "embedding_dim": 128, "als_factors": 128, "als_iterations": 10,
-              "ranker_epochs": 20, "ranker_batch_size": 128, "ranker_lr": 0.001}
+              "ranker_epochs": 20, "ranker_batch_size": 128, "ranker_lr": 0.001, "als_regularization": 0.01,
+              "als_alpha": 1.0}
     for name, default in legacy.items():
         assert params[name]["defaultValue"] == default, name
     assert params["use_cases"]["defaultValue"] == ["startup_developer", "startup_investor"]
     assert "defaultValue" not in params["models_uri"]
-    assert {"db_url", "events_uri", "split_at", "gate_margin", "entity_col", "candidate_col"} <= set(params)
+    assert set(params) >= {"db_url", "events_uri", "split_at", "gate_margin", "entity_col", "candidate_col",
+                           "tune_als_trials", "tune_two_tower_trials", "tune_item2item_trials", "tune_timeout_s"}
