@@ -135,6 +135,17 @@ def test_stage1_inputs_must_end_before_the_validation_start(world, tmp_path):
         with pytest.raises(DataError, match="would leak"):
             tr.check_fit_window(data, VAL_START, str(bad))
 
+    # ALS records no window in its config; its id mappings give it away: an entity or candidate
+    # with no event before the validation start can only come from later events
+    als = tmp_path / "als"
+    known_e = sorted(data.entity_counts)[:3]
+    storage.write_json(str(als / "als_reverse_v1_user_mapping.json"), {e: i for i, e in enumerate(known_e)})
+    tr.check_fit_window(data, VAL_START, str(als))
+    storage.write_json(str(als / "als_reverse_v1_user_mapping.json"),
+                       {e: i for i, e in enumerate([*known_e, "s_new_in_validation"])})
+    with pytest.raises(DataError, match="1 entities without any event"):
+        tr.check_fit_window(data, VAL_START, str(als))
+
 
 def test_real_feature_tables_are_label_free(tiny_snapshot, tmp_path):
     """On the synthetic marketplace with feature tables (match features), from B's ranker pairs."""

@@ -386,6 +386,32 @@ def check_fit_window(data: ServingData, val_start: Any, retrievers_dir: str | No
                 f"ranker features would leak: {rel} records {found}, beyond the validation start "
                 f"{val_start.isoformat()}; the ranker needs stage-1 retrievers fit on the train window"
             )
+        _check_cf_ids(rel, obj, data)
+
+
+def _check_cf_ids(rel: str, obj: Any, data: ServingData) -> None:
+    """A collaborative model's id mappings (ALS ``*_user_mapping.json`` / ``*_item_mapping.json``)
+    hold only ids with events in its fit window, so an id without any event before ``data.until``
+    means the model saw later events (its config may not record its window). Feature-based models
+    (the two-tower encodes every profile) are not checked this way."""
+    name = rel.rsplit("/", 1)[-1]
+    if not (name.startswith("als") and isinstance(obj, dict)):
+        return
+    if name.endswith("_user_mapping.json"):
+        later = [e for e in obj if str(e) not in data.entity_counts]
+        side = "entities"
+    elif name.endswith("_item_mapping.json"):
+        active = set(data.candidate_ids[data.popularity > 0].tolist())
+        later = [c for c in obj if str(c) not in active]
+        side = "candidates"
+    else:
+        return
+    if later:
+        raise DataError(
+            f"ranker features would leak: {rel} knows {len(later)} {side} without any event before "
+            f"{data.until.isoformat() if data.until is not None else '?'} (e.g. {later[0]!r}); it was fit past "
+            "the validation start"
+        )
 
 
 def _sidecar(data_uri: str) -> dict[str, Any]:
