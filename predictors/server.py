@@ -116,10 +116,29 @@ def serve(bundles: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, 
     server_kwargs.setdefault("enable_grpc", False)
     server_kwargs.setdefault("enable_latency_logging", False)
     for m in models:
-        b = m.slot.current if isinstance(m, RecsModel) else None
-        log.info("model %s: %s", m.name, f"v{b.version} ready" if b else "NOT READY")
+        b = m.slot.current
+        log.info("model %s: %s", m.name, f"{b.version} ready" if b else "NOT READY")
     log.info("serving on http://%s:%d (reload every %ss)", host, port, reload_interval if poller else "-")
+    print_examples(models, host, port)
     RecsModelServer(host=host, poller=poller, http_port=port, **server_kwargs).start(models)
+
+
+def print_examples(models: Sequence[RecsModel], host: str, port: int) -> None:
+    """Print working curl calls for every ready model (an entity the bundle knows, its busiest)."""
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    lines = []
+    for m in models:
+        b = m.slot.current
+        data = getattr(b.model, "data", None) if b else None
+        if data is None or not hasattr(data, "known_entities"):
+            continue
+        known = data.known_entities()
+        if not known:
+            continue
+        entity = max(known[:2000], key=data.interaction_count) if hasattr(data, "interaction_count") else known[0]
+        lines += [f"# {m.name} ({b.version}), entity {entity}:"] + api.example_curls(base, m.use_case, entity)
+    if lines:
+        print("try:\n  " + "\n  ".join(lines), flush=True)
 
 
 def cli_serve(args: argparse.Namespace) -> int:

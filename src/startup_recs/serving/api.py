@@ -281,3 +281,19 @@ def check_v2_binary(body: bytes, json_length: str) -> None:
             raise InvalidRequest(f"input {t.name!r}: unknown datatype {t.datatype!r}")
     if pos != len(body):
         raise InvalidRequest(f"{len(body) - pos} bytes after the last input tensor")
+
+
+def example_curls(base_url: str, use_case: UseCase, entity_id: str, limit: int = 5) -> list[str]:
+    """Working ``curl`` calls of the three protocols for one entity (printed by ``recs serve``)."""
+    import json
+    import shlex
+
+    v1 = {"instances": [{id_fields(use_case)[0]: entity_id, "limit": limit}]}
+    v2 = {"inputs": [{"name": "entity_id", "datatype": "BYTES", "shape": [1], "data": [entity_id]},
+                     {"name": "limit", "datatype": "INT32", "shape": [1], "data": [limit]}]}
+    post = "curl -s -X POST -H 'content-type: application/json'"
+    return [
+        f"curl -s {shlex.quote(base_url + use_case.route.format(id=entity_id) + f'?limit={limit}')}",
+        f"{post} {base_url}/v1/models/{use_case.model_name}:predict -d {shlex.quote(json.dumps(v1))}",
+        f"{post} {base_url}/v2/models/{use_case.model_name}/infer -d {shlex.quote(json.dumps(v2))}",
+    ]
