@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,21 @@ KIND_COLUMNS: dict[str, list[str]] = {
 }
 # Events that only record that a profile was looked at: not an action on it.
 PASSIVE_EVENTS: frozenset[str] = frozenset({"view"})
+
+
+def positive_events(use_case: str | UseCase, present: Iterable[str], imported: bool) -> list[str]:
+    """Event names that count as a positive (ranker labels, evaluation relevance).
+
+    The use case's ``positive_events`` (contact, apply_received for startup_developer). An
+    imported log without any of them: every event it has except plain views (all of them if
+    it has nothing else), since its event names are the user's own.
+    """
+    uc = _ucase(use_case)
+    present = sorted({str(e) for e in present})
+    pos = [e for e in uc.positive_events if e in present]
+    if pos or not imported:
+        return pos
+    return [e for e in present if e not in PASSIVE_EVENTS] or present
 
 
 def _ucase(use_case: str | UseCase) -> UseCase:

@@ -112,3 +112,14 @@ def test_bad_snapshots(tmp_path):
         snap.events("startup_developer")
     with pytest.raises(ConfigError, match="unknown use case"):
         snap.events("nope")
+
+
+def test_positive_events_by_source():
+    from startup_recs.snapshot import positive_events
+
+    assert positive_events("startup_developer", ["view", "click", "contact", "apply_received"], False) == [
+        "contact", "apply_received"]
+    assert positive_events("startup_investor", ["view", "click"], False) == []  # app data: no fallback
+    assert positive_events("startup_developer", ["view", "purchase", "interaction"], True) == ["interaction", "purchase"]
+    assert positive_events("startup_developer", ["view"], True) == ["view"]
+    assert positive_events("startup_developer", ["contact", "purchase"], True) == ["contact"]

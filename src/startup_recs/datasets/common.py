@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from startup_recs import storage
 from startup_recs.errors import DataError
-from startup_recs.snapshot import PASSIVE_EVENTS, Snapshot, load_snapshot
+from startup_recs.snapshot import PASSIVE_EVENTS, Snapshot, load_snapshot, positive_events
 from startup_recs.split import PARTS, TimeSplit, ts_values
 from startup_recs.usecases import UseCase, get_use_case
 
@@ -88,13 +88,11 @@ class Prepared:
         return pd.Index(self.entity_ids).get_indexer(np.asarray(ids, dtype=object)).astype(np.int64)
 
     def positive_mask(self) -> np.ndarray:
-        """Events that count as a positive (ranker labels): the use case's positive events, or,
-        for an imported log without any of them, every event that is not a plain view."""
+        """Events that count as a positive (ranker labels): :func:`snapshot.positive_events`."""
         ev = self.events["event"]
-        mask = ev.isin(self.uc.positive_events).to_numpy()
-        if not mask.any() and self.snapshot.source == "events":
-            mask = ~ev.isin(PASSIVE_EVENTS).to_numpy()
-        return mask
+        names = positive_events(self.uc, ev.cat.categories if hasattr(ev, "cat") else ev.unique(),
+                                imported=self.snapshot.source == "events")
+        return ev.isin(names).to_numpy()
 
     def engaged_mask(self) -> np.ndarray:
         """Events that act on a shown candidate (everything but a plain view)."""
