@@ -539,7 +539,7 @@ def _sessions(rng: np.random.Generator, w: World, use_case: str, sl: Shortlist, 
     n_short = (w.spec.pool * 3) // 5
     out: dict[str, list[np.ndarray]] = {"session": [], "cand": [], "pos": []}
     exam = (1.0 / (1.0 + np.arange(SLATE)) ** EXAM_POWER)[None, :]
-    chunk = 50_000
+    chunk = 10_000  # (chunk, pool, d) float32 gathers stay ~100 MB
     for lo in range(0, len(ent), chunk):
         e, t, rr = ent[lo:lo + chunk], ts[lo:lo + chunk], row[lo:lo + chunk]
         sid = first_sid + lo + np.arange(len(e))

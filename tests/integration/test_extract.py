@@ -253,6 +253,10 @@ def test_s3_extract_and_incremental_import(s3_bucket, tiny_db, tiny_snapshot, tm
     assert st["tables"]["events"] == 50 and _read(imp, "events").num_rows == 50
     assert storage.walk_files(imp) == ["events/part-00000.parquet", "events/part-00001.parquet",
                                        "extract_stats.json"]
+    # the log itself can live on S3 too
+    storage.upload_file(tmp_path / "b.csv", f"{s3_bucket}/logs/b.csv")
+    st = import_events(f"{s3_bucket}/logs/b.csv", f"{s3_bucket}/imports/from_s3", "startup_developer", **kw)
+    assert _read(f"{s3_bucket}/imports/from_s3", "events").equals(_read(imp, "events"))
 
 
 # --- bad input: one line, exit code 2, nothing written --------------------------------------------
