@@ -39,13 +39,24 @@ class Result:
     note: str
 
 
+MEM_LIMIT_GIB = 0.0  # address-space cap per step (0 = none), so a runaway step fails alone
+
+
+def _limit() -> None:
+    if MEM_LIMIT_GIB > 0:
+        import resource
+
+        cap = int(MEM_LIMIT_GIB * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
 def run_step(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
     """Run ``argv``; return (wall s, CPU s (user + sys), peak RSS MiB of that process, stdout).
 
     CPU seconds are the steadier figure on a shared machine; wall time includes waiting."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, preexec_fn=_limit)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - t0
@@ -62,7 +73,8 @@ def dir_mib(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
-def bench_size(size: str, work: Path, db: str | None, use_cases: list[str], env: dict[str, str]) -> list[Result]:
+def bench_size(size: str, work: Path, db: str | None, use_cases: list[str], env: dict[str, str],
+               datasets: bool = True) -> list[Result]:
     work.mkdir(parents=True, exist_ok=True)
     url = db or str(work / "marketplace.db")
     res: list[Result] = []
@@ -88,6 +100,8 @@ def bench_size(size: str, work: Path, db: str | None, use_cases: list[str], env:
     sec, cpu, mib, _ = run_step([*RECS, "extract", "--db", url, "--out", str(snap)], env)
     res.append(Result(size, "extract (incremental, nothing new)", sec, cpu, mib, "entity tables rewritten"))
 
+    if not datasets:
+        return res
     if importlib.util.find_spec("startup_recs.datasets") is None:
         res.append(Result(size, "datasets", 0.0, 0.0, 0.0, "startup_recs.datasets not importable: skipped"))
         return res
@@ -117,14 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=None, help="default: a temporary folder, removed afterwards")
     p.add_argument("--db", default=None, help="SQLAlchemy URL instead of a SQLite file per size")
     p.add_argument("--use-cases", default="startup_developer,startup_investor")
+    p.add_argument("--mem-limit-gib", type=float, default=0.0,
+                   help="cap each step's address space (a shared machine: fail alone, not OOM others)")
+    p.add_argument("--skip-datasets", action="store_true")
     args = p.parse_args(argv)
+    global MEM_LIMIT_GIB
+    MEM_LIMIT_GIB = args.mem_limit_gib
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
            "PYTHONWARNINGS": "ignore"}
     root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-data-"))
     results: list[Result] = []
     try:
         for size in args.sizes.split(","):
-            results += bench_size(size, root / size, args.db, args.use_cases.split(","), env)
+            results += bench_size(size, root / size, args.db, args.use_cases.split(","), env,
+                                  datasets=not args.skip_datasets)
     finally:
         if not args.workdir:
             shutil.rmtree(root, ignore_errors=True)
