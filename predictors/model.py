@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import kserve
 import orjson
-from kserve.errors import InvalidInput, ModelNotReady
+from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from predictors import metrics
@@ -132,6 +132,10 @@ class RecsModel(kserve.Model):
         except self._unknown:
             metrics.REQUESTS.labels(self.name, endpoint, "none", version, "404").inc()
             raise EntityNotFound(self.name, q.entity_id) from None
+        except Exception as exc:  # a fault of the model, not of the request: a typed 500, logged once
+            metrics.REQUESTS.labels(self.name, endpoint, "none", version, "500").inc()
+            raise InferenceError(f"{self.name} {version} failed on {q.entity_id!r}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
         elapsed = time.perf_counter() - t0
         route = answers[0]["method_used"] if len(answers) == 1 else "batch"
         metrics.LATENCY.labels(self.name, endpoint, route, version).observe(elapsed)
