@@ -140,10 +140,10 @@ def serve_published(models: Path, port: int, timeout: float = 120.0) -> int:
     while True:
         if proc.poll() is not None:
             raise ConfigError(f"recs serve exited with {proc.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    break
+        try:  # per-model readiness (the server-level /v2/health/ready is always 200)
+            if all(urllib.request.urlopen(f"{base}/v2/models/{get_use_case(uc).model_name}/ready",
+                                          timeout=2).status == 200 for uc in REVERSE_USE_CASES):
+                break
         except (urllib.error.URLError, OSError):
             pass
         if time.monotonic() > deadline:

@@ -505,6 +505,10 @@ def evaluate(snapshot: str, two_tower_dir: str, als_dir: str, stage1_dir: str, u
     tuning = _tuning_section(tuning_dirs or [])
     if tuning:  # the trials tables and chosen parameters belong in the report (issue 7)
         (out / "tuning.md").write_text(tuning)
+        (out / "tuning").mkdir()
+        for d in tuning_dirs or []:
+            summary = json.loads((Path(d) / BEST_PARAMS).read_text())
+            (out / "tuning" / f"{summary['model']}.json").write_text(json.dumps(summary, indent=2))
         if (out / "report.md").is_file():
             (out / "report.md").write_text((out / "report.md").read_text().rstrip() + "\n\n" + tuning)
     if report_md:
@@ -521,8 +525,9 @@ def _tuning_section(dirs: list[str]) -> str:
     parts = []
     for d in dirs:
         f = Path(d) / BEST_PARAMS
-        if f.is_file():
-            parts.append(tuning_report(json.loads(f.read_text())))
+        if not f.is_file():
+            raise DataError(f"{d}: no {BEST_PARAMS} (not a tuning step's output)")
+        parts.append(tuning_report(json.loads(f.read_text())))
     return ("# Hyperparameter tuning (train -> validation)\n\n" + "\n".join(parts)) if parts else ""
 
 
