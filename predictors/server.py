@@ -1,8 +1,9 @@
 """One ``kserve.ModelServer`` serving every use case, bound where we say, with hot reload.
 
-Two differences from a stock ``ModelServer.start``, both deliberate:
+Three differences from a stock ``ModelServer``, all deliberate:
 - the REST server binds ``host`` (kserve hard-codes 0.0.0.0): ``recs serve`` defaults to
   127.0.0.1, the image passes 0.0.0.0;
+- server readiness means every model has a verified bundle (kserve: the process is up);
 - every model is registered even when its bundle is missing or corrupt. kserve would raise
   ``NoModelReady`` and exit, and Kubernetes would restart it into the same failure (a crash loop
   of tracebacks); here the model answers 503 on readiness with one log line, and becomes ready
@@ -21,6 +22,7 @@ from typing import Any
 import kserve.model_server as kms
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.model_server import ModelServer
+from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
 
 from predictors.app import RequestGuard, add_exception_handlers, add_legacy_routes
@@ -45,13 +47,27 @@ class _RESTServer(RESTServer):
         add_exception_handlers(app)
 
 
+class _DataPlane(DataPlane):
+    """Server readiness (``/v2/health/ready``) = every registered model is ready.
+
+    kserve answers ready as soon as the process is up; a pod whose bundle failed to load would
+    then take traffic it can only answer with 503. Liveness stays kserve's (the process is up).
+    """
+
+    async def ready(self) -> bool:
+        models = list(self.model_registry.get_models().values())
+        return bool(models) and all([await m.healthy() for m in models])
+
+
 class RecsModelServer(ModelServer):
-    """``ModelServer`` with a bind address, tolerant registration and a bundle poller."""
+    """``ModelServer`` with a bind address, tolerant registration, model-aware server readiness
+    and a bundle poller."""
 
     def __init__(self, *, host: str = "127.0.0.1", poller: Poller | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.host = host
         self.poller = poller
+        self.dataplane = _DataPlane(model_registry=self.registered_models)
 
     def start(self, models: list[RecsModel]) -> None:  # type: ignore[override]
         if self.workers != 1:

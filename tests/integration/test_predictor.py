@@ -337,6 +337,8 @@ def test_corrupt_bundle_at_start_is_not_ready_without_tracebacks(world, tmp_path
         time.sleep(1.0)
         assert srv.proc.poll() is None, "a corrupt bundle must not crash the server"
         assert _get(f"{srv.url}/v2/models/startup-investor/ready").status_code == 503
+        assert _get(f"{srv.url}/v2/health/ready").status_code == 503  # a probe keeps traffic away
+        assert _get(f"{srv.url}/v2/health/live").status_code == 200
         r = _get(srv.url + LEGACY[SI] + "s000000")
         assert r.status_code == 503 and "not ready" in r.json()["error"]
         log = srv.log()
