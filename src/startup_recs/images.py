@@ -32,6 +32,7 @@ KINDS: tuple[str, ...] = ("base", "trainer-gpu", "predictor")
 #: Image name placeholder used in the kustomize manifests; kustomize's ``images:`` rewrites it.
 MANIFEST_NAME_PREFIX = "startup-recs-"
 
+_HARD_CODED = re.compile(r"startup-recs-(base|trainer-gpu|predictor):([A-Za-z0-9._\-]+)")
 _REGISTRY_RE = re.compile(r"^[a-z0-9]([a-z0-9.\-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0-9._\-]*[a-z0-9])?)*$")
 
 
@@ -87,8 +88,9 @@ def kustomize_images() -> list[dict[str, str]]:
 def check_manifests(root: Path) -> list[str]:
     """Problems with image tags under ``root`` (a ``manifests/`` folder); empty when consistent.
 
-    Every ``images:`` entry of every ``kustomization.yaml`` that names one of our images must carry
-    ``newTag`` equal to the package version, and no container may hard-code a tag of our images.
+    Every ``images:`` entry of a ``kustomization.yaml`` that names one of our images must carry
+    ``newTag`` equal to the package version, and so must any full reference written out in a YAML
+    file (generated manifests such as the Katib experiments, which kustomize does not rewrite).
     """
     import yaml  # PyYAML: a dependency of kfp/kserve/kubernetes, present in every image
 
@@ -96,8 +98,9 @@ def check_manifests(root: Path) -> list[str]:
     ours = {name(k) for k in KINDS}
     for path in sorted(root.rglob("*.yaml")):
         text = path.read_text()
-        for m in re.finditer(r"(startup-recs-(?:base|trainer-gpu|predictor)):([A-Za-z0-9._\-]+)", text):
-            problems.append(f"{path}: hard-coded image tag {m.group(0)} (use the bare name; kustomize sets the tag)")
+        for m in _HARD_CODED.finditer(text):
+            if m.group(2) != tag():
+                problems.append(f"{path}: {m.group(0)} has tag {m.group(2)!r}, package version is {tag()!r}")
         if path.name != "kustomization.yaml":
             continue
         doc = yaml.safe_load(text) or {}
@@ -109,17 +112,18 @@ def check_manifests(root: Path) -> list[str]:
 
 
 def sync_manifests(root: Path) -> list[Path]:
-    """Rewrite ``newTag`` of our images in every kustomization under ``root`` to :func:`tag`.
-
-    A line-level edit (comments and layout stay as written). Returns the files changed.
+    """Rewrite the tags of our images under ``root`` to :func:`tag`: ``newTag`` of kustomize
+    ``images:`` entries and full references written out in YAML. A line-level edit (comments and
+    layout stay as written). Returns the files changed.
     """
     changed: list[Path] = []
     pattern = re.compile(
         r"(-\s+name:\s+(?:startup-recs-(?:base|trainer-gpu|predictor))\s*\n(?:\s+newName:.*\n)?\s+newTag:\s*)(\S+)"
     )
-    for path in sorted(root.rglob("kustomization.yaml")):
+    for path in sorted(root.rglob("*.yaml")):
         text = path.read_text()
-        new = pattern.sub(lambda m: f"{m.group(1)}\"{tag()}\"", text)
+        new = pattern.sub(lambda m: f"{m.group(1)}\"{tag()}\"", text) if path.name == "kustomization.yaml" else text
+        new = _HARD_CODED.sub(lambda m: f"startup-recs-{m.group(1)}:{tag()}", new)
         if new != text:
             tmp = path.with_suffix(".yaml.tmp")
             tmp.write_text(new)

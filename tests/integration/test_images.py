@@ -73,15 +73,16 @@ def test_check_and_sync_detect_and_fix_drift(tmp_path: Path) -> None:
     shutil.copytree(MANIFESTS, copy)
     kust = copy / "base" / "kustomization.yaml"
     kust.write_text(kust.read_text().replace(f'newTag: "{__version__}"', 'newTag: "0.0.9"'))
-    pod = copy / "base" / "stray.yaml"
-    pod.write_text("image: ghcr.io/startup-recs/startup-recs-base:0.0.9\n")
-    problems = images.check_manifests(copy)
-    assert len(problems) == 2
-    assert any("newTag='0.0.9'" in p for p in problems) and any("hard-coded image tag" in p for p in problems)
-    pod.unlink()
-    assert images.sync_manifests(copy) == [kust]
+    generated = copy / "base" / "generated.yaml"
+    generated.write_text(f"image: {images.DEFAULT_REGISTRY}/startup-recs-base:{__version__}\n")
+    assert images.check_manifests(copy) == [f"{kust}: image startup-recs-predictor newTag='0.0.9', "
+                                            f"package version is '{__version__}'"]
+    generated.write_text("image: ghcr.io/startup-recs/startup-recs-base:0.0.9\n")
+    assert any("startup-recs-base:0.0.9 has tag '0.0.9'" in p for p in images.check_manifests(copy))
+    assert set(images.sync_manifests(copy)) == {kust, generated}
     assert images.check_manifests(copy) == []
     assert "# Image tags" in kust.read_text(), "sync keeps comments"
+    assert generated.read_text() == f"image: ghcr.io/startup-recs/startup-recs-base:{__version__}\n"
 
 
 def _render(target: str) -> list[dict[str, Any]]:
