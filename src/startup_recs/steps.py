@@ -63,15 +63,23 @@ def _record_failure(step: str, exc: BaseException) -> None:
             pass
 
 
-def _step(name: str):
-    """Decorator: logging set-up, start/finish lines, failure recorded for run-local."""
+def _step(template: str):
+    """Decorator: logging set-up, start/finish lines, failure recorded for run-local. ``template``
+    may name arguments (``"tune-{model}"``)."""
 
     def wrap(fn):
         import functools
+        import inspect
         import time
+
+        sig = inspect.signature(fn)
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                name = template.format(**sig.bind(*args, **kwargs).arguments)
+            except (KeyError, TypeError, IndexError):
+                name = template
             setup_logging()
             t0 = time.perf_counter()
             log.info("step %s: start", name)
@@ -360,6 +368,8 @@ def train_item2item(dataset_dir: str, use_case: str, out_dir: str, *, method: st
     out = _fresh_dir(out_dir)
     kwargs = {"method": method, "lam": lam, "neighbours": neighbours}
     kwargs.update({k: v for k, v in tuned_params(params_dir).items() if k in kwargs})
+    if kwargs["method"] == "ease":  # as in the tuning objective: EASE where it fits, BM25 item-kNN past that
+        kwargs["method"] = "auto"
     log.info("item2item %s: %s", use_case, kwargs)
     info = item2item.train_item2item(str(d / names["matrix"]), str(d / names["user_mapping"]),
                                      str(d / names["item_mapping"]), uc.name, str(out), **kwargs) or {}
@@ -378,7 +388,7 @@ def tuned_params(params_dir: str | None) -> dict[str, Any]:
     return dict(summary.get("best_params") or {})
 
 
-@_step("tune")
+@_step("tune-{model}")
 def tune(snapshot: str, use_case: str, model: str, out_dir: str, *, defaults: dict[str, Any], trials: int = 0,
          timeout_s: float = 0.0, seed: int = 0, split_at: str = "", test_days: float = 14.0,
          val_days: float = 14.0, report_md: str | None = None) -> dict[str, Any]:
@@ -388,6 +398,10 @@ def tune(snapshot: str, use_case: str, model: str, out_dir: str, *, defaults: di
     from startup_recs import tune as tn
 
     get_use_case(use_case)
+    defaults = dict(defaults)
+    if model == "item2item" and defaults.get("method") == "auto":
+        # the search space has no "auto"; its "ease" already falls back to bm25 past EASE's memory limit
+        defaults["method"] = "ease"
     out = _fresh_dir(out_dir)
     if trials > 0:
         summary = tn.tune(snapshot, use_case, model, str(out), trials=int(trials), timeout=float(timeout_s) or None,
