@@ -41,6 +41,10 @@ class CompileOptions:
     step_cpu: str = "1"
     step_memory: str = "4G"
     parallelism: int = 0  # use cases trained at once; 0 = all
+    # S3 access of every step (bundles, s3:// inputs): env from a Secret and a ConfigMap, both
+    # optional (IRSA / Workload Identity need neither); "" leaves them out of the YAML.
+    s3_secret: str = "recs-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+    storage_config_map: str = "recs-storage"  # AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, S3_USE_HTTPS, ...
 
     @classmethod
     def from_pairs(cls, pairs: list[str] | None) -> "CompileOptions":
@@ -61,21 +65,38 @@ class CompileOptions:
         return asdict(self)
 
 
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+STORAGE_CONFIG_KEYS = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "S3_USE_HTTPS", "S3_VERIFY_SSL")
+
+
+def _storage_env(task: dsl.PipelineTask, opts: CompileOptions) -> None:
+    if opts.s3_secret:
+        kubernetes.use_secret_as_env(task, opts.s3_secret, {k: k for k in S3_SECRET_KEYS}, optional=True)
+    if opts.storage_config_map:
+        kubernetes.use_config_map_as_env(task, opts.storage_config_map, {k: k for k in STORAGE_CONFIG_KEYS},
+                                         optional=True)
+
+
 def _cpu_step(task: dsl.PipelineTask, opts: CompileOptions, name: str, cache: bool = True) -> dsl.PipelineTask:
     task.set_display_name(name).set_caching_options(cache)
     task.set_cpu_request(opts.step_cpu).set_memory_request(opts.step_memory)
+    _storage_env(task, opts)
     return task
 
 
 def _gpu_step(task: dsl.PipelineTask, opts: CompileOptions, name: str) -> dsl.PipelineTask:
-    """Two-tower on the GPU pool: accelerator limit, requests, node selector and toleration."""
+    """Two-tower on the GPU pool: accelerator limit, requests, node selector and toleration.
+    ``gpu_count=0`` (a laptop cluster) leaves all four out: the trainer then runs on CPU."""
     task.set_display_name(name).set_caching_options(True)
-    task.set_accelerator_type(opts.gpu_accelerator).set_accelerator_limit(opts.gpu_count)
     task.set_cpu_request(opts.trainer_cpu).set_memory_request(opts.trainer_memory)
-    kubernetes.add_node_selector(task, label_key=opts.gpu_node_label_key, label_value=opts.gpu_node_label_value)
-    kubernetes.add_toleration(
-        task, key=opts.gpu_toleration_key, operator="Equal" if opts.gpu_toleration_value else "Exists",
-        value=opts.gpu_toleration_value or None, effect=opts.gpu_toleration_effect)
+    _storage_env(task, opts)
+    if opts.gpu_count > 0:
+        task.set_accelerator_type(opts.gpu_accelerator).set_accelerator_limit(opts.gpu_count)
+        kubernetes.add_node_selector(task, label_key=opts.gpu_node_label_key,
+                                     label_value=opts.gpu_node_label_value)
+        kubernetes.add_toleration(
+            task, key=opts.gpu_toleration_key, operator="Equal" if opts.gpu_toleration_value else "Exists",
+            value=opts.gpu_toleration_value or None, effect=opts.gpu_toleration_effect)
     return task
 
 

@@ -103,7 +103,8 @@ def test_two_tower_runs_on_the_gpu_pool(compiled: tuple[dict, dict]) -> None:
             {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
     # nothing else asks for a GPU or lands on the GPU pool
     gpu_execs = {ex for ex, e in executors.items() if "accelerator" in e["container"].get("resources", {})}
-    assert gpu_execs == set(k8s) == {"exec-train-two-tower", "exec-train-two-tower-2", "exec-tune-two-tower"}
+    pool = {ex for ex, cfg in k8s.items() if "nodeSelector" in cfg or "tolerations" in cfg}
+    assert gpu_execs == pool == {"exec-train-two-tower", "exec-train-two-tower-2", "exec-tune-two-tower"}
     for ex, e in executors.items():
         if ex not in gpu_execs:
             assert e["container"]["image"] == image("base"), ex
@@ -119,6 +120,33 @@ def test_gpu_pool_labels_are_compile_options(tmp_path: Path) -> None:
     assert k8s["tolerations"] == [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
     res = spec["deploymentSpec"]["executors"]["exec-train-two-tower"]["container"]["resources"]
     assert res["resourceMemoryRequest"] == "32G"
+
+
+def test_laptop_cluster_without_gpu(tmp_path: Path) -> None:
+    """``gpu_count=0`` (kind): no accelerator, no node selector or toleration; the trainer runs on CPU."""
+    spec, platform = _compile(tmp_path, CompileOptions.from_pairs(["gpu_count=0", "trainer_memory=2G"]))
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for ex, e in spec["deploymentSpec"]["executors"].items():
+        assert "accelerator" not in e["container"]["resources"], ex
+        assert "nodeSelector" not in k8s[ex] and "tolerations" not in k8s[ex], ex
+    assert spec["deploymentSpec"]["executors"]["exec-train-two-tower"]["container"]["resources"][
+        "resourceMemoryRequest"] == "2G"
+
+
+def test_every_step_gets_the_s3_settings(compiled: tuple[dict, dict], tmp_path: Path) -> None:
+    spec, platform = compiled
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(k8s) == set(spec["deploymentSpec"]["executors"])
+    for cfg in k8s.values():
+        (secret,) = cfg["secretAsEnv"]
+        assert secret["secretName"] == "recs-s3" and secret["optional"] is True
+        assert {k["envVar"] for k in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        (cm,) = cfg["configMapAsEnv"]
+        assert cm["configMapName"] == "recs-storage" and cm["optional"] is True
+        assert "AWS_ENDPOINT_URL" in {k["envVar"] for k in cm["keyToEnv"]}
+    _, plain = _compile(tmp_path, CompileOptions.from_pairs(["s3_secret=", "storage_config_map="]))
+    for cfg in plain["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():
+        assert "secretAsEnv" not in cfg and "configMapAsEnv" not in cfg
 
 
 def test_bad_compile_option_is_one_line_error() -> None:
