@@ -647,8 +647,12 @@ def publish(models_dir: str, eval_dir: str, snapshot: str, models_uri: str, use_
     with tempfile.TemporaryDirectory(prefix="recs-stage-") as tmp:
         staging = Path(tmp) / "bundle"
         shutil.copytree(models_dir, staging)
-        for f in Path(eval_dir).iterdir():
-            if f.is_file() and not (staging / f.name).exists():
+        for f in Path(eval_dir).iterdir():  # metrics.json, report.md, plots, tuning/
+            if (staging / f.name).exists():
+                continue
+            if f.is_dir():
+                shutil.copytree(f, staging / f.name)
+            elif f.is_file():
                 shutil.copy2(f, staging / f.name)
         manifest = bundle.publish(staging, models_uri, use_case, metrics=metrics, watermark=_watermark(snapshot),
                                   extra={"routing": _routing(staging)}, gate_margin=margin)
