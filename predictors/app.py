@@ -14,7 +14,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
 
 from predictors.model import EntityNotFound, RecsModel
 from startup_recs.serving import api
@@ -123,6 +123,7 @@ def add_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ModelNotFound, _handler(404))
     app.add_exception_handler(EntityNotFound, _handler(404))
     app.add_exception_handler(ModelNotReady, _handler(503))
+    app.add_exception_handler(ServerNotReady, _handler(503))
 
 
 def add_legacy_routes(app: FastAPI, models: Mapping[str, RecsModel]) -> None:
