@@ -58,11 +58,16 @@ def pipeline_arguments(*, models_uri: str, use_cases: list[str], db_url: str | N
         get_use_case(uc)
     args: dict[str, Any] = {"models_uri": models_uri, "use_cases": list(use_cases)}
     if db_url:
-        from startup_recs.synth import db_url as normalise
+        from startup_recs.steps import check_db_url
 
-        args["db_url"] = normalise(db_url)
+        url = check_db_url(db_url)
+        path = url.removeprefix("sqlite:///")
+        # kfp.local's steps run in other working directories: a relative SQLite path becomes absolute
+        args["db_url"] = f"sqlite:///{Path(path).resolve()}" if url.startswith("sqlite:///") else url
     else:
-        args["events_uri"] = str(Path(events_uri).resolve()) if not storage.is_s3(events_uri) else events_uri
+        if not storage.is_s3(events_uri) and not storage.local(events_uri).is_file():
+            raise ConfigError(f"events file {events_uri} does not exist")
+        args["events_uri"] = str(storage.local(events_uri).resolve()) if not storage.is_s3(events_uri) else events_uri
         args.setdefault("events_use_case", use_cases[0])
         if len(use_cases) != 1:
             raise ConfigError("an imported event log belongs to one use case: give exactly one --use-case")

@@ -282,9 +282,12 @@ def _pipeline(sub: argparse._SubParsersAction) -> None:
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--db", help="SQLAlchemy URL or SQLite path of the app database")
     src.add_argument("--events", help="an interaction log (Parquet or CSV) to import")
-    for flag, default in (("--entity-col", None), ("--candidate-col", None), ("--time-col", None),
-                          ("--event-col", None), ("--weight-col", None), ("--event-weights", None)):
-        r.add_argument(flag, default=default, help="with --events: column name / weights JSON")
+    for flag, what in (("--entity-col", "entity id column (default entity_id)"),
+                       ("--candidate-col", "candidate id column (default candidate_id)"),
+                       ("--time-col", "event time column (default ts)"), ("--event-col", "event column (default event)"),
+                       ("--weight-col", "weight column (default weight)"),
+                       ("--event-weights", "JSON object or file: event -> weight")):
+        r.add_argument(flag, default=None, help=f"with --events: {what}")
     r.add_argument("--use-case", action="append", default=None,
                    help=f"repeatable; default: both reverse use cases ({USE_CASE_HELP})")
     r.add_argument("--split-at", default=None, help="test split timestamp (ISO-8601)")

@@ -201,9 +201,8 @@ def probe_source(*, db_url: str = "", events_uri: str = "", time_col: str = "ts"
     else:
         import sqlalchemy as sa
 
-        from startup_recs.synth import db_url as normalise_url
-
-        engine = sa.create_engine(normalise_url(db_url))
+        url = check_db_url(db_url)
+        engine = sa.create_engine(url)
         try:
             names = set(sa.inspect(engine).get_table_names())
             tables = [t for t in ("startup_interactions", "user_interactions") if t in names]
@@ -222,6 +221,19 @@ def probe_source(*, db_url: str = "", events_uri: str = "", time_col: str = "ts"
     watermark = newest.isoformat()
     log.info("source watermark: %s", watermark)
     return watermark
+
+
+def check_db_url(db_url: str) -> str:
+    """The SQLAlchemy URL of ``db_url`` (a bare path is SQLite); a SQLite file must exist (opening
+    a missing one would silently create an empty database)."""
+    from startup_recs.synth import db_url as normalise_url
+    from startup_recs.synth import sqlite_path
+
+    url = normalise_url(db_url)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"database file {path} does not exist")
+    return url
 
 
 @_step("extract")

@@ -58,6 +58,10 @@ def test_probe_rejects_bad_sources(tmp_path: Path) -> None:
         steps.probe_source(db_url="sqlite:///x.db", events_uri="x.csv")
     with pytest.raises(ConfigError, match="does not exist"):
         steps.probe_source(events_uri=str(tmp_path / "missing.parquet"))
+    missing = tmp_path / "missing.db"
+    with pytest.raises(ConfigError, match="missing.db does not exist"):
+        steps.probe_source(db_url=str(missing))
+    assert not missing.exists()  # not silently created as an empty database
     empty = tmp_path / "empty.db"
     import sqlalchemy as sa
 
