@@ -252,6 +252,14 @@ def _config_json(cfg: TwoTowerConfig, model: TwoTowerModel, data: TwoTowerData, 
     }
 
 
+def make_optimizer(task: torch.nn.Module, cfg: TwoTowerConfig) -> torch.optim.Optimizer:
+    """AdamW; the fused kernel (one pass over each tensor) where this build has it."""
+    try:
+        return torch.optim.AdamW(task.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(task.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def _check_resume(saved: dict[str, Any], cfg: TwoTowerConfig, use_case: str) -> None:
     if saved.get("use_case") != use_case:
         raise ModelMismatchError(f"--resume: the saved model is for {saved.get('use_case')!r}, the data for {use_case!r}")
@@ -296,7 +304,7 @@ def fit(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = Fals
 
     model = TwoTowerModel(data.entity_spec, data.candidate_spec, cfg.embedding_dim, cfg.hidden_dim, cfg.feature_dim)
     task = RetrievalTask(model, cfg.temperature, data.log_q(splits) if cfg.log_q else None, cfg.id_dropout).to(device)
-    optimizer = torch.optim.AdamW(task.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(task, cfg)
     state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_val": -1.0, "bad_epochs": 0, "stopped_early": False}
     history: list[dict[str, Any]] = []
     if latest is not None:

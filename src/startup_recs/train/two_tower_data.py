@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from startup_recs import storage
@@ -126,12 +128,16 @@ def _dataset_specs(data_uri: str) -> dict[str, Any] | None:
 def read_pairs(data_uri: str) -> pd.DataFrame:
     if not storage.exists(data_uri):
         raise DataError(f"two-tower dataset not found: {data_uri}")
-    pairs = storage.read_table(data_uri).to_pandas()
-    miss = [c for c in PAIR_COLUMNS if c not in pairs.columns]
+    table = storage.read_table(data_uri)
+    miss = [c for c in PAIR_COLUMNS if c not in table.column_names]
     if miss:
         raise DataError(f"{data_uri} is not a two-tower dataset: missing column(s) {', '.join(miss)}")
-    if pairs.empty:
+    if not table.num_rows:
         raise DataError(f"{data_uri} has no rows")
+    if "neg_type" in table.column_names:  # random negatives are unused (in-batch negatives replace them)
+        keep = pc.or_(pc.greater(table["label"], 0), pc.equal(table["neg_type"].cast(pa.string()), "hard"))
+        table = table.filter(keep)
+    pairs = table.to_pandas()
     pairs["entity_id"] = pairs["entity_id"].astype(str)
     pairs["candidate_id"] = pairs["candidate_id"].astype(str)
     pairs["split"] = pairs["split"].astype(str)

@@ -38,15 +38,16 @@ def sampled_softmax_loss(
     candidate; hard: [B, k, d] hard-negative vectors per row with hard_valid [B, k] bool;
     weights: [B] per-positive weight. Returns a scalar float32 tensor.
     """
-    entity, candidate = entity.float(), candidate.float()
-    logits = entity @ candidate.T / temperature  # [B, B]
+    entity = entity.float() / temperature  # scale B rows, not the [B, B] logits
+    candidate = candidate.float()
+    logits = entity @ candidate.T  # [B, B]
     if log_q is not None:
         logits = logits - log_q.float()[None, :]
     same = candidate_keys[None, :] == candidate_keys[:, None]
     same.fill_diagonal_(False)
     logits = logits.masked_fill(same, float("-inf"))
     if hard is not None and hard.shape[1] > 0:
-        hard_logits = torch.einsum("bd,bkd->bk", entity, hard.float()) / temperature
+        hard_logits = torch.einsum("bd,bkd->bk", entity, hard.float())
         if hard_valid is not None:
             hard_logits = hard_logits.masked_fill(~hard_valid, float("-inf"))
         logits = torch.cat([logits, hard_logits], dim=1)
