@@ -168,14 +168,16 @@ def _train_ranker(tr: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden", default="64,32", help="MLP hidden sizes, comma-separated")
     p.add_argument("--loss", choices=["listwise", "pairwise"], default="listwise",
                    help="within-list loss: softmax cross-entropy or RankNet pairs")
-    p.add_argument("--lists", choices=["entity", "session"], default="entity",
-                   help="what one list spans: all of an entity's validation rows, or one logged session")
+    p.add_argument("--lists", choices=["pool", "entity", "session"], default="pool",
+                   help="what one list spans: the entity's routed top --retrieve-k (what serving re-ranks), "
+                        "all of its validation rows, or one logged session")
     p.add_argument("--extra-negatives", type=int, default=20,
-                   help="retrieved-but-not-acted candidates added per entity list (0 = logged rows only)")
+                   help="pool: negatives kept per list for the loss (0 = all); entity: retrieved-but-not-acted "
+                        "candidates added per list (0 = logged rows only)")
     p.add_argument("--retrieve-k", type=int, default=200, help="re-rank depth the extra negatives come from")
     p.add_argument("--positives", choices=["dataset", "both"], default="both",
                    help="learn from the dataset's session positives only, or also every validation-window "
-                        "positive event (organic ones too; entity lists)")
+                        "positive event (organic ones too; pool/entity lists)")
     p.add_argument("--holdout", type=float, default=0.2, help="fraction of entities held out for the best checkpoint")
     p.add_argument("--patience", type=int, default=5, help="epochs without holdout gain before stopping")
     p.add_argument("--seed", type=int, default=0)

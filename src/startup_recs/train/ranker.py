@@ -65,8 +65,9 @@ class RankerTrainConfig:
     seed: int = 0
     holdout: float = 0.2  # fraction of entities held out for the best checkpoint
     patience: int = 5
-    lists: str = "entity"  # entity | session: what one softmax / one set of pairs spans
-    extra_negatives: int = 20  # retrieved-but-not-acted negatives per entity list (0 = off)
+    lists: str = "pool"  # pool | entity | session: what one softmax / one set of pairs spans
+    extra_negatives: int = 20  # entity lists: retrieved-but-not-acted negatives added (0 = off);
+    # pool lists: negatives kept per list for the loss after features are built (0 = all)
     retrieve_k: int = 200  # the serving re-rank depth the extra negatives come from
     positives: str = "both"  # dataset | both: also every validation-window positive event (entity lists)
     retrievers: tuple[str, ...] = ranking_features.RETRIEVERS
@@ -77,8 +78,8 @@ class RankerTrainConfig:
             raise ConfigError(f"--loss must be listwise or pairwise, not {self.loss!r}")
         if self.positives not in ("dataset", "both"):
             raise ConfigError(f"--positives must be dataset or both, not {self.positives!r}")
-        if self.lists not in ("entity", "session"):
-            raise ConfigError(f"--lists must be entity or session, not {self.lists!r}")
+        if self.lists not in ("pool", "entity", "session"):
+            raise ConfigError(f"--lists must be pool, entity or session, not {self.lists!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("--epochs and --batch-size must be >= 1 and --lr > 0")
         if not 0.0 <= self.holdout < 1.0:
@@ -489,9 +490,34 @@ def _pool(retrievers: Mapping[str, Any], data: ServingData, entity_ids: Sequence
     return out
 
 
+def routed_pool(retrievers: Mapping[str, Any], data: ServingData, entity_ids: Sequence[str], k: int,
+                routing: Any = None) -> dict[str, np.ndarray]:
+    """Exactly what serving re-ranks: each entity's routed top-``k`` (cold/warm/hot chain of
+    :class:`~startup_recs.serving.router.Routing`, seen candidates excluded), best first."""
+    from startup_recs.serving.recommender import Recommender
+
+    rec = Recommender(data, dict(retrievers), routing, None)
+    out: dict[str, np.ndarray] = {}
+    for lo in range(0, len(entity_ids), 256):
+        ids = list(entity_ids[lo:lo + 256])
+        idx, _, _ = rec.top_routed(ids, k)
+        for j, e in enumerate(ids):
+            out[e] = idx[j][idx[j] >= 0]
+    return out
+
+
 def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, Any],
-               cfg: RankerTrainConfig, extra_positives: pd.DataFrame | None = None) -> ListData:
+               cfg: RankerTrainConfig, extra_positives: pd.DataFrame | None = None,
+               routing: Any = None) -> ListData:
     """Ranker rows (one window) -> :class:`ListData` with stage-1 features.
+
+    ``lists="pool"`` (default, what serving sees): one list per entity = its routed top-
+    ``retrieve_k`` under the stage-1 retrievers (:func:`routed_pool`), labelled by the entity's
+    positives (dataset rows and ``extra_positives``; IPS weight where the dataset has one, else
+    1). Positives the router did not retrieve are dropped: serving could not rank them, and
+    keeping them next to retrieved negatives teaches "a low retrieval score means a positive".
+    Features are built over the whole pool (label-independent lists); ``extra_negatives > 0``
+    then keeps that many negatives per list for the loss.
 
     ``lists="session"`` keeps each logged session a list; ``"entity"`` merges an entity's rows
     (label = max over its sessions, weight = the positive's largest IPS weight), adds
@@ -502,7 +528,7 @@ def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, A
     data's candidate space are dropped (counted in the log).
     """
     rows = rows.copy()
-    if extra_positives is not None and len(extra_positives) and cfg.lists == "entity":
+    if extra_positives is not None and len(extra_positives) and cfg.lists != "session":
         add = extra_positives[["entity_id", "candidate_id"]].astype(str).drop_duplicates()
         rows = pd.concat([rows, add.assign(label=1, weight=1.0)], ignore_index=True)
     rows["entity_id"] = rows["entity_id"].astype(str)
@@ -531,7 +557,9 @@ def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, A
             "_seen": True})
         frame = frame.merge(seen, on=["entity_id", "cidx"], how="left")
         frame = frame[frame["_seen"].isna()].drop(columns="_seen").reset_index(drop=True)
-        if cfg.extra_negatives > 0 and retrievers:
+        if cfg.lists == "pool":
+            frame = _pool_frame(frame, data, retrievers, cfg, routing)
+        elif cfg.extra_negatives > 0 and retrievers:
             frame = _add_retrieved_negatives(frame, data, retrievers, cfg)
         key = frame["entity_id"].to_numpy()
     # contiguous lists in first-appearance order; rows inside a list in a seeded random order, so
@@ -547,8 +575,51 @@ def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, A
     scores = ranking_features.gather_scores_batch(retrievers, list(list_entity), offsets, cand, cfg.retrievers)
     X, names = ranking_features.build_batch(cfg.use_case, list(list_entity), offsets, cand, scores, data,
                                             cfg.retrievers)
-    return ListData(X, frame["label"].to_numpy(np.float32), frame["weight"].to_numpy(np.float32),
-                    offsets, list_entity, names, cand)
+    out = ListData(X, frame["label"].to_numpy(np.float32), frame["weight"].to_numpy(np.float32),
+                   offsets, list_entity, names, cand)
+    if cfg.lists == "pool" and cfg.extra_negatives > 0:
+        out = _sample_negatives(out, cfg.extra_negatives, cfg.seed + 3)
+    return out
+
+
+def _pool_frame(frame: pd.DataFrame, data: ServingData, retrievers: Mapping[str, Any],
+                cfg: RankerTrainConfig, routing: Any) -> pd.DataFrame:
+    """Replace each entity's rows by its routed pool, labelled from ``frame``'s positives."""
+    ents = frame["entity_id"].unique().tolist()
+    pool = routed_pool(retrievers, data, ents, cfg.retrieve_k, routing)
+    sizes = [len(pool[e]) for e in ents]
+    pdf = pd.DataFrame({"entity_id": np.repeat(np.asarray(ents, dtype=object), sizes),
+                        "cidx": np.concatenate([pool[e] for e in ents] + [np.zeros(0, np.int64)]).astype(np.int64)})
+    pos = frame[frame["label"] > 0]
+    out = pdf.merge(pos, on=["entity_id", "cidx"], how="left")
+    out["label"] = out["label"].fillna(0.0).astype(np.float32)
+    out["weight"] = out["weight"].fillna(1.0).astype(np.float32)
+    kept = int((out["label"] > 0).sum())
+    log.info("ranker: routed pools of %d entities (%d rows); %d of %d positives retrieved (%.0f%%), "
+             "the others are out of the ranker's reach", len(ents), len(out), kept, len(pos),
+             100.0 * kept / max(len(pos), 1))
+    return out
+
+
+def _sample_negatives(d: ListData, n: int, seed: int) -> ListData:
+    """Keep every positive and up to ``n`` random negatives per list (rows only; features were
+    computed on the full lists, so they do not depend on which rows are kept)."""
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(d.y), dtype=bool)
+    new_sizes = []
+    for i in range(d.n_lists):
+        a, b = int(d.offsets[i]), int(d.offsets[i + 1])
+        y = d.y[a:b]
+        pos = np.flatnonzero(y > 0)
+        neg = np.flatnonzero(y <= 0)
+        if len(neg) > n:
+            neg = np.sort(rng.choice(neg, size=n, replace=False))
+        sel = np.sort(np.concatenate([pos, neg])) + a
+        keep[sel] = True
+        new_sizes.append(len(sel))
+    offsets = np.concatenate([[0], np.cumsum(new_sizes)]).astype(np.int64)
+    return ListData(d.X[keep], d.y[keep], d.w[keep], offsets, d.entity, d.names,
+                    None if d.cand is None else d.cand[keep])
 
 
 def _add_retrieved_negatives(frame: pd.DataFrame, data: ServingData, retrievers: Mapping[str, Any],
@@ -623,7 +694,9 @@ def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir
     extra = None
     if cfg.positives == "both":
         extra = val_positive_events(snapshot, cfg.use_case, val_start, _split_at(rows, data_uri))
-    lists = make_lists(val, data, retrievers, cfg, extra)
+    from startup_recs.serving.router import Routing
+
+    lists = make_lists(val, data, retrievers, cfg, extra, Routing.load(retrievers_dir))
     result = fit(lists, cfg)
     rcfg = RankerConfig(
         use_case=cfg.use_case, features=lists.names, hidden=list(cfg.hidden),
