@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from startup_recs.serving.data import ServingData
-from startup_recs.serving.retrievers import EmbeddingRetriever
+from startup_recs.serving.retrievers import EmbeddingRetriever, PopularityRetriever
 
 VAL_START = pd.Timestamp("2026-03-01", tz="UTC")
 USE_CASE = "startup_developer"
@@ -51,6 +51,7 @@ def make_world(seed: int = 0, n_e: int = 120, n_c: int = 80, shown: int = 12):
     retrievers = {
         "two_tower": EmbeddingRetriever("two_tower", data, ents, tt_u, v_al),
         "als": EmbeddingRetriever("als", data, ents, als_u, v_al),
+        "popularity": PopularityRetriever(data),
     }
 
     true = u @ v.T + boost[None, :]

@@ -100,7 +100,7 @@ def world():
 @pytest.fixture(scope="module")
 def trained(world, tmp_path_factory):
     data, retrievers, rows = world
-    cfg = tr.RankerTrainConfig(use_case=USE_CASE, epochs=40, batch_size=16, lr=3e-3, seed=0,
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, epochs=40, batch_size=16, lr=3e-3, seed=0, lists="entity",
                                extra_negatives=0, patience=10)
     lists = tr.make_lists(rows, data, retrievers, cfg)
     result = tr.fit(lists, cfg)
@@ -120,7 +120,7 @@ def test_learns_planted_signal(trained):
 
 def test_fit_is_deterministic(world):
     data, retrievers, rows = world
-    cfg = tr.RankerTrainConfig(use_case=USE_CASE, epochs=3, batch_size=16, seed=5, extra_negatives=0)
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, epochs=3, batch_size=16, seed=5, extra_negatives=5)
     lists = tr.make_lists(rows, data, retrievers, cfg)
     a, b = tr.fit(lists, cfg), tr.fit(lists, cfg)
     for k, v in a.best_state.items():
@@ -129,9 +129,10 @@ def test_fit_is_deterministic(world):
 
 def test_extra_negatives_come_from_retrieval_and_exclude_labelled(world):
     data, retrievers, rows = world
-    cfg = tr.RankerTrainConfig(use_case=USE_CASE, extra_negatives=5, retrieve_k=20)
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists="entity", extra_negatives=5, retrieve_k=20)
     lists = tr.make_lists(rows, data, retrievers, cfg)
-    base = tr.make_lists(rows, data, retrievers, tr.RankerTrainConfig(use_case=USE_CASE, extra_negatives=0))
+    base = tr.make_lists(rows, data, retrievers,
+                         tr.RankerTrainConfig(use_case=USE_CASE, lists="entity", extra_negatives=0))
     assert len(lists.y) == len(base.y) + 5 * base.n_lists
     assert lists.y.sum() == base.y.sum()  # only negatives added
     # no candidate twice in a list; added ones are neither logged for the entity nor already seen
@@ -143,6 +144,42 @@ def test_extra_negatives_come_from_retrieval_and_exclude_labelled(world):
         added = set(c.tolist()) - logged
         assert len(added) == 5
         assert not added & set(data.seen_of(e).tolist())
+
+
+def test_pool_lists_are_what_serving_reranks(world):
+    """Pool lists = the routed top-k of each entity (here: popularity, every entity is cold),
+    labelled by its positives; unretrieved positives are dropped, retrieved ones keep IPS weights."""
+    data, retrievers, rows = world
+    from startup_recs.serving.recommender import Recommender
+
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists="pool", retrieve_k=30, extra_negatives=0)
+    lists = tr.make_lists(rows, data, retrievers, cfg)
+    ents = list(lists.entity)
+    assert sorted(ents) == sorted(rows["entity_id"].unique())
+    top, _, _ = Recommender(data, retrievers, None, None).top_routed(ents, 30)
+    pos = rows[rows["label"] == 1]
+    for i, e in enumerate(ents):
+        a, b = lists.offsets[i], lists.offsets[i + 1]
+        want = top[i][top[i] >= 0]
+        assert sorted(lists.cand[a:b].tolist()) == sorted(want.tolist())
+        mine = pos[pos["entity_id"] == e]
+        in_pool = set(data.candidate_positions(mine["candidate_id"].tolist()).tolist()) & set(want.tolist())
+        got = {int(c) for c, y in zip(lists.cand[a:b], lists.y[a:b], strict=True) if y > 0}
+        assert got == in_pool
+        for c, w in zip(lists.cand[a:b], lists.w[a:b], strict=True):
+            if int(c) in got:
+                cid = data.candidate_ids[c]
+                assert w == pytest.approx(mine.loc[mine["candidate_id"] == cid, "weight"].max())
+    # negatives sampled for the loss after the features: the kept rows' features are unchanged
+    sampled = tr.make_lists(rows, data, retrievers,
+                            tr.RankerTrainConfig(use_case=USE_CASE, lists="pool", retrieve_k=30, extra_negatives=4))
+    assert sampled.y.sum() == lists.y.sum()
+    npos = np.add.reduceat(lists.y, lists.offsets[:-1])
+    assert np.all(np.diff(sampled.offsets) == np.minimum(np.diff(lists.offsets), npos + 4))
+    full = {(e, int(c)): x for e, c, x in zip(np.repeat(lists.entity, np.diff(lists.offsets)), lists.cand, lists.X,
+                                              strict=True)}
+    for e, c, x in zip(np.repeat(sampled.entity, np.diff(sampled.offsets)), sampled.cand, sampled.X, strict=True):
+        np.testing.assert_array_equal(x, full[(e, int(c))])
 
 
 def test_empty_validation_set_is_an_error(tmp_path, world):
