@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.retrievers import Retriever, register_retriever
@@ -19,6 +20,143 @@ from startup_recs.serving.retrievers import Retriever, register_retriever
 # Weight of the popularity prior relative to one fully matching feature. Small: it orders
 # candidates inside a tie of match scores, it does not override a better match.
 POPULARITY_PRIOR = 0.05
+# Match features summed into the score with weight 1, except these: raw counts and unbounded
+# ratios would swamp the [0, 1] flags and fractions (their normalised twins are in the sum).
+ZERO_WEIGHT_SUFFIXES = ("_overlap", "_log_ratio")
+# Entities scored per vectorised batch (memory: batch x n_c float64 per feature).
+BATCH = 32
+
+
+def default_weight(name: str) -> float:
+    return 0.0 if name.endswith(ZERO_WEIGHT_SUFFIXES) else 1.0
+
+
+class CandidateMatcher:
+    """All-candidate match features for a batch of entities, vectorised.
+
+    Equal to :func:`startup_recs.features.match_features` of each entity against all candidates
+    (tested column by column) but the candidate side is tokenised once, up front, and each term
+    becomes a sparse or broadcast product over ``[batch, n_c]``: one entity against 100k
+    candidates costs milliseconds instead of a tokenisation of every candidate per request. It
+    reuses the feature module's tokenisers and term table, so the definitions live there only;
+    a term it does not know (imported feature tables) makes :meth:`supported` false, and the
+    caller uses ``match_features`` per entity instead.
+    """
+
+    def __init__(self, use_case: str, entity_features: pd.DataFrame, candidate_features: pd.DataFrame) -> None:
+        from startup_recs import features as F
+        from startup_recs.usecases import get_use_case
+
+        self.F = F
+        self.uc = get_use_case(use_case)
+        self.n_c = len(candidate_features)
+        ent_cols, cand_cols = set(map(str, entity_features.columns)), set(map(str, candidate_features.columns))
+        s_cols, u_cols = (ent_cols, cand_cols) if self.uc.entity_is_startup else (cand_cols, ent_cols)
+        known = F.TERMS.get(self.uc.user_role, [])
+        self.terms = [t for t in known if t.needs_s in s_cols and t.needs_u in u_cols]
+        kinds = {F._overlap: "overlap", F._in_set: "in_set", F._same: "same", F._check_fit: "check"}
+        self.kinds = [kinds.get(t.compute) for t in self.terms]
+        self.supported = bool(self.terms) and all(self.kinds)
+        self.names = [n for t in self.terms for n in t.names]
+        self._cand: list[dict] = []
+        if self.supported:
+            for t, kind in zip(self.terms, self.kinds, strict=True):
+                self._cand.append(self._prepare(kind, candidate_features[self._cand_col(t)]))
+
+    def _ent_col(self, t) -> str:
+        return t.needs_s if self.uc.entity_is_startup else t.needs_u
+
+    def _cand_col(self, t) -> str:
+        return t.needs_u if self.uc.entity_is_startup else t.needs_s
+
+    def _list_matrix(self, col: pd.Series, vocab: pd.Index | None = None):
+        import scipy.sparse as sp
+
+        rows, toks = self.F._exploded(col)
+        if vocab is None:
+            vocab = pd.Index(pd.unique(toks)) if len(toks) else pd.Index([], dtype=object)
+        codes = vocab.get_indexer(toks) if len(vocab) else np.full(len(toks), -1)
+        ok = codes >= 0
+        m = sp.csr_matrix((np.ones(int(ok.sum()), np.float64), (rows[ok], codes[ok])),
+                          shape=(len(col), max(len(vocab), 1)))
+        return m, np.bincount(rows, minlength=len(col)).astype(np.float64), vocab
+
+    def _prepare(self, kind: str, col: pd.Series) -> dict:
+        F = self.F
+        startup_side = not self.uc.entity_is_startup  # the candidates are startups
+        if kind == "overlap" or (kind == "in_set" and not startup_side):
+            m, counts, vocab = self._list_matrix(col)
+            return {"m_t": m.T.tocsr(), "counts": counts, "vocab": vocab}
+        if kind in ("same", "in_set"):
+            mask, vals = F._strings(col)
+            vocab = pd.Index(pd.unique(vals))
+            return {"mask": mask, "codes": vocab.get_indexer(vals), "vocab": vocab}
+        return {"x": F._numeric(col, False)}
+
+    def features(self, ents: pd.DataFrame) -> np.ndarray:
+        """``float64 [b, n_c, k]`` match features of each entity row against every candidate."""
+        out = np.empty((len(ents), self.n_c, len(self.names)))
+        j = 0
+        for t, kind, c in zip(self.terms, self.kinds, self._cand, strict=True):
+            for arr in self._term(kind, ents[self._ent_col(t)], c):
+                out[:, :, j] = arr
+                j += 1
+        return out
+
+    def scores(self, ents: pd.DataFrame, weights: np.ndarray) -> np.ndarray:
+        """``sum_k w_k * feature_k``: ``float32 [b, n_c]`` without materialising all features."""
+        acc = np.zeros((len(ents), self.n_c))
+        j = 0
+        for t, kind, c in zip(self.terms, self.kinds, self._cand, strict=True):
+            for arr in self._term(kind, ents[self._ent_col(t)], c):
+                if weights[j]:
+                    acc += weights[j] * arr
+                j += 1
+        return acc.astype(np.float32)
+
+    def _term(self, kind: str, col: pd.Series, c: dict) -> list[np.ndarray]:
+        F = self.F
+        b = len(col)
+        ent_is_startup = self.uc.entity_is_startup
+        if kind == "overlap":
+            m, counts_e, _ = self._list_matrix(col, c["vocab"])
+            ov = np.asarray((m @ c["m_t"]).todense(), dtype=np.float64) if len(c["vocab"]) else np.zeros((b, self.n_c))
+            ce, cc = counts_e[:, None], c["counts"][None, :]
+            na, nb = (ce, cc) if ent_is_startup else (cc, ce)
+            na, nb = np.broadcast_to(na, ov.shape), np.broadcast_to(nb, ov.shape)
+            union = na + nb - ov
+            jac = np.divide(ov, union, out=np.zeros_like(ov), where=union > 0)
+            cov = np.divide(ov, na, out=np.zeros_like(ov), where=na > 0)
+            return [ov, jac, cov]
+        if kind == "in_set" and ent_is_startup:  # entity value in each candidate's list
+            mask, vals = F._strings(col)
+            codes = c["vocab"].get_indexer(vals) if len(c["vocab"]) else np.full(b, -1)
+            out = np.zeros((b, self.n_c))
+            ok = mask & (codes >= 0)
+            if ok.any():
+                out[ok] = c["m_t"][codes[ok]].toarray()
+            return [out]
+        if kind == "in_set":  # each candidate's value in the entity's list
+            m, _, _ = self._list_matrix(col, c["vocab"])
+            dense = m.toarray()
+            out = np.zeros((b, self.n_c))
+            ok = c["mask"] & (c["codes"] >= 0)
+            out[:, ok] = dense[:, c["codes"][ok]]
+            return [out]
+        if kind == "same":
+            mask, vals = F._strings(col)
+            codes = c["vocab"].get_indexer(vals)
+            eq = (codes[:, None] == c["codes"][None, :]) & (codes[:, None] >= 0)
+            return [(eq & mask[:, None] & c["mask"][None, :]).astype(np.float64)]
+        xe = F._numeric(col, False)[:, None]
+        xc = c["x"][None, :]
+        f, ch = (xe, xc) if ent_is_startup else (xc, xe)
+        f, ch = np.broadcast_to(f, (b, self.n_c)), np.broadcast_to(ch, (b, self.n_c))
+        ok = (f > 0) & (ch > 0)
+        ratio = np.divide(ch, f, out=np.zeros((b, self.n_c)), where=ok)
+        logr = np.log(np.where(ok, ratio, 1.0))
+        fit = ok & (ratio >= F.CHECK_FIT[0]) & (ratio <= F.CHECK_FIT[1])
+        return [np.where(ok, logr, 0.0), fit.astype(np.float64)]
 
 
 class ContentRetriever(Retriever):
@@ -33,6 +171,10 @@ class ContentRetriever(Retriever):
         pop = np.log1p(np.maximum(data.popularity, 0)).astype(np.float32)
         self._prior = (pop / pop.max()).astype(np.float32) if pop.size and pop.max() > 0 else pop
         self.popularity_prior = float(popularity_prior)
+        self._matcher: CandidateMatcher | None = None
+        if data.has_features:
+            m = CandidateMatcher(data.use_case, data.entity_features, data.candidate_features)
+            self._matcher = m if m.supported else None
 
     def knows(self, entity_id: str) -> bool:
         return True
@@ -51,18 +193,30 @@ class ContentRetriever(Retriever):
         feats, names = match_features(self.data.use_case, self.data.entity_row(entity_id), cands)
         return np.nan_to_num(np.asarray(feats, dtype=np.float32)), list(names)
 
+    def _w(self, names: list[str]) -> np.ndarray:
+        return np.asarray([self.weights.get(n, default_weight(n)) for n in names], dtype=np.float32)
+
     def _combine(self, feats: np.ndarray, names: list[str], prior: np.ndarray) -> np.ndarray:
-        w = np.asarray([self.weights.get(n, 1.0) for n in names], dtype=np.float32)
-        return feats @ w + self.popularity_prior * prior
+        return feats @ self._w(names) + self.popularity_prior * prior
 
     def score(self, entity_ids: Sequence[str]) -> np.ndarray:
         out = np.empty((len(entity_ids), self.data.n_candidates), dtype=np.float32)
-        for r, e in enumerate(entity_ids):
-            if self.uses_features(e):
-                feats, names = self.match_matrix(e)
-                out[r] = self._combine(feats, names, self._prior)
-            else:
-                out[r] = self._prior
+        out[:] = self.popularity_prior * self._prior if self.data.has_features else self._prior
+        rows = [r for r, e in enumerate(entity_ids) if self.uses_features(e)]
+        if not self.data.has_features:
+            return out
+        no_feat = [r for r in range(len(entity_ids)) if r not in set(rows)]
+        out[no_feat] = self._prior  # no profile: popularity alone
+        if self._matcher is not None:
+            w = self._w(self._matcher.names)
+            for lo in range(0, len(rows), BATCH):
+                chunk = rows[lo:lo + BATCH]
+                ents = self.data.entity_features.loc[[entity_ids[r] for r in chunk]]
+                out[chunk] += self._matcher.scores(ents, w)
+            return out
+        for r in rows:
+            feats, names = self.match_matrix(entity_ids[r])
+            out[r] = self._combine(feats, names, self._prior)
         return out
 
     def score_at(self, entity_id: str, cand_idx: np.ndarray) -> np.ndarray:
