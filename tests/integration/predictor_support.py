@@ -31,10 +31,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_models_dir(snapshot: str, use_case: str, work: Path, *, two_tower: bool = True) -> Path:
+def build_models_dir(snapshot: str, use_case: str, work: Path, *, two_tower: bool = True,
+                     ranker: bool = False) -> Path:
     """A servable models folder, as the pipeline lays it out: final ALS (+ two-tower) fitted on
     events before the test split, ``serving/`` data of the same window, ``routing.json`` (warm ->
-    ALS, so the three segments take three different routes). Tiny settings: seconds, not minutes."""
+    ALS, so the three segments take three different routes). Tiny settings: seconds, not minutes.
+
+    ``ranker``: add E3's RankerMLP (saved with ``models.ranker.save``) over this data's feature
+    columns, with its initial weights: training it needs the stage-1 pipeline, and the predictor's
+    re-ranking path only needs a valid ranker, not a good one."""
     sfx = get_use_case(use_case).suffix
     ds, models = work / "als_ds", work / "models"
     models.mkdir(parents=True)
@@ -53,7 +58,19 @@ def build_models_dir(snapshot: str, use_case: str, work: Path, *, two_tower: boo
                      "--output-dir", str(models)]) == 0
     snap = load_snapshot(snapshot)
     split = TimeSplit.resolve(snap.events(use_case)["ts"])
-    ServingData.from_snapshot(snap, use_case, until=split.split_at).save(str(models / "serving"))
+    data = ServingData.from_snapshot(snap, use_case, until=split.split_at)
+    data.save(str(models / "serving"))
+    if ranker:
+        import torch
+
+        from startup_recs.models.ranker import RankerConfig, RankerMLP, save
+        from startup_recs.ranking_features import feature_names
+
+        torch.manual_seed(0)
+        names = feature_names(data)
+        cfg = RankerConfig(use_case=use_case, features=names, hidden=[16], mean=[0.0] * len(names),
+                           std=[1.0] * len(names))
+        save(RankerMLP(len(names), cfg.hidden, 0.0, cfg.mean, cfg.std), cfg, str(models))
     (models / "routing.json").write_text(json.dumps({"warm": "als", "chosen_on": "validation", "val_ndcg@10": {}}))
     return models
 

@@ -30,7 +30,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_snapshot: str) -> dict:
     root = tmp_path_factory.mktemp("predictor")
     out: dict = {"root": root, "models_root": root / "published", "snapshot": tiny_snapshot}
     for uc in (SD, SI):
-        out[uc] = build_models_dir(tiny_snapshot, uc, root / f"work-{uc}", two_tower=(uc == SD))
+        out[uc] = build_models_dir(tiny_snapshot, uc, root / f"work-{uc}", two_tower=(uc == SD), ranker=(uc == SD))
         publish(out[uc], str(out["models_root"]), uc)
     return out
 
@@ -84,6 +84,7 @@ def test_legacy_routes_answer_with_routes_versions_and_reasons(client, truth):
         assert body["method_used"] == route and body["segment"] == seg
         assert body["interaction_count"] == int(truth["counts"].get(sid, 0))
         assert body["model_version"] == "v1" and body["use_case"] == SD and body["entity_id"] == sid
+        assert body["reranked"] is True  # top 200 of the route, re-ordered by the ranker
         cands = body["candidates"]
         assert len(cands) == 10 == body["total"]  # default limit
         assert [c["rank"] for c in cands] == list(range(1, 11))
@@ -95,6 +96,7 @@ def test_legacy_routes_answer_with_routes_versions_and_reasons(client, truth):
     assert any(c["match_reasons"] for c in cold["candidates"]), "content route must say which features matched"
     inv = client.get(LEGACY[SI] + truth["pick"]["hot"], params={"limit": 3})
     assert inv.status_code == 200 and inv.json()["use_case"] == SI and len(inv.json()["candidates"]) == 3
+    assert inv.json()["reranked"] is False  # the investor bundle has no ranker
 
 
 def test_limit_is_honoured_up_to_100_without_silent_cap(client, truth):
