@@ -111,7 +111,7 @@ SIZES: dict[str, SizeSpec] = {
     # 10 users per startup (tiny/small: 5) and sharper shortlists (more candidates to choose
     # from) convert more per session: lower rates keep events per startup comparable
     "demo": SizeSpec(5_000, 50_000, (3.2, 2.1), 0.55, 2.8, 0.35, 0.18, (200, 50)),
-    "bench": SizeSpec(50_000, 500_000, (4.5, 3.0), 0.8, 4.0, 0.5, 0.25, (100, 0),
+    "bench": SizeSpec(50_000, 500_000, (6.0, 4.0), 1.05, 5.2, 0.65, 0.33, (100, 0),
                       shortlist_k=100, scan=0.25),
 }
 
