@@ -140,18 +140,15 @@ class Recommender:
         return [self.recommend(e, limit) for e in entity_ids]
 
     def _candidates(self, entity_id: str, cand: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
-        from startup_recs.features import match_reasons
+        from startup_recs.features import match_reasons_batch
 
         ent = self.data.entity_row(entity_id)
         feats = self.data.candidate_features
-        out = []
-        for rank, (c, s) in enumerate(zip(cand.tolist(), scores.tolist(), strict=True), start=1):
-            reasons: list[str] = []
-            if ent is not None and feats is not None:
-                reasons = match_reasons(self.use_case, ent, feats.iloc[c])
-            out.append({"id": str(self.data.candidate_ids[c]), "score": float(s), "rank": rank,
-                        "match_reasons": reasons})
-        return out
+        reasons: list[list[str]] = [[] for _ in range(len(cand))]
+        if ent is not None and feats is not None and len(cand):
+            reasons = match_reasons_batch(self.use_case, ent, feats.iloc[cand])  # one vectorised pass
+        return [{"id": str(self.data.candidate_ids[c]), "score": float(s), "rank": rank, "match_reasons": r}
+                for rank, (c, s, r) in enumerate(zip(cand.tolist(), scores.tolist(), reasons, strict=True), start=1)]
 
     # --- batch scoring for evaluation -----------------------------------------------------------
     def routes(self, entity_ids: Sequence[str]) -> list[tuple[str, str]]:
