@@ -439,19 +439,18 @@ def _split_at(rows: pd.DataFrame, data_uri: str) -> pd.Timestamp:
 def val_positive_events(snapshot: str | None, use_case: str, val_start: pd.Timestamp,
                         split_at: pd.Timestamp) -> pd.DataFrame | None:
     """``entity_id, candidate_id`` of the use case's positive events in ``[val_start, split_at)``
-    (every event when the log has none of the positive kinds: an id-only import), or ``None``
-    without a snapshot. These are *labels* of the window the ranker learns from, never features."""
+    (:func:`startup_recs.snapshot.positive_events`, the ranker dataset's and the evaluation's
+    definition), or ``None`` without a snapshot. These are *labels* of the window the ranker learns from, never features."""
     if not snapshot:
         log.info("ranker: no snapshot recorded; learning from the dataset's positives only")
         return None
-    from startup_recs.snapshot import load_snapshot
+    from startup_recs.snapshot import load_snapshot, positive_events
 
-    ev = load_snapshot(snapshot).events(use_case)
+    snap = load_snapshot(snapshot)
+    ev = snap.events(use_case)
     ts = pd.to_datetime(ev["ts"], utc=True)
-    kinds = [k for k in get_use_case(use_case).positive_events if k in set(ev["event"].astype(str))]
-    mask = (ts >= val_start) & (ts < split_at)
-    if kinds:
-        mask &= ev["event"].astype(str).isin(kinds)
+    kinds = positive_events(use_case, ev["event"].astype(str).unique(), snap.source == "events")
+    mask = (ts >= val_start) & (ts < split_at) & ev["event"].astype(str).isin(kinds)
     out = ev.loc[mask, ["entity_id", "candidate_id"]].astype(str).drop_duplicates()
     log.info("ranker: %d validation-window positive pairs from %s", len(out), snapshot)
     return out
