@@ -1,4 +1,4 @@
-"""End to end on the tiny synthetic marketplace: datasets -> ALS (+ two-tower) stage 1 and final
+"""End to end on the tiny synthetic marketplace: datasets -> ALS + two-tower stage 1 and final
 -> evaluate with the warm route chosen on validation -> metrics.json, report, plots; the models
 folder then serves through Recommender.load. Real CLI, real files, no mocks."""
 
@@ -35,6 +35,11 @@ def evaluated(tiny_snapshot: str, tiny_oracle: str, tmp_path_factory: pytest.Tem
              "--user-mapping", str(ds / "als_reverse_user_mapping.json"),
              "--item-mapping", str(ds / "als_reverse_item_mapping.json"),
              "--use-case", UC, *ALS_FLAGS, "--output-dir", str(root / models))
+    tt = root / "tt" / "two_tower_reverse.parquet"
+    _run("dataset", "two-tower", "--snapshot", tiny_snapshot, "--use-case", UC, "--output", str(tt))
+    for window, models in (("train", "stage1"), ("trainval", "models")):
+        _run("train", "two-tower", "--data", str(tt), "--use-case", UC, "--epochs", "2", "--embedding-dim", "32",
+             "--fit-on", window, "--output-dir", str(root / models), "--no-progress", "--seed", "0")
     out = root / "eval"
     _run("evaluate", "--snapshot", tiny_snapshot, "--models", str(root / "models"), "--val-models",
          str(root / "stage1"), "--use-case", UC, "--out", str(out), "--oracle", tiny_oracle, "--k", "10,20")
@@ -44,7 +49,7 @@ def evaluated(tiny_snapshot: str, tiny_oracle: str, tmp_path_factory: pytest.Tem
 def test_metrics_shape(evaluated):
     m = evaluated["metrics"]
     assert m["k"] == [10, 20] and m["use_case"] == UC and m["split_at"]
-    assert {"popularity", "als", "content", "routed", "oracle"} <= set(m["models"])
+    assert {"popularity", "als", "two_tower", "content", "routed", "oracle"} <= set(m["models"])
     for name, by_seg in m["models"].items():
         assert set(by_seg) == {"all", "cold", "warm", "hot"}, name
         allm = by_seg["all"]
@@ -52,13 +57,17 @@ def test_metrics_shape(evaluated):
             assert key in allm, (name, key)
         assert 0.0 <= allm["ndcg@10"] <= 1.0 and allm["users"] == m["n_test_entities"]
         assert sum(by_seg[s]["users"] for s in ("cold", "warm", "hot")) == allm["users"]
-    assert m["routing"]["chosen_on"] == "validation" and m["routing"]["warm"] == "als"
+    assert m["routing"]["chosen_on"] == "validation" and m["routing"]["warm"] in ("als", "two_tower")
+    assert set(m["routing"]["val_ndcg@10"]) == {"als", "two_tower", "content", "popularity"}
+    vals = m["routing"]["val_ndcg@10"]
+    assert vals[m["routing"]["warm"]] == max(vals["als"], vals["two_tower"])
     assert "validation" in m and m["validation"]["split_at"] == m["split_at"]
     out = evaluated["out"]
     assert (out / "report.md").read_text().count("| routed |") >= 2
     assert (out / "ndcg_at_10.png").stat().st_size > 1000
-    assert (out / "training_curves.png").exists()  # ALS loss history from its config
-    assert json.loads((evaluated["root"] / "models" / "routing.json").read_text())["warm"] == "als"
+    assert (out / "training_curves.png").exists()  # ALS / two-tower loss histories
+    routing = json.loads((evaluated["root"] / "models" / "routing.json").read_text())
+    assert routing["warm"] == m["routing"]["warm"]
 
 
 def test_oracle_is_the_ceiling_and_cold_routes_to_content(evaluated):
@@ -67,7 +76,8 @@ def test_oracle_is_the_ceiling_and_cold_routes_to_content(evaluated):
     assert oracle > max(v["all"]["ndcg@10"] for n, v in models.items() if n != "oracle")
     # routed: cold goes to content, so it equals content there
     assert models["routed"]["cold"]["ndcg@10"] == pytest.approx(models["content"]["cold"]["ndcg@10"])
-    assert all(r.startswith(("cold:content", "warm:als", "hot:als")) for r in evaluated["metrics"]["routes"])
+    warm = evaluated["metrics"]["routing"]["warm"]
+    assert set(evaluated["metrics"]["routes"]) <= {"cold:content", f"warm:{warm}", "hot:two_tower"}
 
 
 def test_no_test_event_leaks_into_training_or_serving(evaluated, tiny_snapshot):
@@ -100,7 +110,7 @@ def test_models_folder_serves(evaluated):
     data = rec.data
     hot = max(data.entity_counts, key=data.entity_counts.get)
     a = rec.recommend(hot, limit=15)
-    assert a["method_used"] == "hot:als" and len(a["candidates"]) == 15
+    assert a["method_used"] == "hot:two_tower" and len(a["candidates"]) == 15
     seen = {str(data.candidate_ids[c]) for c in data.seen_of(hot)}
     assert not seen & {c["id"] for c in a["candidates"]}
     with pytest.raises(UnknownEntityError):
