@@ -105,7 +105,7 @@ class CandidateMatcher:
 
     def scores(self, ents: pd.DataFrame, weights: np.ndarray) -> np.ndarray:
         """``sum_k w_k * feature_k``: ``float32 [b, n_c]`` without materialising all features."""
-        acc = np.zeros((len(ents), self.n_c))
+        acc = np.zeros((len(ents), self.n_c), np.float32)
         j = 0
         for t, kind, c in zip(self.terms, self.kinds, self._cand, strict=True):
             for arr in self._term(kind, ents[self._ent_col(t)], c):
@@ -120,8 +120,8 @@ class CandidateMatcher:
         ent_is_startup = self.uc.entity_is_startup
         if kind == "overlap":
             m, counts_e, _ = self._list_matrix(col, c["vocab"])
-            ov = np.asarray((m @ c["m_t"]).todense(), dtype=np.float64) if len(c["vocab"]) else np.zeros((b, self.n_c))
-            ce, cc = counts_e[:, None], c["counts"][None, :]
+            ov = (m @ c["m_t"]).toarray().astype(np.float32) if len(c["vocab"]) else np.zeros((b, self.n_c), np.float32)
+            ce, cc = counts_e[:, None].astype(np.float32), c["counts"][None, :].astype(np.float32)
             na, nb = (ce, cc) if ent_is_startup else (cc, ce)
             na, nb = np.broadcast_to(na, ov.shape), np.broadcast_to(nb, ov.shape)
             union = na + nb - ov
@@ -147,7 +147,7 @@ class CandidateMatcher:
             mask, vals = F._strings(col)
             codes = c["vocab"].get_indexer(vals)
             eq = (codes[:, None] == c["codes"][None, :]) & (codes[:, None] >= 0)
-            return [(eq & mask[:, None] & c["mask"][None, :]).astype(np.float64)]
+            return [(eq & mask[:, None] & c["mask"][None, :]).astype(np.float32)]
         xe = F._numeric(col, False)[:, None]
         xc = c["x"][None, :]
         f, ch = (xe, xc) if ent_is_startup else (xc, xe)
@@ -181,7 +181,8 @@ class ContentRetriever(Retriever):
 
     def uses_features(self, entity_id: str) -> bool:
         """True when the entity's score comes from feature matches (not the popularity fallback)."""
-        return self.data.candidate_features is not None and self.data.entity_row(entity_id) is not None
+        ef = self.data.entity_features
+        return self.data.candidate_features is not None and ef is not None and entity_id in ef.index
 
     def match_matrix(self, entity_id: str, cand_idx: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
         """Match features of the entity against candidates (all, or ``cand_idx``): ``[m, k]``."""
@@ -202,10 +203,11 @@ class ContentRetriever(Retriever):
     def score(self, entity_ids: Sequence[str]) -> np.ndarray:
         out = np.empty((len(entity_ids), self.data.n_candidates), dtype=np.float32)
         out[:] = self.popularity_prior * self._prior if self.data.has_features else self._prior
-        rows = [r for r, e in enumerate(entity_ids) if self.uses_features(e)]
         if not self.data.has_features:
             return out
-        no_feat = [r for r in range(len(entity_ids)) if r not in set(rows)]
+        rows = [r for r, e in enumerate(entity_ids) if self.uses_features(e)]
+        with_feat = set(rows)
+        no_feat = [r for r in range(len(entity_ids)) if r not in with_feat]
         out[no_feat] = self._prior  # no profile: popularity alone
         if self._matcher is not None:
             w = self._w(self._matcher.names)
