@@ -65,7 +65,7 @@ def run_direct(db: str, work: Path, use_cases: list[str], p: dict[str, Any]) -> 
                                   seed=p["seed"], params_dir=str(d / "tune_tt"))
             steps.train_als(str(d / f"ds_als_{window}"), uc, str(d / f"als_{window}"), params_dir=str(d / "tune_als"))
             steps.train_item2item(str(d / f"ds_als_{window}"), uc, str(d / f"i2i_{window}"),
-                                  params_dir=str(d / "tune_i2i"))
+                                  memory_gb=p["i2i_memory_gb"], params_dir=str(d / "tune_i2i"))
         steps.train_ranker(str(d / "ds_rk"), str(d / "tt_train"), str(d / "als_train"), snap, uc,
                            str(d / "stage1"), epochs=p["ranker_epochs"], batch_size=p["ranker_batch_size"],
                            lr=p["ranker_lr"], item2item_dir=str(d / "i2i_train"), **split)

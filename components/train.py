@@ -30,11 +30,13 @@ def train_als(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], u
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def train_item2item(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], use_case: str,
-                    model: dsl.Output[dsl.Model]):
-    """Item-to-item retriever (EASE / item-kNN) on the ALS dataset's matrix of one fit window."""
+                    model: dsl.Output[dsl.Model], memory_gb: float = 4.0):
+    """Item-to-item retriever (EASE where its n x n solve fits ``memory_gb``, else item-kNN) on the
+    ALS dataset's matrix of one fit window."""
     from startup_recs import steps
 
-    model.metadata.update(steps.train_item2item(dataset.path, use_case, model.path, params_dir=tuned.path))
+    model.metadata.update(steps.train_item2item(dataset.path, use_case, model.path, memory_gb=memory_gb,
+                                                params_dir=tuned.path))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -140,6 +140,7 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
         i2i_method: str = "auto",
         i2i_lam: float = 200.0,
         i2i_neighbours: int = 100,
+        i2i_memory_gb: float = 4.0,
         tune_two_tower_trials: int = 0,
         tune_als_trials: int = 8,
         tune_item2item_trials: int = 4,
@@ -200,7 +201,8 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
                     dataset=ds_als[window].outputs["dataset"], tuned=tuned["als"], use_case=uc),
                     opts, f"train-als-{stage}")
                 i2i[window] = _cpu_step(c.train_item2item(
-                    dataset=ds_als[window].outputs["dataset"], tuned=tuned["item2item"], use_case=uc),
+                    dataset=ds_als[window].outputs["dataset"], tuned=tuned["item2item"], use_case=uc,
+                    memory_gb=i2i_memory_gb),
                     opts, f"train-item2item-{stage}")
 
             rk = _cpu_step(c.train_ranker(

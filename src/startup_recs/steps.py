@@ -368,9 +368,10 @@ def train_als(dataset_dir: str, use_case: str, out_dir: str, *, factors: int = 1
 
 @_step("train-item2item")
 def train_item2item(dataset_dir: str, use_case: str, out_dir: str, *, method: str = "auto", lam: float = 200.0,
-                    neighbours: int = 100, params_dir: str | None = None) -> dict[str, Any]:
-    """Item-to-item retriever (EASE, or item-kNN past EASE's memory limit) on the ALS dataset's
-    matrix of one fit window; ``params_dir`` as for :func:`train_als`."""
+                    neighbours: int = 100, memory_gb: float = 4.0, params_dir: str | None = None
+                    ) -> dict[str, Any]:
+    """Item-to-item retriever (EASE, or item-kNN past EASE's memory limit, set by ``memory_gb``)
+    on the ALS dataset's matrix of one fit window; ``params_dir`` as for :func:`train_als`."""
     from startup_recs.datasets.als import als_names
     from startup_recs.train import item2item
 
@@ -384,7 +385,8 @@ def train_item2item(dataset_dir: str, use_case: str, out_dir: str, *, method: st
         kwargs["method"] = "auto"
     log.info("item2item %s: %s", use_case, kwargs)
     info = item2item.train_item2item(str(d / names["matrix"]), str(d / names["user_mapping"]),
-                                     str(d / names["item_mapping"]), uc.name, str(out), **kwargs) or {}
+                                     str(d / names["item_mapping"]), uc.name, str(out),
+                                     memory_budget=int(memory_gb * 1024**3), **kwargs) or {}
     return _provenance(None, use_case, model_version=dir_digest(out), **info)
 
 
