@@ -448,11 +448,12 @@ def val_positive_events(snapshot: str | None, use_case: str, val_start: pd.Times
     """``entity_id, candidate_id`` of the use case's positive events in ``[val_start, split_at)``
     (:func:`startup_recs.snapshot.positive_events`, the ranker dataset's and the evaluation's
     definition), or ``None`` without a snapshot. These are *labels* of the window the ranker learns from, never features."""
-    if not snapshot:
-        log.info("ranker: no snapshot recorded; learning from the dataset's positives only")
-        return None
     from startup_recs.snapshot import load_snapshot, positive_events
 
+    if not snapshot or not storage.exists(snapshot):
+        log.warning("ranker: snapshot %r not reachable; learning from the dataset's positives only "
+                    "(pass --snapshot)", snapshot)
+        return None
     snap = load_snapshot(snapshot)
     ev = snap.events(use_case)
     ts = pd.to_datetime(ev["ts"], utc=True)
