@@ -309,7 +309,13 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
     data = ServingData.from_events(events, uc.name, split.split_at,
                                    entity_features=snap.entity_features(uc.name),
                                    candidate_features=snap.candidate_features(uc.name))
-    if save_serving and not storage.is_s3(models):
+    # load (and so check use case / dimensions of) every model before writing anything beside them
+    retrievers = load_retrievers(models, data)
+    reranker = load_reranker(models, uc.name)
+    if not any(n not in NON_COLLABORATIVE for n in retrievers):
+        log.warning("%s holds no learned retriever for %s: only content and popularity are scored", models, uc.name)
+    oracle_df = read_oracle(oracle, uc.name) if oracle else None
+    if save_serving:
         data.save(storage.join(models, "serving"))
 
     validation: dict[str, Any] | None = None
@@ -325,9 +331,6 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
     t = target_window(events, data, split.split_at, None)
     if not t.entity_ids:
         raise DataError(f"empty test set: no positive event at or after {split.split_at.isoformat()}")
-    retrievers = load_retrievers(models, data)
-    reranker = load_reranker(models, uc.name)
-    oracle_df = read_oracle(oracle, uc.name) if oracle else None
     scored, seconds, routes = score_models(data, retrievers, t, ks, routing=routing, reranker=reranker,
                                            oracle=oracle_df, batch=batch)
     metrics: dict[str, Any] = {

@@ -160,3 +160,13 @@ def test_id_only_imported_log_trains_and_als_beats_popularity(tmp_path):
     assert als > 2 * pop and als > 0.1, (als, pop)
     assert m["content"]["all"]["ndcg@10"] == pytest.approx(pop)  # no features: popularity
     assert "oracle" not in m and "two_tower" not in m
+
+
+def test_models_of_another_use_case_are_refused_before_anything_is_written(evaluated, tiny_snapshot, capsys):
+    serving = evaluated["root"] / "models" / "serving" / "serving_data.json"
+    before = serving.read_bytes()
+    rc = main(["evaluate", "--snapshot", tiny_snapshot, "--models", str(evaluated["root"] / "models"),
+               "--use-case", "startup_investor", "--out", str(evaluated["root"] / "bad")])
+    assert rc == 2
+    assert "trained for use case 'startup_developer'" in capsys.readouterr().err
+    assert serving.read_bytes() == before
