@@ -13,7 +13,7 @@ import torch
 
 from startup_recs.cli import main
 from startup_recs.models.two_tower import TwoTowerModel
-from startup_recs.train.two_tower import TwoTowerConfig, evaluate_saved, fit, train
+from startup_recs.train.two_tower import TwoTowerConfig, best_epoch_of, evaluate_saved, fit, train
 from tests.unit.two_tower_data import make_dataset
 
 torch.set_num_threads(1)
@@ -55,6 +55,7 @@ def test_writes_every_artifact(trained: tuple[Path, dict], data: Path) -> None:
         assert (out / config["files"][key]).is_file(), key
     assert config["use_case"] == UC and config["hyperparameters"]["embedding_dim"] == 32
     assert 1 <= config["best_epoch"] <= config["epochs_run"] <= 20
+    assert best_epoch_of(str(out), UC) == config["best_epoch"]  # the final refit's --epochs
     cand = np.load(out / f"{STEM}_candidate_embeddings.npy", allow_pickle=False)
     cand_ids = json.loads((out / f"{STEM}_candidate_ids.json").read_text())
     sidecar = pd.read_parquet(str(data).replace(".parquet", "_candidates.parquet"))

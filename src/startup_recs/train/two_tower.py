@@ -420,6 +420,18 @@ def _peek_use_case(data_uri: str) -> str:
     return uc
 
 
+def best_epoch_of(models_dir: str, use_case: str) -> int:
+    """The stage-1 run's best epoch (its config's ``best_epoch``): the ``--epochs`` of the final
+    ``--fit-on trainval`` refit, so the final model trains as long as validation said was best."""
+    uri = storage.join(models_dir, artifact_names(use_case)["config"])
+    if not storage.exists(uri):
+        raise ConfigError(f"no two-tower config for {use_case} in {models_dir}")
+    epoch = int(storage.read_json(uri).get("best_epoch") or 0)
+    if epoch < 1:
+        raise DataError(f"{uri} records no best epoch")
+    return epoch
+
+
 # ------------------------------------------------------------------------------- evaluation
 def evaluate_saved(model_uri: str, config_uri: str, data_uri: str, ks: tuple[int, ...] = (10, 20, 50),
                    device: str = "cpu") -> dict[str, dict[str, float]]:
