@@ -333,7 +333,7 @@ def fit(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = Fals
             break
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + d.rank)  # id dropout, hard negatives
         task.train()
-        total, n_seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+        total, n_seen, t0, c0 = torch.zeros((), device=device), 0, time.perf_counter(), time.process_time()
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{cfg.epochs}", disable=not (d.main and cfg.progress),
                    leave=False, mininterval=1.0, unit="batch")
         for i, (ent, cand, c_rows, w, hard, valid) in enumerate(batches.epoch(epoch)):
@@ -348,11 +348,11 @@ def fit(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = Fals
             if i % 25 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{n_seen / (time.perf_counter() - t0):,.0f}")
         bar.close()
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         epoch_loss = _all_mean(total / max(len(batches), 1), d)
         if not math.isfinite(epoch_loss):
             raise ModelFitError(f"two-tower loss became {epoch_loss} at epoch {epoch}; lower --lr or check the weights")
-        row: dict[str, Any] = {"epoch": epoch, "loss": epoch_loss, "seconds": seconds,
+        row: dict[str, Any] = {"epoch": epoch, "loss": epoch_loss, "seconds": seconds, "cpu_seconds": cpu_seconds,
                                "samples_per_s": n_seen * d.world / max(seconds, 1e-9)}
         if do_val:
             metrics = validate(model, data, cfg, device, "val") if d.main else {f"recall@{cfg.val_k}": 0.0}
@@ -491,7 +491,11 @@ def cli_train(args: argparse.Namespace) -> int:
         result = evaluate_saved(args.model, args.config, args.data, device=args.device)
         print(format_table(result))
         return 0
-    config = train(config_from_args(args), args.data, args.output_dir, resume=args.resume)
+    try:
+        config = train(config_from_args(args), args.data, args.output_dir, resume=args.resume)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     if config:
         print(json.dumps({"model": config["name"], "use_case": config["use_case"], "best_epoch": config["best_epoch"],
                           f"val_recall@{config['hyperparameters']['val_k']}": config["best_val"],
