@@ -23,7 +23,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -37,7 +36,8 @@ from startup_recs import __version__, storage
 from startup_recs.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
 from startup_recs.models.two_tower import SideTensors, TwoTowerModel, dumps_encoder, embed_all, load_encoder
 from startup_recs.train.two_tower_data import FIT_SPLITS, TwoTowerData, load_dataset
-from startup_recs.train.two_tower_eval import build_queries, embedding_scorer, popularity_scorer, rank_metrics
+from startup_recs.train.two_tower_dist import Dist, all_mean, broadcast, init_distributed, resolve_device
+from startup_recs.train.two_tower_eval import evaluate_saved, format_table, validate
 from startup_recs.train.two_tower_loss import RetrievalTask
 from startup_recs.usecases import get_use_case
 
@@ -96,62 +96,6 @@ def artifact_names(use_case: str) -> dict[str, str]:
     }
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available; ``cuda`` without CUDA is a one-line ConfigError."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: CUDA is not available on this machine (use --device cpu or auto)")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return torch.device(name)
-
-
-# ------------------------------------------------------------------------------- distributed
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Dist:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size())
-
-
-def _broadcast(value: float, d: Dist, device: torch.device) -> float:
-    if d.world == 1:
-        return value
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.broadcast(t, src=0)
-    return float(t.item())
-
-
-def _all_mean(value: torch.Tensor, d: Dist) -> float:
-    if d.world > 1:
-        import torch.distributed as dist
-
-        value = value.clone()
-        dist.all_reduce(value)
-        value = value / d.world
-    return float(value.item())
-
-
 # ------------------------------------------------------------------------------- the loop
 class Batches:
     """Shuffled batches of the fit-window positives (+ sampled hard negatives) on ``device``."""
@@ -204,23 +148,6 @@ class Batches:
             e_rows, c_rows = self.ent_rows[idx], self.cand_rows[idx]
             hard, valid = self.hard(e_rows, c_rows)
             yield (self.entities.take(e_rows), self.candidates.take(c_rows), c_rows, self.weights[idx], hard, valid)
-
-
-def validate(model: TwoTowerModel, data: TwoTowerData, cfg: TwoTowerConfig, device: torch.device,
-             split: str = "val", ks: tuple[int, ...] | None = None) -> dict[str, float]:
-    """Full-ranking metrics of ``model`` on ``split`` (exclude the entity's earlier positives)."""
-    p = data.pairs
-    before = {"val": ("train",), "test": ("train", "val")}[split]
-    queries = build_queries(p["entity_row"].to_numpy(), p["candidate_row"].to_numpy(), p["label"].to_numpy(),
-                            p["split"].to_numpy(), before, split)
-    if not len(queries):
-        raise DataError(f"the {split} split has no new positive pairs to evaluate on")
-    ks = ks or (cfg.val_k,)
-    ent = torch.from_numpy(embed_all(model, "entity", data.entities.take(torch.from_numpy(queries.entity_rows)),
-                                     device=device))
-    cand = torch.from_numpy(embed_all(model, "candidate", data.candidates, device=device))
-    local = type(queries)(np.arange(len(queries)), queries.exclude, queries.relevant)
-    return rank_metrics(embedding_scorer(ent, cand, local), queries, len(data.candidate_ids), ks)
 
 
 def _save_torch(obj: Any, uri: str) -> None:
@@ -349,14 +276,14 @@ def fit(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = Fals
                 bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{n_seen / (time.perf_counter() - t0):,.0f}")
         bar.close()
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-        epoch_loss = _all_mean(total / max(len(batches), 1), d)
+        epoch_loss = all_mean(total / max(len(batches), 1), d)
         if not math.isfinite(epoch_loss):
             raise ModelFitError(f"two-tower loss became {epoch_loss} at epoch {epoch}; lower --lr or check the weights")
         row: dict[str, Any] = {"epoch": epoch, "loss": epoch_loss, "seconds": seconds, "cpu_seconds": cpu_seconds,
                                "samples_per_s": n_seen * d.world / max(seconds, 1e-9)}
         if do_val:
-            metrics = validate(model, data, cfg, device, "val") if d.main else {f"recall@{cfg.val_k}": 0.0}
-            val = _broadcast(metrics[f"recall@{cfg.val_k}"], d, device)
+            metrics = validate(model, data, device, "val", (cfg.val_k,)) if d.main else {f"recall@{cfg.val_k}": 0.0}
+            val = broadcast(metrics[f"recall@{cfg.val_k}"], d, device)
             row.update({k: v for k, v in metrics.items() if k != "users"})
             improved = val > state["best_val"] + 1e-6
         else:
@@ -430,50 +357,6 @@ def best_epoch_of(models_dir: str, use_case: str) -> int:
     if epoch < 1:
         raise DataError(f"{uri} records no best epoch")
     return epoch
-
-
-# ------------------------------------------------------------------------------- evaluation
-def evaluate_saved(model_uri: str, config_uri: str, data_uri: str, ks: tuple[int, ...] = (10, 20, 50),
-                   device: str = "cpu") -> dict[str, dict[str, float]]:
-    """Recall@K / NDCG@K of a saved model on the test split, beside popularity."""
-    if not storage.exists(config_uri):
-        raise ConfigError(f"--config not found: {config_uri}")
-    if not storage.exists(model_uri):
-        raise ConfigError(f"--model not found: {model_uri}")
-    config = storage.read_json(config_uri)
-    if config.get("kind", "two_tower") != "two_tower" or "model" not in config:
-        raise ModelMismatchError(f"{config_uri} is not a two-tower config")
-    enc_uri = storage.join(config_uri.rsplit("/", 1)[0] if "/" in config_uri else ".", config["files"]["encoder"])
-    encoder = load_encoder(storage.read_json(enc_uri))
-    data = load_dataset(data_uri, "trainval", encoder=encoder, use_case=config["use_case"])
-    if data.use_case != config["use_case"]:
-        raise ModelMismatchError(f"model {config['name']} is for {config['use_case']}, the data {data_uri} for {data.use_case}")
-    model = TwoTowerModel.from_config(config)
-    for side, spec in (("entity", data.entity_spec), ("candidate", data.candidate_spec)):
-        want = model.entity_tower.spec if side == "entity" else model.candidate_tower.spec
-        if spec != want:
-            raise ModelMismatchError(f"feature dimension mismatch: the {side} features of {data_uri} do not match the model")
-    model.load_weights(storage.read_bytes(model_uri))
-    dev = resolve_device(device)
-    model.to(dev)
-    cfg = TwoTowerConfig(**{f.name: config["hyperparameters"][f.name] for f in fields(TwoTowerConfig)
-                            if f.name in config.get("hyperparameters", {})})
-    result = {"two_tower": validate(model, data, cfg, dev, "test", ks)}
-    p = data.pairs
-    fit = p[(p["label"] > 0) & p["split"].isin(("train", "val"))]
-    pop = torch.from_numpy(np.bincount(fit["candidate_row"].to_numpy(), minlength=len(data.candidate_ids)).astype(np.float32))
-    queries = build_queries(p["entity_row"].to_numpy(), p["candidate_row"].to_numpy(), p["label"].to_numpy(),
-                            p["split"].to_numpy(), ("train", "val"), "test")
-    result["popularity"] = rank_metrics(popularity_scorer(pop), queries, len(data.candidate_ids), ks)
-    return result
-
-
-def format_table(result: dict[str, dict[str, float]]) -> str:
-    keys = [k for k in next(iter(result.values())) if k != "users"]
-    lines = ["| model | " + " | ".join(keys) + " | users |", "|---" * (len(keys) + 2) + "|"]
-    for name, m in result.items():
-        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + f" | {int(m['users'])} |")
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------- CLI

@@ -1,4 +1,6 @@
-"""Full-ranking Recall@K / NDCG@K for the two-tower trainer (early stopping, ``--evaluate``).
+"""Full-ranking Recall@K / NDCG@K for the two-tower trainer: :func:`validate` (early stopping on
+the val split) and :func:`evaluate_saved` (``recs train two-tower --evaluate``: a saved model on
+the test split, beside popularity).
 
 Protocol (the same as the offline evaluation): the queries are entities with positives in the
 evaluated window; relevant = those candidates, minus any the entity already had in the fit
@@ -15,8 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from startup_recs.errors import DataError
+from startup_recs import storage
+from startup_recs.errors import ConfigError, DataError, ModelMismatchError
 from startup_recs.evaluate import metrics_from_hits
+from startup_recs.models.two_tower import TwoTowerModel, embed_all, load_encoder
+from startup_recs.train.two_tower_data import TwoTowerData, load_dataset
+from startup_recs.train.two_tower_dist import resolve_device
 
 
 @dataclass
@@ -94,3 +100,61 @@ def popularity_scorer(popularity: torch.Tensor) -> Callable[[np.ndarray], torch.
         return popularity.float()[None, :].expand(len(q), -1)
 
     return score
+
+
+def validate(model: TwoTowerModel, data: TwoTowerData, device: torch.device | str = "cpu",
+             split: str = "val", ks: Sequence[int] = (20,)) -> dict[str, float]:
+    """Full-ranking metrics of ``model`` on ``split`` (exclude the entity's earlier positives)."""
+    p = data.pairs
+    before = {"val": ("train",), "test": ("train", "val")}[split]
+    queries = build_queries(p["entity_row"].to_numpy(), p["candidate_row"].to_numpy(), p["label"].to_numpy(),
+                            p["split"].to_numpy(), before, split)
+    if not len(queries):
+        raise DataError(f"the {split} split has no new positive pairs to evaluate on")
+    ent = torch.from_numpy(embed_all(model, "entity", data.entities.take(torch.from_numpy(queries.entity_rows)),
+                                     device=device))
+    cand = torch.from_numpy(embed_all(model, "candidate", data.candidates, device=device))
+    local = type(queries)(np.arange(len(queries)), queries.exclude, queries.relevant)
+    return rank_metrics(embedding_scorer(ent, cand, local), queries, len(data.candidate_ids), ks)
+
+
+# ------------------------------------------------------------------------------- saved models
+def evaluate_saved(model_uri: str, config_uri: str, data_uri: str, ks: tuple[int, ...] = (10, 20, 50),
+                   device: str = "cpu") -> dict[str, dict[str, float]]:
+    """Recall@K / NDCG@K of a saved model on the test split, beside popularity."""
+    if not storage.exists(config_uri):
+        raise ConfigError(f"--config not found: {config_uri}")
+    if not storage.exists(model_uri):
+        raise ConfigError(f"--model not found: {model_uri}")
+    config = storage.read_json(config_uri)
+    if config.get("kind", "two_tower") != "two_tower" or "model" not in config:
+        raise ModelMismatchError(f"{config_uri} is not a two-tower config")
+    enc_uri = storage.join(config_uri.rsplit("/", 1)[0] if "/" in config_uri else ".", config["files"]["encoder"])
+    encoder = load_encoder(storage.read_json(enc_uri))
+    data = load_dataset(data_uri, "trainval", encoder=encoder, use_case=config["use_case"])
+    if data.use_case != config["use_case"]:
+        raise ModelMismatchError(f"model {config['name']} is for {config['use_case']}, the data {data_uri} for {data.use_case}")
+    model = TwoTowerModel.from_config(config)
+    for side, spec in (("entity", data.entity_spec), ("candidate", data.candidate_spec)):
+        want = model.entity_tower.spec if side == "entity" else model.candidate_tower.spec
+        if spec != want:
+            raise ModelMismatchError(f"feature dimension mismatch: the {side} features of {data_uri} do not match the model")
+    model.load_weights(storage.read_bytes(model_uri))
+    dev = resolve_device(device)
+    model.to(dev)
+    result = {"two_tower": validate(model, data, dev, "test", ks)}
+    p = data.pairs
+    fit = p[(p["label"] > 0) & p["split"].isin(("train", "val"))]
+    pop = torch.from_numpy(np.bincount(fit["candidate_row"].to_numpy(), minlength=len(data.candidate_ids)).astype(np.float32))
+    queries = build_queries(p["entity_row"].to_numpy(), p["candidate_row"].to_numpy(), p["label"].to_numpy(),
+                            p["split"].to_numpy(), ("train", "val"), "test")
+    result["popularity"] = rank_metrics(popularity_scorer(pop), queries, len(data.candidate_ids), ks)
+    return result
+
+
+def format_table(result: dict[str, dict[str, float]]) -> str:
+    keys = [k for k in next(iter(result.values())) if k != "users"]
+    lines = ["| model | " + " | ".join(keys) + " | users |", "|---" * (len(keys) + 2) + "|"]
+    for name, m in result.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + f" | {int(m['users'])} |")
+    return "\n".join(lines)
