@@ -674,16 +674,15 @@ def load_stage1(retrievers_dir: str, use_case: str, *, serving_data: str | None 
     )
 
 
-def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir: str, *,
-          serving_data: str | None = None, snapshot: str | None = None) -> dict[str, Any]:
-    """The whole step: read the dataset, build stage-1 features, fit, write the three artifacts.
-
-    Returns the config JSON written (with ``train`` metrics and history).
-    """
+def training_lists(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, *,
+                   serving_data: str | None = None, snapshot: str | None = None) -> tuple[ListData, dict[str, Any]]:
+    """Everything before the fit (shared by :func:`train` and the tuner): read the dataset's
+    validation rows, load and leak-check the stage-1 serving data and retrievers, and build the
+    lists. Returns ``(lists, provenance)``."""
     from startup_recs.serving.retrievers import load_retrievers
+    from startup_recs.serving.router import Routing
 
-    table = storage.read_table(data_uri)
-    rows = table.to_pandas()
+    rows = storage.read_table(data_uri).to_pandas()
     missing = [c for c in REQUIRED_COLUMNS if c not in rows.columns]
     if missing:
         raise DataError(f"{data_uri}: not a ranker dataset (missing column(s) {missing})")
@@ -701,19 +700,27 @@ def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir
     extra = None
     if cfg.positives == "both":
         extra = val_positive_events(snapshot, cfg.use_case, val_start, _split_at(rows, data_uri))
-    from startup_recs.serving.router import Routing
-
     lists = make_lists(val, data, retrievers, cfg, extra, Routing.load(retrievers_dir))
+    info = {"data": data_uri, "retrievers_dir": retrievers_dir, "retrievers_used": used,
+            "val_start": pd.Timestamp(val_start).isoformat(),
+            "features_fit_until": data.until.isoformat() if data.until is not None else None}
+    return lists, info
+
+
+def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir: str, *,
+          serving_data: str | None = None, snapshot: str | None = None) -> dict[str, Any]:
+    """The whole step: read the dataset, build stage-1 features, fit, write the three artifacts.
+
+    Returns the config JSON written (with ``train`` metrics and history).
+    """
+    lists, info = training_lists(cfg, data_uri, retrievers_dir, serving_data=serving_data, snapshot=snapshot)
     result = fit(lists, cfg)
     rcfg = RankerConfig(
         use_case=cfg.use_case, features=lists.names, hidden=list(cfg.hidden),
         mean=result.model.mean.tolist(), std=result.model.std.tolist(), dropout=cfg.dropout,
         weights="best",
         train={**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-               "data": data_uri, "retrievers_dir": retrievers_dir, "retrievers_used": used,
-               "val_start": pd.Timestamp(val_start).isoformat(),
-               "features_fit_until": data.until.isoformat() if data.until is not None else None,
-               "metrics": result.metrics, "history": result.history},
+               **info, "metrics": result.metrics, "history": result.history},
     )
     uris = save(result.model, rcfg, output_dir, best_state=result.best_state)
     log.info("ranker written: %s (holdout ndcg@10 %s, baselines %s)", uris["config"],
