@@ -236,18 +236,14 @@ class _TwoTowerObjective:
 
 
 class _RankerObjective:
-    """Builds the ranker's lists once from the stage-1 retrievers, then fits per trial."""
+    """Builds the ranker's lists once from the stage-1 retrievers, exactly as its trainer does
+    (:func:`startup_recs.train.ranker.training_lists`), then fits per trial."""
 
     def __init__(self, task: ValidationTask, data_uri: str, retrievers_dir: str) -> None:
-        from startup_recs.serving.retrievers import load_retrievers
-        from startup_recs.train.ranker import RankerTrainConfig, make_lists
+        from startup_recs.train.ranker import RankerTrainConfig, training_lists
 
-        rows = storage.read_table(data_uri).to_pandas()
-        val = rows[rows["split"] == "val"]
-        if val.empty:
-            raise DataError(f"{data_uri}: no validation rows for the ranker")
         self.base = RankerTrainConfig(use_case=task.use_case)
-        self.lists = make_lists(val, task.data, load_retrievers(retrievers_dir, task.data), self.base)
+        self.lists, _ = training_lists(self.base, data_uri, retrievers_dir, snapshot=task.snapshot)
 
     def __call__(self, task: ValidationTask, params: dict[str, Any], trial: Any = None) -> dict[str, dict[str, float]]:
         from dataclasses import replace
