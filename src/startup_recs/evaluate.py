@@ -252,13 +252,21 @@ def score_models(data: ServingData, retrievers: dict[str, Retriever], t: Target,
     return models, seconds, {str(k): int(v) for k, v in routes.items()}
 
 
+MIN_SEGMENT_ENTITIES = 10  # fewer validation entities in a segment: keep its default chain head
+
+
 def choose_routing(events: pd.DataFrame, snap: Any, use_case: str, split: Any, val_models: str,
                    ks: Sequence[int], batch: int = 256) -> tuple[Routing, dict[str, Any]]:
-    """Pick the warm retriever on the validation window with the stage-1 models.
+    """Pick each segment's retriever on the validation window with the stage-1 models.
 
-    Candidates: every loaded retriever except content/popularity (two-tower, ALS, item2item...).
-    Scored on validation entities of the warm segment (all validation entities if none is warm).
-    Returns the routing and the validation metrics of every model (for ``metrics["validation"]``).
+    For every segment (cold, warm, hot) the retriever with the best validation NDCG@10 on that
+    segment's validation entities heads its chain; candidates are every loaded retriever except
+    popularity (two-tower, ALS, item2item, content). A segment with fewer than
+    :data:`MIN_SEGMENT_ENTITIES` validation entities keeps its default head. (The legacy routing
+    fixed content for cold and two-tower for hot; on data where, say, content beats the
+    collaborative models for warm entities, the validation choice follows the data. The
+    test window is never consulted.) Returns the routing and the validation metrics of every
+    model (for ``metrics["validation"]``).
     """
     data = ServingData.from_events(events, use_case, split.val_start,
                                    entity_features=snap.entity_features(use_case),
@@ -268,25 +276,48 @@ def choose_routing(events: pd.DataFrame, snap: Any, use_case: str, split: Any, v
         raise DataError(f"empty validation set: no positive event in [{split.val_start.isoformat()}, "
                         f"{split.split_at.isoformat()}) for a candidate not seen before")
     retrievers = load_retrievers(val_models, data)
-    learned = [n for n in retrievers if n not in NON_COLLABORATIVE]
-    seg = "warm" if (t.segments == "warm").any() else "all"
-    val_ndcg: dict[str, float] = {}
-    for name in [*learned, *NON_COLLABORATIVE]:
-        if name in retrievers:
-            m = summarize_target(retriever_top(retrievers[name], data, t.entity_ids, max(ks), batch), t,
-                                 data.n_candidates, ks)
-            val_ndcg[name] = m[seg].get(CHOICE_METRIC, 0.0)
-    if learned:
-        warm = max(learned, key=lambda n: (val_ndcg.get(n, 0.0), n == "two_tower"))
-        routing = Routing(warm=warm, chosen_on="validation", val_ndcg=val_ndcg)
-    else:
-        routing = Routing(chosen_on="default", val_ndcg=val_ndcg)
+    candidates = [n for n in retrievers if n != "popularity"]
+    per_model = {n: summarize_target(retriever_top(retrievers[n], data, t.entity_ids, max(ks), batch), t,
+                                     data.n_candidates, ks) for n in candidates}
+    by_segment: dict[str, dict[str, float]] = {}
+    chosen: dict[str, str | None] = {}
+    for seg in ("cold", "warm", "hot"):
+        n_seg = int((t.segments == seg).sum())
+        by_segment[seg] = {n: float(per_model[n].get(seg, {}).get(CHOICE_METRIC, 0.0)) for n in candidates}
+        if n_seg < MIN_SEGMENT_ENTITIES or not candidates:
+            chosen[seg] = None
+            continue
+        # ties go to the legacy preference: two-tower, then ALS, then the rest
+        pref = {"two_tower": 2, "als": 1}
+        chosen[seg] = max(candidates, key=lambda n, s=seg: (by_segment[s][n], pref.get(n, 0)))
+    warm_default = next((n for n in ("two_tower", "als") if n in retrievers), "two_tower")
+    routing = Routing(warm=chosen["warm"] or warm_default,
+                      chosen_on="validation" if any(chosen.values()) else "default",
+                      val_ndcg=by_segment["warm"], cold=chosen["cold"], hot=chosen["hot"])
+    routing.val_by_segment = by_segment
     models, _, routes = score_models(data, retrievers, t, ks, routing=routing, batch=batch)
     validation = {"val_start": split.val_start.isoformat(), "split_at": split.split_at.isoformat(),
-                  "segment_used": seg, "models": models, "routes": routes}
-    log.info("warm route chosen on validation (%s segment, %s): %s (%s)", seg, CHOICE_METRIC, routing.warm,
-             ", ".join(f"{k}={v:.4f}" for k, v in val_ndcg.items()))
+                  "chosen": {k: v for k, v in chosen.items()}, "val_ndcg@10_by_segment": by_segment,
+                  "segment_entities": {seg: int((t.segments == seg).sum()) for seg in ("cold", "warm", "hot")},
+                  "models": models, "routes": routes}
+    log.info("routes chosen on validation (%s): cold=%s warm=%s hot=%s", CHOICE_METRIC, routing.chain("cold")[0],
+             routing.chain("warm")[0], routing.chain("hot")[0])
     return routing, validation
+
+
+def route_on_validation(snapshot: str, use_case: str, val_models: str, *, split_at: Any = None,
+                        test_days: float = 14.0, val_days: float = 14.0, k: Sequence[int] = DEFAULT_K) -> Routing:
+    """:func:`choose_routing` from a snapshot path; saves ``routing.json`` into ``val_models``
+    (so the ranker trains on the same routed pools that serving will re-rank)."""
+    from startup_recs.snapshot import load_snapshot
+    from startup_recs.split import TimeSplit
+
+    snap = load_snapshot(snapshot)
+    events = snap.events(use_case)
+    split = TimeSplit.resolve(events["ts"], split_at, test_days, val_days)
+    routing, _ = choose_routing(events, snap, use_case, split, val_models, sorted({int(x) for x in k}))
+    routing.save(val_models)
+    return routing
 
 
 def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models: str | None = None,

@@ -70,10 +70,13 @@ def render_markdown(metrics: dict[str, Any], plots: list[str] | None = None) -> 
              f"{metrics.get('n_test_entities')} test entities, {metrics.get('n_candidates')} candidates, "
              "full ranking minus already-seen candidates. Segments by training interactions: "
              "cold < 5, warm 5-19, hot 20+.", "",
-             f"Warm route: **{metrics.get('routing', {}).get('warm')}** (chosen on "
-             f"{metrics.get('routing', {}).get('chosen_on')}; validation NDCG@10: "
-             + ", ".join(f"{k} {v:.4f}" for k, v in (metrics.get('routing', {}).get('val_ndcg@10') or {}).items())
-             + "). Routes taken on test: "
+             "Routes (chosen on " + str(metrics.get('routing', {}).get('chosen_on')) + "): "
+             + ", ".join(f"{seg} → **{_route_head(metrics, seg)}**" for seg in ("cold", "warm", "hot"))
+             + "; validation NDCG@10 by segment: "
+             + "; ".join(f"{seg} " + ", ".join(f"{k} {v:.4f}" for k, v in vals.items())
+                         for seg, vals in (metrics.get('routing', {}).get('val_ndcg@10_by_segment') or
+                                           {"warm": metrics.get('routing', {}).get('val_ndcg@10') or {}}).items())
+             + ". Routes taken on test: "
              + ", ".join(f"{k} {v}" for k, v in sorted((metrics.get('routes') or {}).items())) + ".", "",
              f"## NDCG@{k0} by model and segment", "", headline_table(metrics), ""]
     pop = {s: _get(metrics, "popularity", s, f"ndcg@{k0}") for s in SEGMENTS}
@@ -198,3 +201,10 @@ def write_report(metrics: dict[str, Any], out: str, *, models_dir: str | None = 
         storage.write_bytes(storage.join(out, name), data)
     storage.write_bytes(storage.join(out, "report.md"), render_markdown(metrics, sorted(pngs)).encode())
     return [*sorted(pngs), "report.md"]
+
+
+def _route_head(metrics: dict, segment: str) -> str:
+    """The retriever heading ``segment``'s chain in the evaluated routing."""
+    from startup_recs.serving.router import Routing
+
+    return Routing.from_dict(metrics.get("routing") or {}).chain(segment)[0]

@@ -44,6 +44,7 @@ class Routing:
     val_ndcg: dict[str, float] = field(default_factory=dict)
     cold: str | None = None
     hot: str | None = None
+    val_by_segment: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def chain(self, segment: str) -> list[str]:
         """Retriever names to try for ``segment``, best first (no duplicates)."""
@@ -59,6 +60,8 @@ class Routing:
         for seg in ("cold", "hot"):
             if getattr(self, seg):
                 d[seg] = getattr(self, seg)
+        if self.val_by_segment:
+            d["val_ndcg@10_by_segment"] = self.val_by_segment
         return d
 
     @classmethod
@@ -66,7 +69,8 @@ class Routing:
         if not isinstance(d, Mapping) or not isinstance(d.get("warm", "two_tower"), str):
             raise ConfigError("routing.json: expected an object with a string 'warm'")
         return cls(warm=d.get("warm", "two_tower"), chosen_on=d.get("chosen_on", "default"),
-                   val_ndcg=dict(d.get("val_ndcg@10", {})), cold=d.get("cold"), hot=d.get("hot"))
+                   val_ndcg=dict(d.get("val_ndcg@10", {})), cold=d.get("cold"), hot=d.get("hot"),
+                   val_by_segment=dict(d.get("val_ndcg@10_by_segment", {})))
 
     @classmethod
     def load(cls, models_dir: str) -> Routing:

@@ -674,13 +674,37 @@ def load_stage1(retrievers_dir: str, use_case: str, *, serving_data: str | None 
     )
 
 
+def _validation_routing(retrievers_dir: str, use_case: str, snapshot: str | None, val_start: pd.Timestamp,
+                        split_at: pd.Timestamp) -> Any:
+    """The routing serving will use: each segment's retriever chosen on validation with these
+    stage-1 models (``evaluate.choose_routing``, deterministic, so the evaluation picks the same),
+    so the ranker trains on the very pools it will re-rank. Falls back to ``routing.json`` in
+    ``retrievers_dir`` (or the defaults) without a readable snapshot."""
+    from startup_recs.serving.router import Routing
+
+    saved = Routing.load(retrievers_dir)
+    if saved.chosen_on == "validation" or not snapshot or not storage.exists(snapshot):
+        return saved
+    from startup_recs.evaluate import DEFAULT_K, choose_routing
+    from startup_recs.snapshot import load_snapshot
+    from startup_recs.split import TimeSplit
+
+    snap = load_snapshot(snapshot)
+    try:
+        routing, _ = choose_routing(snap.events(use_case), snap, use_case, TimeSplit(val_start, split_at),
+                                    retrievers_dir, list(DEFAULT_K))
+    except DataError as exc:
+        log.warning("ranker: routing not chosen on validation (%s); default chains", exc)
+        return saved
+    return routing
+
+
 def training_lists(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, *,
                    serving_data: str | None = None, snapshot: str | None = None) -> tuple[ListData, dict[str, Any]]:
     """Everything before the fit (shared by :func:`train` and the tuner): read the dataset's
     validation rows, load and leak-check the stage-1 serving data and retrievers, and build the
     lists. Returns ``(lists, provenance)``."""
     from startup_recs.serving.retrievers import load_retrievers
-    from startup_recs.serving.router import Routing
 
     rows = storage.read_table(data_uri).to_pandas()
     missing = [c for c in REQUIRED_COLUMNS if c not in rows.columns]
@@ -700,7 +724,8 @@ def training_lists(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, *
     extra = None
     if cfg.positives == "both":
         extra = val_positive_events(snapshot, cfg.use_case, val_start, _split_at(rows, data_uri))
-    lists = make_lists(val, data, retrievers, cfg, extra, Routing.load(retrievers_dir))
+    routing = _validation_routing(retrievers_dir, cfg.use_case, snapshot, val_start, _split_at(rows, data_uri))
+    lists = make_lists(val, data, retrievers, cfg, extra, routing)
     info = {"data": data_uri, "retrievers_dir": retrievers_dir, "retrievers_used": used,
             "val_start": pd.Timestamp(val_start).isoformat(),
             "features_fit_until": data.until.isoformat() if data.until is not None else None}
