@@ -173,7 +173,7 @@ def _config_json(cfg: TwoTowerConfig, model: TwoTowerModel, data: TwoTowerData, 
         "feature_spec": {"entity": model.entity_tower.spec.feature_signature(),
                          "candidate": model.candidate_tower.spec.feature_signature()},
         "files": names, "data": {"uri": str(data_uri), "fit_on": cfg.fit_on, "meta": data.meta},
-        "best_epoch": state["best_epoch"], "best_val": state["best_val"], "epochs_run": state["epoch"],
+        "best_epoch": state["best_epoch"], "best_val": state["best_val"] if cfg.fit_on == "train" else None, "epochs_run": state["epoch"],
         "stopped_early": state["stopped_early"], "world_size": d.world,
         "n_entities": len(data.entity_ids), "n_candidates": len(data.candidate_ids),
     }
