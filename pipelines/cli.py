@@ -171,8 +171,8 @@ def serve_published(models: Path, port: int, timeout: float = 120.0) -> int:
 
 
 # Demo budgets for a 2-core laptop (``make demo`` <= 10 min is the target, benchmarks/bench_pipeline.py
-# measures it): fewer two-tower/ranker epochs and a bigger two-tower batch than the legacy defaults,
+# measures it; two-tower fits were 60 % of a 15 min run at 5 epochs): 2 two-tower epochs, batch 1024,
 # small tuning budgets (ALS 4 trials, item-to-item 2, two-tower none), and item-to-item as BM25
 # item-kNN (a 1 GiB EASE budget: ~18k candidates would need a 9 GB, minutes-long dense solve).
-DEMO_PARAMS: dict[str, Any] = {"tt_epochs": 5, "tt_batch_size": 1024, "embedding_dim": 64, "ranker_epochs": 10,
+DEMO_PARAMS: dict[str, Any] = {"tt_epochs": 2, "tt_batch_size": 1024, "embedding_dim": 64, "ranker_epochs": 10,
                                "tune_als_trials": 4, "tune_item2item_trials": 2, "i2i_memory_gb": 1.0}
