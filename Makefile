@@ -24,13 +24,13 @@ $(VENV)/.installed: requirements/lock.txt pyproject.toml
 	@touch $@
 
 demo: venv
-	$(RECS) demo --workdir $(DEMO_DIR)
+	$(RECS) demo --workdir $(DEMO_DIR) $(DEMO_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check src components pipelines predictors tests benchmarks
 
 test: venv tools lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 unit: venv
 	$(PY) -m pytest -q tests/unit
