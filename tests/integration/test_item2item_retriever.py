@@ -59,3 +59,33 @@ def test_round_trip_through_a_bundle(trained, tmp_path: Path) -> None:
     ids = list(data.entity_counts)[:20]
     np.testing.assert_array_equal(a.score(ids), b.score(ids))
     assert storage.exists(str(local / "item2item_reverse_v1_config.json"))
+
+
+def test_served_by_the_predictor_as_a_route(trained, tmp_path: Path, tiny_snapshot: str) -> None:
+    """A bundle whose routing sends warm entities to item2item, served by a real ModelServer on
+    loopback: the legacy route answers with ``method_used == "warm:item2item"``."""
+    import httpx
+
+    from startup_recs.serving.router import Routing
+    from tests.integration.predictor_support import Server
+
+    models, data = trained
+    staged = tmp_path / "staged"
+    import shutil
+
+    shutil.copytree(models, staged)
+    data.save(str(staged / "serving"))
+    Routing(warm="item2item", chosen_on="validation").save(str(staged))
+    bundle.publish(staged, str(tmp_path / "pub"), "startup_developer", metrics={}, watermark=None)
+    warm = next(e for e, n in data.entity_counts.items() if 5 <= n < 20 and data.seen_of(e).size)
+    srv = Server.recs_serve([str(tmp_path / "pub")], tmp_path / "server.log", "--reload-interval", "0")
+    try:
+        srv.wait_ready("startup-developer")
+        r = httpx.get(f"{srv.url}/api/recommendations/developers/for-startup/{warm}", params={"limit": 5}, timeout=30)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["method_used"] == "warm:item2item" and len(body["candidates"]) == 5
+        seen = set(data.candidate_ids[data.seen_of(warm)])
+        assert not seen & {c["id"] for c in body["candidates"]}
+    finally:
+        srv.stop()
