@@ -90,7 +90,7 @@ def test_first_run_publishes_a_verified_bundle_to_s3(first, models_uri: str, tmp
     metrics = first.metrics[UC]
     assert manifest["data_watermark"] and manifest["data_watermark"][:4] == "2026"
     assert manifest["metrics"]["models"]["routed_ranked"]["all"]["ndcg@10"] == metrics["models"]["routed_ranked"]["all"]["ndcg@10"]
-    assert manifest["routing"]["warm"] in ("two_tower", "als", "item2item")
+    assert manifest["routing"]["warm"] in ("two_tower", "als", "item2item", "content")
     # the gate's rule held for what was published
     assert bundle.headline(metrics) > bundle.headline(metrics, "popularity")
     # metrics.json and report.md are left in the workdir
@@ -151,7 +151,11 @@ def test_bad_source_is_a_one_line_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="exactly one source"):
         pipeline_arguments(models_uri=str(tmp_path), use_cases=[UC])
+    db = tmp_path / "x.db"
+    with pytest.raises(ConfigError, match="database file .*x.db does not exist"):
+        pipeline_arguments(models_uri=str(tmp_path), use_cases=[UC], db_url=str(db))
+    db.write_bytes(b"")
     with pytest.raises(ConfigError, match="unknown use case 'startup_cat'"):
-        pipeline_arguments(models_uri=str(tmp_path), use_cases=["startup_cat"], db_url="x.db")
+        pipeline_arguments(models_uri=str(tmp_path), use_cases=["startup_cat"], db_url=str(db))
     with pytest.raises(ConfigError, match="unknown pipeline parameter 'epochs'"):
-        pipeline_arguments(models_uri=str(tmp_path), use_cases=[UC], db_url="x.db", params={"epochs": 3})
+        pipeline_arguments(models_uri=str(tmp_path), use_cases=[UC], db_url=str(db), params={"epochs": 3})
