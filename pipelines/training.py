@@ -150,6 +150,7 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
         ranker_lr: float = 0.001,
         eval_k: str = "10,20,50",
         gate_margin: float = 0.02,
+        oracle_uri: str = "",
     ) -> list[dsl.Artifact]:
         split = {"split_at": split_at, "test_days": test_days, "val_days": val_days}
         probe = _cpu_step(c.probe_source(db_url=db_url, events_uri=events_uri, time_col=time_col),
@@ -215,7 +216,7 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
                 snapshot=snapshot, two_tower=tt["trainval"].outputs["model"], als=als["trainval"].outputs["model"],
                 item2item=i2i["trainval"].outputs["model"], stage1=rk.outputs["model"],
                 tuned_two_tower=tuned["two_tower"], tuned_als=tuned["als"], tuned_item2item=tuned["item2item"],
-                use_case=uc, k=eval_k, **split), opts, "evaluate")
+                use_case=uc, k=eval_k, oracle_uri=oracle_uri, **split), opts, "evaluate")
 
             decision = _cpu_step(c.gate(evaluation=ev.outputs["evaluation"], models_uri=models_uri, use_case=uc,
                                         margin=gate_margin), opts, "gate", cache=False)

@@ -508,7 +508,8 @@ def _model_summary(info: dict[str, Any]) -> dict[str, Any]:
 def evaluate(snapshot: str, two_tower_dir: str, als_dir: str, stage1_dir: str, use_case: str, models_dir: str,
              eval_dir: str, *, report_md: str | None = None, report_html: str | None = None, k: str = "10,20,50",
              split_at: str = "", test_days: float = 14.0, val_days: float = 14.0,
-             item2item_dir: str | None = None, tuning_dirs: list[str] | None = None) -> dict[str, Any]:
+             item2item_dir: str | None = None, tuning_dirs: list[str] | None = None,
+             oracle_uri: str = "") -> dict[str, Any]:
     """Assemble the servable ``models_dir`` (final retrievers, the stage-1 ranker, serving data),
     score it on test (warm route chosen on validation with the stage-1 models), and render the
     report for the KFP UI. Returns ``{"headline": {name: float}, "metadata": {...}}``."""
@@ -524,6 +525,7 @@ def evaluate(snapshot: str, two_tower_dir: str, als_dir: str, stage1_dir: str, u
     out = _fresh_dir(eval_dir)
     metrics = ev.evaluate(snapshot=snapshot, models=str(models), use_case=use_case, out=str(out),
                           val_models=str(stage1_dir), k=[int(x) for x in str(k).split(",") if x.strip()],
+                          oracle=oracle_uri or None,
                           **_split_kwargs(split_at, test_days, val_days))
     if not isinstance(metrics, dict):
         metrics = storage.read_json(str(out / "metrics.json"))
