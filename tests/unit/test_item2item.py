@@ -24,7 +24,7 @@ def test_ease_matches_dense_reference() -> None:
 
 
 def test_memory_limit_is_computed_and_enforced() -> None:
-    assert ease_max_candidates(4 * 1024**3) == 18918
+    assert ease_max_candidates(4 * 1024**3) == 12385
     with pytest.raises(ModelFitError, match="over the"):
         Item2ItemModel.fit(_matrix(), Item2ItemConfig("startup_developer", method="ease", memory_budget=1000))
     auto = Item2ItemModel.fit(_matrix(), Item2ItemConfig("startup_developer", memory_budget=1000))
