@@ -268,9 +268,7 @@ def choose_routing(events: pd.DataFrame, snap: Any, use_case: str, split: Any, v
     test window is never consulted.) Returns the routing and the validation metrics of every
     model (for ``metrics["validation"]``).
     """
-    data = ServingData.from_events(events, use_case, split.val_start,
-                                   entity_features=snap.entity_features(use_case),
-                                   candidate_features=snap.candidate_features(use_case))
+    data = ServingData.from_snapshot(snap, use_case, split.val_start, events=events)
     t = target_window(events, data, split.val_start, split.split_at)
     if not t.entity_ids:
         raise DataError(f"empty validation set: no positive event in [{split.val_start.isoformat()}, "
@@ -305,21 +303,6 @@ def choose_routing(events: pd.DataFrame, snap: Any, use_case: str, split: Any, v
     return routing, validation
 
 
-def route_on_validation(snapshot: str, use_case: str, val_models: str, *, split_at: Any = None,
-                        test_days: float = 14.0, val_days: float = 14.0, k: Sequence[int] = DEFAULT_K) -> Routing:
-    """:func:`choose_routing` from a snapshot path; saves ``routing.json`` into ``val_models``
-    (so the ranker trains on the same routed pools that serving will re-rank)."""
-    from startup_recs.snapshot import load_snapshot
-    from startup_recs.split import TimeSplit
-
-    snap = load_snapshot(snapshot)
-    events = snap.events(use_case)
-    split = TimeSplit.resolve(events["ts"], split_at, test_days, val_days)
-    routing, _ = choose_routing(events, snap, use_case, split, val_models, sorted({int(x) for x in k}))
-    routing.save(val_models)
-    return routing
-
-
 def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models: str | None = None,
              k: Sequence[int] = DEFAULT_K, split_at: Any = None, test_days: float = 14.0,
              val_days: float = 14.0, oracle: str | None = None, batch: int = 256,
@@ -337,9 +320,7 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
     snap = load_snapshot(snapshot)
     events = snap.events(uc.name)
     split = TimeSplit.resolve(events["ts"], split_at, test_days, val_days)
-    data = ServingData.from_events(events, uc.name, split.split_at,
-                                   entity_features=snap.entity_features(uc.name),
-                                   candidate_features=snap.candidate_features(uc.name))
+    data = ServingData.from_snapshot(snap, uc.name, split.split_at, events=events)
     # load (and so check use case / dimensions of) every model before writing anything beside them
     retrievers = load_retrievers(models, data)
     reranker = load_reranker(models, uc.name)

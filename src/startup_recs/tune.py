@@ -111,9 +111,7 @@ class ValidationTask:
         snap = load_snapshot(snapshot)
         events = snap.events(uc.name)
         split = TimeSplit.resolve(events["ts"], split_at, test_days, val_days)
-        data = ServingData.from_events(events, uc.name, split.val_start,
-                                       entity_features=snap.entity_features(uc.name),
-                                       candidate_features=snap.candidate_features(uc.name))
+        data = ServingData.from_snapshot(snap, uc.name, split.val_start, events=events)
         target = target_window(events, data, split.val_start, split.split_at)
         if not target.entity_ids:
             raise DataError("empty validation set: no positive event in the validation window")
@@ -193,13 +191,13 @@ def objective_als(task: ValidationTask, params: dict[str, Any], trial: Any = Non
 
 
 def objective_item2item(task: ValidationTask, params: dict[str, Any], trial: Any = None) -> dict[str, dict[str, float]]:
-    from startup_recs.train.item2item import Item2ItemConfig, Item2ItemModel, ease_max_candidates
+    from startup_recs.train.item2item import Item2ItemConfig, Item2ItemModel
 
-    method = params["method"]
-    if method == "ease" and task.matrix.shape[1] > ease_max_candidates():
-        method = "bm25"
+    # "ease" means EASE where it fits: the model's own "auto" rule (BM25 kNN past the memory limit)
+    method = "auto" if params["method"] == "ease" else params["method"]
     model = Item2ItemModel.fit(task.matrix, Item2ItemConfig(task.use_case, method=method, lam=params["lam"],
                                                              neighbours=params["neighbours"]))
+    log.info("item2item trial ran %s", model.config.chosen)
 
     def fn(ids: list[str]) -> np.ndarray:
         rows = task.rows_of(ids)

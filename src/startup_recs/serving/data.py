@@ -200,14 +200,16 @@ class ServingData:
         )
 
     @classmethod
-    def from_snapshot(cls, snapshot: Any, use_case: str, until: Any = None) -> ServingData:
-        """Build from a snapshot (a URI or a loaded ``startup_recs.snapshot`` object)."""
+    def from_snapshot(cls, snapshot: Any, use_case: str, until: Any = None, *,
+                      events: pd.DataFrame | None = None) -> ServingData:
+        """Build from a snapshot (a URI or a loaded ``startup_recs.snapshot`` object); pass
+        ``events`` when the caller already holds ``snapshot.events(use_case)``."""
         if isinstance(snapshot, str):
             from startup_recs.snapshot import load_snapshot
 
             snapshot = load_snapshot(snapshot)
         return cls.from_events(
-            snapshot.events(use_case),
+            snapshot.events(use_case) if events is None else events,
             use_case,
             until,
             entity_features=snapshot.entity_features(use_case),
