@@ -51,7 +51,7 @@ clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
 
 # --- images, manifests, local clusters (docs/cluster.md) ------------------------------------------
-# Image names/tags come from startup_recs.images (the package version); the scripts ask it.
+# Image names/tags come from startup_recs.core.images (the package version); the scripts ask it.
 TOOLS_VENV ?= .venv-tools
 .PHONY: tools images push kind-up kind-demo kind-down minikube-up minikube-down manifests-check
 

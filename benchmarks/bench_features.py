@@ -15,9 +15,9 @@ import statistics
 import time
 from collections.abc import Callable
 
+from startup_recs.core.usecases import REVERSE_USE_CASES, get_use_case
+from startup_recs.data.snapshot import load_snapshot
 from startup_recs.features import PairEncoder, match_features, match_reasons_batch
-from startup_recs.snapshot import load_snapshot
-from startup_recs.usecases import REVERSE_USE_CASES, get_use_case
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:

@@ -4,7 +4,7 @@ Two runs on the same synthetic marketplace (default: ``demo`` size, both reverse
 
 - ``kfp.local``: ``recs pipeline run-local`` in a child process (caching off, so every step runs);
   each step is its own subprocess, as in a cluster each is its own pod;
-- ``direct``: the same ``startup_recs.steps`` functions called in one process, in DAG order.
+- ``direct``: the same ``startup_recs.pipeline.steps`` functions called in one process, in DAG order.
 
 Peak memory is the largest resident set of any single process of the run (``ru_maxrss`` of the
 waited-for process tree), i.e. what one pod/laptop process needed. Prints a table.
@@ -32,7 +32,7 @@ USE_CASES = ["startup_developer", "startup_investor"]
 def run_direct(db: str, work: Path, use_cases: list[str], p: dict[str, Any]) -> dict[str, float]:
     """Every pipeline step for ``use_cases`` in this process, in the DAG's order; returns the
     headline NDCG@10 per use case (to check it is the same computation)."""
-    from startup_recs import steps
+    from startup_recs.pipeline import steps
 
     split = {k: p[k] for k in ("split_at", "test_days", "val_days")}
     wm = steps.probe_source(db_url=db)
@@ -135,10 +135,11 @@ def main() -> int:
 
     work.mkdir(parents=True, exist_ok=True)
     from startup_recs import synth
+    from startup_recs.data import appdb
 
     t0 = time.perf_counter()
     tables = synth.generate(args.size, args.seed)
-    synth.write_db({k: v for k, v in tables.items() if k != "oracle"}, synth.db_url(db), replace=True)
+    appdb.write_db({k: v for k, v in tables.items() if k != "oracle"}, appdb.db_url(db), replace=True)
     synth_s = time.perf_counter() - t0
     events = sum(tables[t].num_rows for t in ("startup_interactions", "user_interactions") if t in tables)
     rows = []

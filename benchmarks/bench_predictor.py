@@ -45,13 +45,14 @@ SCENARIOS = {"demo": (5_000, 40_000), "100k": (20_000, 100_000)}
 def _tiny_features(work: Path):
     """Feature frames of the tiny synthetic marketplace (real column shapes and vocabularies)."""
     from startup_recs import synth
-    from startup_recs.extract import extract_db
-    from startup_recs.snapshot import load_snapshot
+    from startup_recs.data import appdb
+    from startup_recs.data.extract import extract_db
+    from startup_recs.data.snapshot import load_snapshot
 
     snap_dir = work / "tiny_snapshot"
     if not (snap_dir / "extract_stats.json").exists():
         tables = synth.generate("tiny", 0)
-        synth.write_db({k: v for k, v in tables.items() if k != "oracle"}, str(work / "tiny.db"))
+        appdb.write_db({k: v for k, v in tables.items() if k != "oracle"}, str(work / "tiny.db"))
         extract_db(str(work / "tiny.db"), str(snap_dir))
     snap = load_snapshot(str(snap_dir))
     return snap.entity_features(UC), snap.candidate_features(UC)
@@ -62,10 +63,10 @@ def build_bundle(work: Path, n_entities: int, n_candidates: int, *, dim: int = 6
     import numpy as np
     import pandas as pd
 
-    from startup_recs import bundle
+    from startup_recs.core import bundle
     from startup_recs.models.ranker import RankerConfig, RankerMLP, save
-    from startup_recs.ranking_features import feature_names
     from startup_recs.serving.data import ServingData
+    from startup_recs.serving.ranking_features import feature_names
 
     rng = np.random.default_rng(seed)
     ef0, cf0 = _tiny_features(work)

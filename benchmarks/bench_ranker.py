@@ -33,8 +33,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from startup_recs import ranking_features  # noqa: E402
 from startup_recs.models.ranker import RankerConfig, RankerMLP, save  # noqa: E402
+from startup_recs.serving import ranking_features  # noqa: E402
 from startup_recs.serving.data import ServingData  # noqa: E402
 from startup_recs.serving.rerank import Reranker  # noqa: E402
 from startup_recs.serving.retrievers import EmbeddingRetriever, load_retrievers  # noqa: E402
@@ -42,10 +42,11 @@ from startup_recs.serving.retrievers import EmbeddingRetriever, load_retrievers 
 
 def _tiny_world(tmp: Path, use_case: str):
     from startup_recs import synth
-    from startup_recs.extract import extract_db
+    from startup_recs.data import appdb
+    from startup_recs.data.extract import extract_db
 
     tables = synth.generate("tiny", 0)
-    synth.write_db({k: v for k, v in tables.items() if k != "oracle"}, str(tmp / "m.db"))
+    appdb.write_db({k: v for k, v in tables.items() if k != "oracle"}, str(tmp / "m.db"))
     extract_db(str(tmp / "m.db"), str(tmp / "snap"))
     data = ServingData.from_snapshot(str(tmp / "snap"), use_case)
     rng = np.random.default_rng(0)

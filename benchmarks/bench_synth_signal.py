@@ -26,8 +26,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from startup_recs import synth
-from startup_recs.config import DEFAULT_EVENT_WEIGHTS, segment_of
-from startup_recs.usecases import get_use_case
+from startup_recs.core.config import DEFAULT_EVENT_WEIGHTS, segment_of
+from startup_recs.core.usecases import get_use_case
 
 
 def ndcg_at(scores: np.ndarray, relevant: list[set[int]], k: int = 10) -> np.ndarray:

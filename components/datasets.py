@@ -10,7 +10,7 @@ def dataset_two_tower(snapshot: dsl.Input[dsl.Dataset], use_case: str, dataset: 
                       negative_samples: int = 5, min_interactions: int = 1, seed: int = 0,
                       split_at: str = "", test_days: float = 14.0, val_days: float = 14.0):
     """Pairs with hard negatives and a time-split column (Parquet) + vocabularies fitted on train."""
-    from startup_recs import steps
+    from startup_recs.pipeline import steps
 
     dataset.metadata.update(steps.dataset_two_tower(
         snapshot.path, use_case, dataset.path, negative_samples=negative_samples,
@@ -23,7 +23,7 @@ def dataset_als(snapshot: dsl.Input[dsl.Dataset], use_case: str, dataset: dsl.Ou
                 fit_window: str = "trainval", min_interactions: int = 1, split_at: str = "",
                 test_days: float = 14.0, val_days: float = 14.0):
     """Entity x candidate CSR matrix (.npz) of one fit window (train | trainval) + id mappings."""
-    from startup_recs import steps
+    from startup_recs.pipeline import steps
 
     dataset.metadata.update(steps.dataset_als(
         snapshot.path, use_case, dataset.path, fit_window=fit_window, min_interactions=min_interactions,
@@ -35,7 +35,7 @@ def dataset_ranker(snapshot: dsl.Input[dsl.Dataset], use_case: str, dataset: dsl
                    neg_ratio: float = 2.0, propensity_clip: float = 0.05, seed: int = 0, split_at: str = "",
                    test_days: float = 14.0, val_days: float = 14.0):
     """Session pairs with inverse-propensity weights (Parquet) + the position-bias curve."""
-    from startup_recs import steps
+    from startup_recs.pipeline import steps
 
     dataset.metadata.update(steps.dataset_ranker(
         snapshot.path, use_case, dataset.path, neg_ratio=neg_ratio, propensity_clip=propensity_clip,

@@ -16,7 +16,7 @@ def evaluate(snapshot: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model], 
     """``models``: the servable folder (final retrievers, ranker, routing.json, serving data);
     ``evaluation``: metrics.json, report.md (with the tuning trials), plots; ``metrics``/``report``/
     ``html`` for the KFP UI: "is this model better?" without a download."""
-    from startup_recs import steps
+    from startup_recs.pipeline import steps
 
     info = steps.evaluate(snapshot.path, two_tower.path, als.path, stage1.path, use_case, models.path,
                           evaluation.path, report_md=report.path, report_html=html.path, k=k, split_at=split_at,

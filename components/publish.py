@@ -9,7 +9,7 @@ from components.images import CPU_IMAGE
 def gate(evaluation: dsl.Input[dsl.Artifact], models_uri: str, use_case: str, margin: float = 0.02) -> str:
     """``"publish"`` when routed_ranked NDCG@10 beats popularity and is at most ``margin``
     (relative) below the published bundle's; ``"skip"`` otherwise (the reason is logged)."""
-    from startup_recs import steps
+    from startup_recs.pipeline import steps
 
     return steps.gate(evaluation.path, models_uri, use_case, margin=margin)
 
@@ -19,7 +19,7 @@ def publish(models: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact], s
             models_uri: str, use_case: str, bundle: dsl.Output[dsl.Artifact], margin: float = 0.02):
     """``<models_uri>/<use_case>/v<N>/`` + manifest.json, then ``latest`` -> vN (atomic). ``bundle``
     holds a copy of the manifest; its metadata names the published URI and version."""
-    from startup_recs import steps
+    from startup_recs.pipeline import steps
 
     bundle.metadata.update(steps.publish(models.path, evaluation.path, snapshot.path, models_uri, use_case,
                                          margin=margin, record=bundle.path))

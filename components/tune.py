@@ -14,7 +14,7 @@ def tune_als(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Output[d
              timeout_s: float = 0.0, seed: int = 0, split_at: str = "", test_days: float = 14.0,
              val_days: float = 14.0):
     """ALS: factors, regularization, alpha, iterations, confidence weighting."""
-    from startup_recs import steps
+    from startup_recs.pipeline import steps
 
     best.metadata.update(steps.tune(
         snapshot.path, use_case, "als", best.path, trials=trials, timeout_s=timeout_s, seed=seed,
@@ -29,7 +29,7 @@ def tune_item2item(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Ou
                    neighbours: int = 100, trials: int = 0, timeout_s: float = 0.0, seed: int = 0,
                    split_at: str = "", test_days: float = 14.0, val_days: float = 14.0):
     """Item-to-item: EASE's lambda or the item-kNN neighbourhood size."""
-    from startup_recs import steps
+    from startup_recs.pipeline import steps
 
     best.metadata.update(steps.tune(
         snapshot.path, use_case, "item2item", best.path, trials=trials, timeout_s=timeout_s, seed=seed,
@@ -43,7 +43,7 @@ def tune_two_tower(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Ou
                    temperature: float = 0.2, hard_negatives: int = 2, trials: int = 0, timeout_s: float = 0.0,
                    seed: int = 0, split_at: str = "", test_days: float = 14.0, val_days: float = 14.0):
     """Two-tower: embedding dim, learning rate, softmax temperature, hard negatives (early stopping)."""
-    from startup_recs import steps
+    from startup_recs.pipeline import steps
 
     best.metadata.update(steps.tune(
         snapshot.path, use_case, "two-tower", best.path, trials=trials, timeout_s=timeout_s, seed=seed,

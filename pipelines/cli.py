@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from startup_recs.errors import ConfigError
-from startup_recs.usecases import REVERSE_USE_CASES
+from startup_recs.core.errors import ConfigError
+from startup_recs.core.usecases import REVERSE_USE_CASES
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ def cli_demo(args: argparse.Namespace) -> int:
     """Synthetic marketplace -> the pipeline for both reverse use cases -> published bundles."""
     from pipelines.local import pipeline_arguments, run_local
     from pipelines.submit import parse_params
-    from startup_recs import storage, synth
+    from startup_recs import synth
+    from startup_recs.core import storage
+    from startup_recs.data import appdb
 
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -91,7 +93,7 @@ def cli_demo(args: argparse.Namespace) -> int:
     if args.fresh or not db.exists():
         print(f"[1/3] synthetic marketplace ({args.size}, seed {args.seed}) -> {db}", flush=True)
         tables = synth.generate(args.size, args.seed)
-        synth.write_db(tables, synth.db_url(str(db)), replace=True)
+        appdb.write_db(tables, appdb.db_url(str(db)), replace=True)
         storage.write_table(tables["oracle"], str(work / "oracle.parquet"))  # the ceiling evaluation reports
     else:
         print(f"[1/3] reusing {db} (--fresh regenerates it)", flush=True)
@@ -115,7 +117,7 @@ def cli_demo(args: argparse.Namespace) -> int:
 
 def _example_entity(models: Path, use_case: str) -> str:
     """The known entity with the most training interactions in the published bundle."""
-    from startup_recs import bundle, storage
+    from startup_recs.core import bundle, storage
 
     target = bundle.resolve(str(models / use_case))
     ents = storage.read_table(storage.join(target, "serving", "entities.parquet")).to_pandas()
@@ -131,7 +133,7 @@ def serve_published(models: Path, port: int, timeout: float = 120.0) -> int:
     import urllib.error
     import urllib.request
 
-    from startup_recs.usecases import get_use_case
+    from startup_recs.core.usecases import get_use_case
 
     log_path = models.parent / "serve.log"
     cmd = [sys.executable, "-m", "startup_recs.cli", "serve", "--bundle", str(models), "--port", str(port)]

@@ -5,7 +5,7 @@ this Python (the venv has ``startup_recs``), artifacts under ``<workdir>/kfp_roo
 file cache under ``<workdir>/kfp_cache`` (a rerun on the same data reuses every cached step).
 Accelerator and resource settings are ignored locally (kfp warns); the trainer picks CUDA when
 present. A failing step fails the run with that step's message (read back from the file named
-by ``RECS_STEP_ERROR_FILE``, which ``startup_recs.steps`` appends to).
+by ``RECS_STEP_ERROR_FILE``, which ``startup_recs.pipeline.steps`` appends to).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from startup_recs import storage
-from startup_recs.errors import ConfigError, RecsError
-from startup_recs.steps import STEP_ERROR_ENV
-from startup_recs.usecases import get_use_case
+from startup_recs.core import storage
+from startup_recs.core.errors import ConfigError, RecsError
+from startup_recs.core.usecases import get_use_case
+from startup_recs.pipeline.steps import STEP_ERROR_ENV
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def pipeline_arguments(*, models_uri: str, use_cases: list[str], db_url: str | N
         get_use_case(uc)
     args: dict[str, Any] = {"models_uri": models_uri, "use_cases": list(use_cases)}
     if db_url:
-        from startup_recs.steps import check_db_url
+        from startup_recs.pipeline.steps import check_db_url
 
         url = check_db_url(db_url)
         path = url.removeprefix("sqlite:///")
@@ -123,7 +123,7 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
             shutil.rmtree(dest)
         shutil.copytree(src, dest)
         run.evaluations[uc], run.metrics[uc], run.sources[uc] = dest, metrics, str(src)
-    from startup_recs import bundle
+    from startup_recs.core import bundle
 
     for uc in arguments["use_cases"]:
         ptr = bundle.read_pointer(models_uri, uc)

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from startup_recs.errors import ConfigError, RecsError
+from startup_recs.core.errors import ConfigError, RecsError
 
 log = logging.getLogger(__name__)
 

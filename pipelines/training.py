@@ -49,7 +49,7 @@ class CompileOptions:
     @classmethod
     def from_pairs(cls, pairs: list[str] | None) -> "CompileOptions":
         """``["gpu_node_label_key=x", ...]`` (CLI ``--option``) -> options; unknown keys are an error."""
-        from startup_recs.errors import ConfigError
+        from startup_recs.core.errors import ConfigError
 
         known = {f.name: f.type for f in fields(cls)}
         values: dict[str, Any] = {}

@@ -3,7 +3,7 @@
 import sys
 
 from predictors.server import main
-from startup_recs.errors import RecsError
+from startup_recs.core.errors import RecsError
 
 if __name__ == "__main__":
     try:

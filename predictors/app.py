@@ -17,8 +17,8 @@ from fastapi.responses import Response
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
 
 from predictors.model import EntityNotFound, RecsModel
+from startup_recs.core.usecases import USE_CASES
 from startup_recs.serving import api
-from startup_recs.usecases import USE_CASES
 
 log = logging.getLogger("predictors")
 

@@ -21,9 +21,9 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from predictors import metrics
+from startup_recs.core.usecases import UseCase, get_use_case
 from startup_recs.serving import api
 from startup_recs.serving.reload import BundleSlot, LoadedBundle
-from startup_recs.usecases import UseCase, get_use_case
 
 T = TypeVar("T")
 _EXECUTOR: ThreadPoolExecutor | None = None

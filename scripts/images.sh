@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # images.sh build | build-local | push REGISTRY | load-kind | load-minikube
-# Image names and tags come from startup_recs.images (python -m startup_recs.images): one source
+# Image names and tags come from startup_recs.core.images (python -m startup_recs.core.images): one source
 # for this script, the pipeline's base_image and the manifests' kustomize images:.
 #   build          all three images for real clusters (trainer-gpu with CUDA torch)
 #   build-local    the same, but trainer-gpu with CPU torch (kind/minikube have no GPU; saves GBs)

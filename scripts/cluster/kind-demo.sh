@@ -13,7 +13,7 @@ need docker kubectl python3
 [ -x "${RECS}" ] || die "${RECS} not found: run 'make venv' first"
 kubectl get namespace "${NS}" >/dev/null 2>&1 || die "namespace ${NS} missing: run 'make ${OVERLAY}-up' first"
 
-log "1/7 build and load images ($(PYTHONPATH="${ROOT}/src" python3 -m startup_recs.images --format tag))"
+log "1/7 build and load images ($(PYTHONPATH="${ROOT}/src" python3 -m startup_recs.core.images --format tag))"
 "${ROOT}/scripts/images.sh" build-local
 if [ "${OVERLAY}" = kind ]; then "${ROOT}/scripts/images.sh" load-kind; else "${ROOT}/scripts/images.sh" load-minikube; fi
 

@@ -44,8 +44,8 @@ need() {
   done
 }
 
-# Image reference of KIND (base|trainer-gpu|predictor): startup_recs.images, the one source.
-image_ref() { PYTHONPATH="${ROOT}/src" python3 -m startup_recs.images "$1"; }
+# Image reference of KIND (base|trainer-gpu|predictor): startup_recs.core.images, the one source.
+image_ref() { PYTHONPATH="${ROOT}/src" python3 -m startup_recs.core.images "$1"; }
 
 # Print why pods of a namespace are not ready (on a failed wait).
 explain_ns() {

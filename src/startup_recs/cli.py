@@ -3,7 +3,7 @@
 
 Each subcommand is declared here and dispatched lazily to one core function, so ``recs --help``
 stays fast and a missing optional dependency only affects the command that needs it. Any
-:class:`~startup_recs.errors.RecsError` becomes a one-line ``error: ...`` and exit code 2.
+:class:`~startup_recs.core.errors.RecsError` becomes a one-line ``error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from startup_recs import __version__
-from startup_recs.errors import RecsError
+from startup_recs.core.errors import RecsError
 
 Handler = Callable[[argparse.Namespace], int | None]
 USE_CASE_HELP = "startup_developer | startup_investor | developer_startup | investor_startup"
@@ -64,7 +64,7 @@ def _extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--entity-features", default=None, help="optional entity feature table (Parquet/CSV)")
     p.add_argument("--candidate-features", default=None, help="optional candidate feature table")
     p.add_argument("--event-weights", default=None, help="JSON object or file: event -> weight")
-    p.set_defaults(func=_lazy("extract", "cli_extract"))
+    p.set_defaults(func=_lazy("data.extract", "cli_extract"))
 
 
 # --- datasets ------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-models", default=None,
                    help="stage-1 models (fit before the validation start): the warm route is chosen on validation")
     _add_split_flags(p)
-    p.set_defaults(func=_lazy("evaluate", "cli_evaluate"))
+    p.set_defaults(func=_lazy("evaluation.protocol", "cli_evaluate"))
 
 
 # --- serving (F): `recs serve`, dispatched lazily into predictors/ (the core never imports kserve) --
@@ -332,7 +332,7 @@ def _tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trial-params", default=None, help="JSON: run one fit with these params (Katib trial)")
     p.add_argument("--katib-manifest", action="store_true", help="print the Katib Experiment for --model")
     _add_split_flags(p)
-    p.set_defaults(func=_lazy("tune", "cli_tune"))
+    p.set_defaults(func=_lazy("tuning.search", "cli_tune"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import httpx
 
-from startup_recs import bundle, storage
 from startup_recs.cli import main as recs
+from startup_recs.core import bundle, storage
+from startup_recs.core.usecases import get_use_case
+from startup_recs.data.snapshot import load_snapshot
+from startup_recs.data.split import TimeSplit
 from startup_recs.serving.data import ServingData
-from startup_recs.snapshot import load_snapshot
-from startup_recs.split import TimeSplit
-from startup_recs.usecases import get_use_case
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -64,7 +64,7 @@ def build_models_dir(snapshot: str, use_case: str, work: Path, *, two_tower: boo
         import torch
 
         from startup_recs.models.ranker import RankerConfig, RankerMLP, save
-        from startup_recs.ranking_features import feature_names
+        from startup_recs.serving.ranking_features import feature_names
 
         torch.manual_seed(0)
         names = feature_names(data)

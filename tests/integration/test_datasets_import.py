@@ -4,10 +4,10 @@ feeds all three dataset builders: the import path end to end."""
 import numpy as np
 import pandas as pd
 
+from startup_recs.data.extract import import_events
 from startup_recs.datasets.als import build_als, load_als
 from startup_recs.datasets.ranker import build_ranker
 from startup_recs.datasets.two_tower import build_two_tower
-from startup_recs.extract import import_events
 from startup_recs.features import load_encoders
 
 

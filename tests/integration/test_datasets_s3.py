@@ -5,7 +5,7 @@ import io
 import pandas as pd
 import scipy.sparse as sp
 
-from startup_recs import storage
+from startup_recs.core import storage
 from startup_recs.datasets.als import build_als, load_als
 from startup_recs.datasets.ranker import build_ranker
 from startup_recs.datasets.two_tower import build_two_tower

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from startup_recs.core.usecases import REVERSE_USE_CASES
+from startup_recs.data.split import TimeSplit
 from startup_recs.datasets.als import build_als, load_als
 from startup_recs.datasets.ranker import build_ranker
 from startup_recs.datasets.two_tower import build_two_tower
 from startup_recs.features import load_encoders
-from startup_recs.split import TimeSplit
-from startup_recs.usecases import REVERSE_USE_CASES
 
 
 @pytest.mark.parametrize("use_case", REVERSE_USE_CASES)

@@ -92,7 +92,7 @@ def test_oracle_is_the_ceiling_and_cold_routes_to_content(evaluated):
 
 
 def test_no_test_event_leaks_into_training_or_serving(evaluated, tiny_snapshot):
-    from startup_recs.snapshot import load_snapshot
+    from startup_recs.data.snapshot import load_snapshot
 
     split_at = pd.Timestamp(evaluated["metrics"]["split_at"])
     val_start = pd.Timestamp(evaluated["metrics"]["val_start"])

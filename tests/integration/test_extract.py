@@ -18,10 +18,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from startup_recs import schema, storage, synth
 from startup_recs.cli import main
-from startup_recs.errors import ConfigError, DataError
-from startup_recs.extract import extract_db, import_events
+from startup_recs.core import storage
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.data import appdb, schema
+from startup_recs.data.extract import extract_db, import_events
 
 
 def _sorted(table: pa.Table) -> pa.Table:
@@ -68,7 +69,7 @@ def test_sqlite_snapshot_is_the_generated_data(tiny_snapshot, tiny_tables):
 
 @pytest.mark.postgres
 def test_postgres_and_sqlite_give_the_same_snapshot(pg_url, tiny_tables, tiny_snapshot, tmp_path):
-    synth.write_db(_app(tiny_tables), pg_url)
+    appdb.write_db(_app(tiny_tables), pg_url)
     out = tmp_path / "pg_snapshot"
     stats = extract_db(pg_url, str(out), chunk_size=3_000)
     sqlite_stats = json.loads(Path(tiny_snapshot, "extract_stats.json").read_text())
@@ -94,7 +95,7 @@ def _incremental_roundtrip(url: str, tables: dict[str, pa.Table], out: str) -> N
     cut = pc.quantile(si.column("ts").cast(pa.int64()), q=0.7).to_pylist()[0]
     cut_ts = dt.datetime.fromtimestamp(cut / 1e6, dt.UTC)
     early, late = _split_events(tables, cut_ts)
-    synth.write_db(early, url, replace=True)
+    appdb.write_db(early, url, replace=True)
     first = extract_db(url, out, chunk_size=2_000)
     wm = first["watermarks"]["startup_interactions"]
     # a late-committed event carrying exactly the watermark timestamp must not be lost, and the
@@ -104,7 +105,7 @@ def _incremental_roundtrip(url: str, tables: dict[str, pa.Table], out: str) -> N
     assert at_wm.num_rows >= 1
     extra = at_wm.slice(0, 1).set_column(1, schema.SCHEMAS["startup_interactions"].field("user_id"),
                                          pa.array(["u0000001"]))
-    synth.insert_rows(url, {**late, "startup_interactions": pa.concat_tables([extra, late["startup_interactions"]])})
+    appdb.insert_rows(url, {**late, "startup_interactions": pa.concat_tables([extra, late["startup_interactions"]])})
     second = extract_db(url, out, chunk_size=2_000)
     third = extract_db(url, out)  # nothing new: nothing appended, no new part
     expected = dict(_app(tables))
@@ -144,14 +145,14 @@ def test_since_on_a_fresh_snapshot_keeps_only_later_events(tiny_db, tiny_tables,
 
 def test_failed_incremental_run_leaves_the_snapshot_untouched(tiny_tables, tmp_path):
     db = tmp_path / "m.db"
-    synth.write_db(_app(tiny_tables), str(db))
+    appdb.write_db(_app(tiny_tables), str(db))
     out = tmp_path / "snap"
     extract_db(str(db), str(out))
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     bad = tiny_tables["startup_interactions"].slice(0, 3)
     bad = bad.set_column(3, schema.SCHEMAS["startup_interactions"].field("ts"),
                          pa.array([dt.datetime(2027, 1, 1, tzinfo=dt.UTC)] * 3, schema.TS))
-    synth.insert_rows(str(db), {"startup_interactions": bad})
+    appdb.insert_rows(str(db), {"startup_interactions": bad})
     with sqlite3.connect(db) as conn:
         conn.execute("update startup_interactions set event = 'like' where ts > '2026-12-31'")
     with pytest.raises(DataError, match="unknown value 'like'"):

@@ -1,6 +1,6 @@
 """Image names, Dockerfiles and the images' install command, checked without Docker.
 
-- ``startup_recs.images`` is the one source of image references: the manifests (kustomize
+- ``startup_recs.core.images`` is the one source of image references: the manifests (kustomize
   ``images:``), the compiled pipeline (KFP ``base_image``), the Makefile/scripts all agree with it;
 - the Dockerfiles share one pinned base, copy the lock before the source, end as a non-root user,
   and the predictor's entry point is ``python -m predictors``;
@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from startup_recs import __version__, images
-from startup_recs.errors import ConfigError
+from startup_recs import __version__
+from startup_recs.core import images
+from startup_recs.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -52,10 +53,10 @@ def test_image_references_come_from_the_package_version(default_registry: None,
 
 
 def test_cli_prints_the_references(default_registry: None) -> None:
-    out = subprocess.run([sys.executable, "-m", "startup_recs.images", "--format", "make"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "startup_recs.core.images", "--format", "make"], capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == [f"{k.upper().replace('-', '_')}_IMAGE={images.image(k)}" for k in images.KINDS]
-    bad = subprocess.run([sys.executable, "-m", "startup_recs.images"], capture_output=True, text=True,
+    bad = subprocess.run([sys.executable, "-m", "startup_recs.core.images"], capture_output=True, text=True,
                          env={**os.environ, images.REGISTRY_ENV: "UPPER/case"})
     assert bad.returncode == 2 and bad.stderr.startswith("error: RECS_IMAGE_REGISTRY=")
 
@@ -63,7 +64,7 @@ def test_cli_prints_the_references(default_registry: None) -> None:
 # --- manifests ------------------------------------------------------------------------------------
 def test_kustomize_tags_equal_the_package_version() -> None:
     assert images.check_manifests(MANIFESTS) == []
-    res = subprocess.run([sys.executable, "-m", "startup_recs.images", "--check-manifests", str(MANIFESTS)],
+    res = subprocess.run([sys.executable, "-m", "startup_recs.core.images", "--check-manifests", str(MANIFESTS)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
 
@@ -151,7 +152,7 @@ def test_makefile_and_scripts_take_images_from_the_package() -> None:
     texts = {p: p.read_text() for p in [ROOT / "Makefile", *(ROOT / "scripts").rglob("*.sh")]}
     for path, text in texts.items():
         assert not re.search(OUR_IMAGE.pattern + r":", text), f"{path}: hard-coded image reference"
-    assert "python3 -m startup_recs.images" in texts[ROOT / "scripts" / "cluster" / "lib.sh"]
+    assert "python3 -m startup_recs.core.images" in texts[ROOT / "scripts" / "cluster" / "lib.sh"]
     for target in ("images", "push", "kind-up", "kind-demo", "kind-down", "minikube-up", "minikube-down",
                    "manifests-check", "tools"):
         assert re.search(rf"^{re.escape(target)}:", texts[ROOT / "Makefile"], re.M), f"make {target} missing"
@@ -279,7 +280,7 @@ def test_image_install_command_in_a_fresh_venv(tmp_path: Path) -> None:
         res = subprocess.run([py, *cmd], cwd=ROOT, capture_output=True, text=True, env=env, timeout=1500)
         assert res.returncode == 0, res.stderr[-3000:]
     # Import from the installed package, not the checkout: run from an empty folder.
-    probe = ("import startup_recs, startup_recs.cli, startup_recs.images, predictors, predictors.server, "
+    probe = ("import startup_recs, startup_recs.cli, startup_recs.core.images, predictors, predictors.server, "
              "components, pipelines.training, kfp, kserve, torch; "
              "print(startup_recs.__file__); print(startup_recs.__version__)")
     res = subprocess.run([py, "-c", probe], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
@@ -287,7 +288,7 @@ def test_image_install_command_in_a_fresh_venv(tmp_path: Path) -> None:
     where, version = res.stdout.split()[-2:]
     assert str(venv) in where and version == __version__
     for cmd in ([str(venv / "bin" / "recs"), "--version"], [py, "-m", "predictors", "--help"],
-                [py, "-m", "startup_recs.images", "predictor"]):
+                [py, "-m", "startup_recs.core.images", "predictor"]):
         res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
         assert res.returncode == 0, f"{cmd}: {res.stderr[-2000:]}"
     assert "--bundle" in subprocess.run([py, "-m", "predictors", "--help"], cwd=tmp_path, capture_output=True,

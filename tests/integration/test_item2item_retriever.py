@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from startup_recs import bundle, storage
+from startup_recs.core import bundle, storage
+from startup_recs.data.snapshot import load_snapshot
 from startup_recs.datasets.als import build_als
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.retrievers import load_retrievers
-from startup_recs.snapshot import load_snapshot
 from startup_recs.train.item2item import Item2ItemModel, train_item2item
 
 
@@ -24,7 +24,7 @@ def trained(tiny_snapshot: str, tmp_path_factory: pytest.TempPathFactory) -> tup
                            "startup_developer", str(d / "models"), method="ease", lam=50.0)
     assert info["method"] == "ease" and info["model_name"] == "item2item_reverse_v1"
     snap = load_snapshot(tiny_snapshot)
-    from startup_recs.split import TimeSplit
+    from startup_recs.data.split import TimeSplit
 
     events = snap.events("startup_developer")
     split = TimeSplit.resolve(events["ts"])

@@ -45,7 +45,7 @@ SERVING_KINDS = {"Deployment", "InferenceService"}
 
 # checkov checks skipped, each with the reason it does not apply here.
 CHECKOV_SKIPS = {
-    "CKV_K8S_43": "images are pinned by tag = package version (startup_recs.images); the digest exists "
+    "CKV_K8S_43": "images are pinned by tag = package version (startup_recs.core.images); the digest exists "
                   "only after `make push`, and kind side-loads images by tag",
     "CKV_K8S_15": "imagePullPolicy Always would defeat `kind load docker-image` (no registry in kind); "
                   "our tags are immutable versions",

@@ -33,11 +33,13 @@ def work() -> Iterator[Path]:
 def test_extract_is_cached_until_new_events_arrive(work: Path) -> None:
     import sqlalchemy as sa
 
-    from startup_recs import steps, synth
+    from startup_recs import synth
+    from startup_recs.data import appdb
+    from startup_recs.pipeline import steps
 
     tables = synth.generate("tiny", 0)
     db = work / "m.db"
-    synth.write_db({k: v for k, v in tables.items() if k != "oracle"}, str(db))
+    appdb.write_db({k: v for k, v in tables.items() if k != "oracle"}, str(db))
     url = f"sqlite:///{db}"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "root"),
                enable_caching=True, cache_root=str(work / "cache"))

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("kfp")
 
 from pipelines.local import PipelineRunError, pipeline_arguments, run_local  # noqa: E402
-from startup_recs import bundle, storage  # noqa: E402
+from startup_recs.core import bundle, storage  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -50,10 +50,11 @@ def workdir() -> Iterator[Path]:
 def tiny_db(workdir: Path) -> str:
     """The tiny synthetic marketplace (tests/fixtures/data.py's seed), in this module's folder."""
     from startup_recs import synth
+    from startup_recs.data import appdb
 
     tables = synth.generate("tiny", 0)
     db = workdir / "marketplace.db"
-    synth.write_db({k: v for k, v in tables.items() if k != "oracle"}, str(db))
+    appdb.write_db({k: v for k, v in tables.items() if k != "oracle"}, str(db))
     return str(db)
 
 
@@ -147,7 +148,7 @@ def test_failing_step_fails_the_run_with_its_message(first, tiny_db: str, models
 
 
 def test_bad_source_is_a_one_line_error(tmp_path: Path) -> None:
-    from startup_recs.errors import ConfigError
+    from startup_recs.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="exactly one source"):
         pipeline_arguments(models_uri=str(tmp_path), use_cases=[UC])

@@ -1,6 +1,6 @@
 """The KServe predictor end to end: a real ModelServer in a subprocess on 127.0.0.1, serving
 bundles trained (ALS + two-tower, tiny settings) from the tiny synthetic marketplace and
-published with startup_recs.bundle. One shared server for the module; the hot-reload and
+published with startup_recs.core.bundle. One shared server for the module; the hot-reload and
 corrupt-bundle tests run last on it. S3 loading and start-up on a corrupt bundle use their own.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from startup_recs.data.snapshot import load_snapshot
+from startup_recs.data.split import TimeSplit
 from startup_recs.serving.data import ServingData
-from startup_recs.snapshot import load_snapshot
-from startup_recs.split import TimeSplit
 from tests.integration.predictor_support import Server, build_models_dir, publish, publish_corrupt
 
 SD, SI = "startup_developer", "startup_investor"

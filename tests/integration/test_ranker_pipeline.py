@@ -101,7 +101,7 @@ def test_use_case_mismatch_is_refused(stage1, capsys):
 
 
 def test_scores_are_finite_for_an_entity_no_retriever_knows(stage1, tiny_snapshot):
-    from startup_recs import ranking_features
+    from startup_recs.serving import ranking_features
     from startup_recs.serving.data import ServingData
     from startup_recs.serving.rerank import Reranker
     from startup_recs.serving.retrievers import load_retrievers

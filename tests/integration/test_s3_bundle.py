@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from startup_recs import bundle, storage
+from startup_recs.core import bundle, storage
 from tests.unit.test_bundle import _metrics, _staging
 
 

@@ -3,8 +3,8 @@
 import pyarrow as pa
 import pytest
 
-from startup_recs import storage
-from startup_recs.errors import StorageError
+from startup_recs.core import storage
+from startup_recs.core.errors import StorageError
 
 
 def test_bytes_json_table_round_trip(s3_bucket: str) -> None:

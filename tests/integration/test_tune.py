@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from startup_recs import tune
-from startup_recs.errors import ConfigError
+from startup_recs.core.errors import ConfigError
+from startup_recs.tuning import search as tune
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def task(tiny_snapshot: str) -> tune.ValidationTask:
 
 
 def test_validation_task_never_reads_test_or_validation_into_training(task: tune.ValidationTask) -> None:
-    from startup_recs.snapshot import load_snapshot
+    from startup_recs.data.snapshot import load_snapshot
 
     events = load_snapshot(task.snapshot).events("startup_developer")
     ts = pd.to_datetime(events["ts"], utc=True)
@@ -64,4 +64,4 @@ def test_bad_arguments() -> None:
 def test_committed_katib_manifests_are_generated_from_the_search_space() -> None:
     root = Path(__file__).resolve().parents[2] / tune.KATIB_DIR
     for name, text in tune.katib_manifests().items():
-        assert (root / name).read_text() == text, f"{name} is stale: regenerate with startup_recs.tune.katib_manifests()"
+        assert (root / name).read_text() == text, f"{name} is stale: regenerate with startup_recs.tuning.search.katib_manifests()"

@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from startup_recs import storage
-from startup_recs.schema import validate
+from startup_recs.core import storage
+from startup_recs.data.schema import validate
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 # val_start = day 40, split_at = day 50 (use with split_at=day(50), val_days=10)

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from startup_recs.cli import main
-from startup_recs.errors import ConfigError, DataError, ModelFitError
+from startup_recs.core.errors import ConfigError, DataError, ModelFitError
 from startup_recs.train.als import ALSConfig, ALSModel, confidence, fit_als, fit_factors
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from startup_recs import bundle, storage
-from startup_recs.errors import BundleError
+from startup_recs.core import bundle, storage
+from startup_recs.core.errors import BundleError
 
 
 def _metrics(ndcg: float, pop: float = 0.05) -> dict:

@@ -11,7 +11,7 @@ import yaml
 pytest.importorskip("kfp")
 
 from pipelines.training import CompileOptions, compile_pipeline  # noqa: E402
-from startup_recs.images import image  # noqa: E402
+from startup_recs.core.images import image  # noqa: E402
 
 STEPS = {
     "dataset-two-tower", "dataset-als-train", "dataset-als-trainval", "dataset-ranker",
@@ -150,7 +150,7 @@ def test_every_step_gets_the_s3_settings(compiled: tuple[dict, dict], tmp_path: 
 
 
 def test_bad_compile_option_is_one_line_error() -> None:
-    from startup_recs.errors import ConfigError
+    from startup_recs.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="bad compile option 'gpu_colour=red'"):
         CompileOptions.from_pairs(["gpu_colour=red"])
@@ -185,7 +185,7 @@ def test_components_install_nothing_at_runtime(compiled: tuple[dict, dict]) -> N
     for name, ex in spec["deploymentSpec"]["executors"].items():
         text = " ".join(ex["container"]["command"] + ex["container"].get("args", []))
         assert "pip install" not in text, name
-        assert "import startup_recs" in text or "from startup_recs import" in text, name
+        assert "import startup_recs" in text or "from startup_recs" in text, name
 
 
 def test_parameters_cover_the_legacy_flags(compiled: tuple[dict, dict]) -> None:

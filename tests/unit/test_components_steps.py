@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from startup_recs import bundle, steps
-from startup_recs.errors import ConfigError, DataError
+from startup_recs.core import bundle
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.pipeline import steps
 
 
 def _metrics(routed: float, pop: float) -> dict:

@@ -14,7 +14,7 @@ from startup_recs.serving.data import ServingData
 
 @pytest.fixture(scope="module")
 def snap(tiny_snapshot):
-    from startup_recs.snapshot import load_snapshot
+    from startup_recs.data.snapshot import load_snapshot
 
     return load_snapshot(tiny_snapshot)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from startup_recs.core.errors import ConfigError, DataError
 from startup_recs.datasets.als import build_als, load_als
-from startup_recs.errors import ConfigError, DataError
 from tests.unit.dataset_helpers import day, db_snapshot, events_snapshot
 
 SPLIT = dict(split_at=day(50), val_days=10)

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from startup_recs import storage
+from startup_recs.core import storage
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.data.split import TimeSplit
 from startup_recs.datasets.ranker import build_ranker, position_bias, propensity_of
-from startup_recs.errors import ConfigError, DataError
-from startup_recs.split import TimeSplit
 from tests.unit.dataset_helpers import day, db_snapshot, events_snapshot, random_db_snapshot, write
 
 SPLIT = dict(split_at=day(50), val_days=10)

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.data.snapshot import load_snapshot
+from startup_recs.data.split import TimeSplit
 from startup_recs.datasets.two_tower import build_two_tower
-from startup_recs.errors import ConfigError, DataError
 from startup_recs.features import load_encoders
-from startup_recs.snapshot import load_snapshot
-from startup_recs.split import TimeSplit
 from tests.unit.dataset_helpers import day, db_snapshot, events_snapshot, random_db_snapshot
 
 SPLIT = dict(split_at=day(50), val_days=10)

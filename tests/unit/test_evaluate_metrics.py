@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from startup_recs.errors import ConfigError, DataError
-from startup_recs.evaluate import (
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.evaluation.protocol import (
     catalog_coverage,
     hits_matrix,
     metrics_from_hits,

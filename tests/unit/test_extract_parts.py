@@ -8,9 +8,9 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from startup_recs import schema
-from startup_recs.errors import ConfigError, DataError
-from startup_recs.extract import _decode_lists, _drop_seen, _to_timestamps, parse_time
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.data import schema
+from startup_recs.data.extract import _decode_lists, _drop_seen, _to_timestamps, parse_time
 
 UTC = dt.UTC
 

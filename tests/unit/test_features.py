@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from startup_recs.errors import ModelMismatchError
+from startup_recs.core.errors import ModelMismatchError
 from startup_recs.features import (
     SPECS,
     FeatureEncoder,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from startup_recs.errors import ModelFitError
+from startup_recs.core.errors import ModelFitError
 from startup_recs.train.item2item import Item2ItemConfig, Item2ItemModel, ease_max_candidates, fit_ease
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from startup_recs import ranking_features
-from startup_recs.errors import ConfigError, DataError, ModelMismatchError
+from startup_recs.core.errors import ConfigError, DataError, ModelMismatchError
 from startup_recs.models.ranker import RankerMLP, from_dir
+from startup_recs.serving import ranking_features
 from startup_recs.serving.rerank import Reranker
 from startup_recs.train import ranker as tr
 from tests.unit.ranker_world import USE_CASE, make_world
@@ -184,7 +184,7 @@ def test_pool_lists_are_what_serving_reranks(world):
 
 def test_empty_validation_set_is_an_error(tmp_path, world):
     _, _, rows = world
-    from startup_recs import storage
+    from startup_recs.core import storage
 
     uri = str(tmp_path / "ranker.parquet")
     import pyarrow as pa

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from startup_recs.errors import DataError
+from startup_recs.core.errors import DataError
 from startup_recs.serving.data import ServingData
 from startup_recs.train import ranker as tr
 from tests.unit.ranker_world import USE_CASE, VAL_START, make_world
@@ -132,7 +132,7 @@ def test_stage1_inputs_must_end_before_the_validation_start(world, tmp_path):
     with pytest.raises(DataError, match="would leak"):
         tr.check_fit_window(unbounded, VAL_START)
 
-    from startup_recs import storage
+    from startup_recs.core import storage
 
     ok = tmp_path / "ok"
     storage.write_json(str(ok / "two_tower_reverse_v1_config.json"), {"data": {"fit_on": "train"}})

@@ -1,4 +1,4 @@
-"""Hot reload (startup_recs.serving.reload) on real bundles published with startup_recs.bundle.
+"""Hot reload (startup_recs.serving.reload) on real bundles published with startup_recs.core.bundle.
 
 The loader here reads one JSON file of the bundle: the slot's logic (resolve, verify, swap,
 refuse) is what is under test; the predictor's integration tests load the real Recommender.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from startup_recs import bundle
-from startup_recs.errors import BundleError, ConfigError
+from startup_recs.core import bundle
+from startup_recs.core.errors import BundleError, ConfigError
 from startup_recs.serving.reload import BundleSlot, Poller, expand_sources, load_bundle, use_case_of
 
 

@@ -3,10 +3,10 @@
 import pyarrow as pa
 import pytest
 
-from startup_recs.config import event_weights, segment_of
-from startup_recs.errors import ConfigError, DataError
-from startup_recs.schema import SCHEMAS, validate
-from startup_recs.usecases import get_use_case
+from startup_recs.core.config import event_weights, segment_of
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.core.usecases import get_use_case
+from startup_recs.data.schema import SCHEMAS, validate
 
 
 def _inter(**over):

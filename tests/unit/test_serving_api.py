@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 
+from startup_recs.core.usecases import get_use_case
 from startup_recs.serving import api
 from startup_recs.serving.api import InvalidRequest, Query, Tensor
-from startup_recs.usecases import get_use_case
 
 SD = get_use_case("startup_developer")
 DS = get_use_case("developer_startup")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from startup_recs.errors import DataError, ModelMismatchError
+from startup_recs.core.errors import DataError, ModelMismatchError
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.index import ExactIndex, top_k
 from startup_recs.serving.retrievers import load_retrievers

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from startup_recs.errors import ConfigError, DataError
-from startup_recs.snapshot import load_snapshot
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.data.snapshot import load_snapshot
 from tests.unit.dataset_helpers import day, db_snapshot, events_snapshot, write
 
 
@@ -115,7 +115,7 @@ def test_bad_snapshots(tmp_path):
 
 
 def test_positive_events_by_source():
-    from startup_recs.snapshot import positive_events
+    from startup_recs.data.snapshot import positive_events
 
     assert positive_events("startup_developer", ["view", "click", "contact", "apply_received"], False) == [
         "contact", "apply_received"]

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from startup_recs.errors import ConfigError, DataError
-from startup_recs.split import TimeSplit
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.data.split import TimeSplit
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 TS = pd.Series(T0 + pd.to_timedelta(np.arange(60), unit="D"))  # days 0..59

@@ -5,8 +5,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from startup_recs import storage
-from startup_recs.errors import StorageError
+from startup_recs.core import storage
+from startup_recs.core.errors import StorageError
 
 
 def test_join_and_local(tmp_path: Path) -> None:

@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from startup_recs import schema, synth
+from startup_recs import synth
 from startup_recs.cli import main
-from startup_recs.config import segment_of
-from startup_recs.errors import ConfigError
+from startup_recs.core.config import segment_of
+from startup_recs.core.errors import ConfigError
+from startup_recs.data import appdb, schema
 
 
 def _df(tables: dict[str, pa.Table], name: str) -> pd.DataFrame:
@@ -186,15 +187,15 @@ def test_planted_truth_drives_behaviour(tiny_tables):
 def test_write_db_sqlite_roundtrip_and_replace(tmp_path: Path, tiny_tables):
     app = {k: v for k, v in tiny_tables.items() if k != "oracle"}
     db = tmp_path / "sub" / "m.db"
-    synth.write_db(app, str(db))  # a bare path means SQLite
+    appdb.write_db(app, str(db))  # a bare path means SQLite
     with sqlite3.connect(db) as conn:
         n = conn.execute("select count(*) from startup_interactions").fetchone()[0]
         skills = conn.execute("select skills from users where role = 'developer' limit 1").fetchone()[0]
     assert n == tiny_tables["startup_interactions"].num_rows
     assert skills.startswith('["')  # list columns are JSON text
     with pytest.raises(ConfigError, match="already exists"):
-        synth.write_db(app, f"sqlite:///{db}")
-    synth.write_db(app, f"sqlite:///{db}", replace=True)
+        appdb.write_db(app, f"sqlite:///{db}")
+    appdb.write_db(app, f"sqlite:///{db}", replace=True)
     assert [p.name for p in db.parent.iterdir()] == ["m.db"]  # no temp files left
 
 

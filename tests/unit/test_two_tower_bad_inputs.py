@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from startup_recs.cli import main
-from startup_recs.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
+from startup_recs.core.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
 from startup_recs.models.two_tower import TwoTowerModel
 from startup_recs.train.two_tower import TwoTowerConfig, evaluate_saved, train
 from tests.unit.two_tower_data import make_dataset

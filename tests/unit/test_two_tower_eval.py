@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from startup_recs.errors import DataError
+from startup_recs.core.errors import DataError
 from startup_recs.train.two_tower_eval import build_queries, embedding_scorer, popularity_scorer, rank_metrics
 
 # entity 0: fit c0, test c1 c2; entity 1: fit c3, test c3 (already seen: not relevant) and c0;

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from startup_recs import storage
+from startup_recs.core import storage
+from startup_recs.core.errors import ConfigError
+from startup_recs.data.split import TimeSplit
 from startup_recs.datasets.common import elapsed, entity_filter, prepare, sorted_unique
-from startup_recs.errors import ConfigError
-from startup_recs.split import TimeSplit
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from startup_recs import storage
-from startup_recs.errors import DataError
-from startup_recs.snapshot import PASSIVE_EVENTS, Snapshot, load_snapshot, positive_events
-from startup_recs.split import PARTS, TimeSplit, ts_values
-from startup_recs.usecases import UseCase, get_use_case
+from startup_recs.core import storage
+from startup_recs.core.errors import DataError
+from startup_recs.core.usecases import UseCase, get_use_case
+from startup_recs.data.snapshot import PASSIVE_EVENTS, Snapshot, load_snapshot, positive_events
+from startup_recs.data.split import PARTS, TimeSplit, ts_values
 
 log = logging.getLogger(__name__)
 

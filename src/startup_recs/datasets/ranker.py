@@ -33,7 +33,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from startup_recs import storage
+from startup_recs.core import storage
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.data.split import PARTS, TimeSplit, ts_values
 from startup_recs.datasets.common import (
     Prepared,
     check_output,
@@ -46,8 +48,6 @@ from startup_recs.datasets.common import (
     sidecar,
     write_frame,
 )
-from startup_recs.errors import ConfigError, DataError
-from startup_recs.split import PARTS, TimeSplit, ts_values
 
 log = logging.getLogger(__name__)
 

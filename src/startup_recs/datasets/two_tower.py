@@ -27,7 +27,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from startup_recs import storage
+from startup_recs.core import storage
+from startup_recs.core.errors import ConfigError
+from startup_recs.data.split import PARTS, TimeSplit, ts_values
 from startup_recs.datasets.common import (
     Prepared,
     check_output,
@@ -43,9 +45,7 @@ from startup_recs.datasets.common import (
     sorted_unique,
     write_frame,
 )
-from startup_recs.errors import ConfigError
 from startup_recs.features import PairEncoder, save_encoders
-from startup_recs.split import PARTS, TimeSplit, ts_values
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from startup_recs import storage
-from startup_recs.errors import ModelMismatchError
-from startup_recs.usecases import get_use_case
+from startup_recs.core import storage
+from startup_recs.core.errors import ModelMismatchError
+from startup_recs.core.usecases import get_use_case
 
 CONFIG_VERSION = 1
 

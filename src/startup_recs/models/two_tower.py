@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from startup_recs.errors import ModelMismatchError
+from startup_recs.core.errors import ModelMismatchError
 
 KINDS = ("categorical", "multi", "numeric")
 
@@ -211,8 +211,8 @@ class TwoTowerModel(nn.Module):
 
         ``which``: ``"best"`` or ``"latest"``. The config names the weights and encoder files.
         """
-        from startup_recs import storage
-        from startup_recs.usecases import get_use_case
+        from startup_recs.core import storage
+        from startup_recs.core.usecases import get_use_case
 
         uc = get_use_case(use_case)
         cfg_uri = storage.join(models_dir, f"{uc.artifact('two_tower')}_v1_config.json")

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from startup_recs.errors import RecsError
-from startup_recs.usecases import UseCase
+from startup_recs.core.errors import RecsError
+from startup_recs.core.usecases import UseCase
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100

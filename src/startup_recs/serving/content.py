@@ -45,7 +45,7 @@ class CandidateMatcher:
 
     def __init__(self, use_case: str, entity_features: pd.DataFrame, candidate_features: pd.DataFrame) -> None:
         from startup_recs import features as F
-        from startup_recs.usecases import get_use_case
+        from startup_recs.core.usecases import get_use_case
 
         self.F = F
         self.uc = get_use_case(use_case)

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from startup_recs import storage
-from startup_recs.errors import DataError
-from startup_recs.usecases import get_use_case
+from startup_recs.core import storage
+from startup_recs.core.errors import DataError
+from startup_recs.core.usecases import get_use_case
 
 FORMAT_VERSION = 1
 META_FILE = "serving_data.json"
@@ -202,10 +202,10 @@ class ServingData:
     @classmethod
     def from_snapshot(cls, snapshot: Any, use_case: str, until: Any = None, *,
                       events: pd.DataFrame | None = None) -> ServingData:
-        """Build from a snapshot (a URI or a loaded ``startup_recs.snapshot`` object); pass
+        """Build from a snapshot (a URI or a loaded ``startup_recs.data.snapshot`` object); pass
         ``events`` when the caller already holds ``snapshot.events(use_case)``."""
         if isinstance(snapshot, str):
-            from startup_recs.snapshot import load_snapshot
+            from startup_recs.data.snapshot import load_snapshot
 
             snapshot = load_snapshot(snapshot)
         return cls.from_events(

@@ -112,6 +112,6 @@ def build_index(vectors: np.ndarray, kind: str = "exact") -> CandidateIndex:
     try:
         return INDEXES[kind](vectors)
     except KeyError:
-        from startup_recs.errors import ConfigError
+        from startup_recs.core.errors import ConfigError
 
         raise ConfigError(f"unknown index {kind!r}; expected one of: {', '.join(INDEXES)}") from None

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from startup_recs import storage
-from startup_recs.errors import ModelMismatchError
+from startup_recs.core import storage
+from startup_recs.core.errors import ModelMismatchError
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.retrievers import Retriever, register_retriever
 from startup_recs.train.item2item import Item2ItemModel, model_name

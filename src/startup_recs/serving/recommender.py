@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from startup_recs import storage
-from startup_recs.errors import DataError, RecsError
+from startup_recs.core import storage
+from startup_recs.core.errors import DataError, RecsError
+from startup_recs.core.usecases import get_use_case
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.index import top_k
 from startup_recs.serving.retrievers import Retriever, load_retrievers
 from startup_recs.serving.router import Router, Routing
-from startup_recs.usecases import get_use_case
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Recommender:
 
     def rerank(self, entity_id: str, cand_idx: np.ndarray) -> np.ndarray:
         """Ranker scores of ``cand_idx`` (``float32 [m]``), from every retriever it was trained with."""
-        from startup_recs.ranking_features import gather_scores
+        from startup_recs.serving.ranking_features import gather_scores
 
         scores = gather_scores(self.retrievers, entity_id, cand_idx, self.reranker.retrievers)
         return np.asarray(self.reranker.score(entity_id, cand_idx, scores, self.data), dtype=np.float32)

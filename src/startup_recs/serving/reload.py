@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from startup_recs import bundle, storage
-from startup_recs.errors import BundleError, ConfigError, RecsError
-from startup_recs.usecases import USE_CASES, get_use_case
+from startup_recs.core import bundle, storage
+from startup_recs.core.errors import BundleError, ConfigError, RecsError
+from startup_recs.core.usecases import USE_CASES, get_use_case
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 ``Reranker.load(models_dir, use_case)`` reads ``ranker{sfx}_v1_config.json`` and the weights it
 names (``torch.load(weights_only=True)``), and keeps a numpy copy of the same MLP
 (:meth:`RankerMLP.export_numpy`) for per-request scoring. Features come from
-:func:`startup_recs.ranking_features.build`, the code the trainer used; a serving data whose
+:func:`startup_recs.serving.ranking_features.build`, the code the trainer used; a serving data whose
 feature columns differ from the config's (another use case, a bundle without feature tables for a
 ranker trained with them) raises :class:`ModelMismatchError` at load, not a wrong answer later.
 """
@@ -14,9 +14,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from startup_recs import ranking_features
-from startup_recs.errors import DataError, ModelMismatchError
+from startup_recs.core.errors import DataError, ModelMismatchError
 from startup_recs.models.ranker import RankerConfig, RankerMLP, from_dir
+from startup_recs.serving import ranking_features
 from startup_recs.serving.data import ServingData
 
 

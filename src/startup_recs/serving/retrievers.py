@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from startup_recs import storage
-from startup_recs.errors import ModelMismatchError
+from startup_recs.core import storage
+from startup_recs.core.errors import ModelMismatchError
+from startup_recs.core.usecases import get_use_case
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.index import CandidateIndex, build_index, top_k
-from startup_recs.usecases import get_use_case
 
 log = logging.getLogger(__name__)
 

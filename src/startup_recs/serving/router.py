@@ -1,6 +1,6 @@
 """Routing: which retriever answers an entity, by its training interaction count.
 
-Segments (``startup_recs.config.segment_of``): cold < 5, warm 5-19, hot 20+. Each segment has a
+Segments (``startup_recs.core.config.segment_of``): cold < 5, warm 5-19, hot 20+. Each segment has a
 preference chain; the first retriever that is loaded and ``knows`` the entity answers:
 
 - cold: content (feature match; popularity when there are no features);
@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from startup_recs import storage
-from startup_recs.config import segment_of
-from startup_recs.errors import ConfigError
+from startup_recs.core import storage
+from startup_recs.core.config import segment_of
+from startup_recs.core.errors import ConfigError
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.retrievers import Retriever
 

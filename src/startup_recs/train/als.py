@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from startup_recs import storage
-from startup_recs.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
-from startup_recs.usecases import get_use_case
+from startup_recs.core import storage
+from startup_recs.core.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
+from startup_recs.core.usecases import get_use_case
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from startup_recs.errors import ModelFitError
+from startup_recs.core.errors import ModelFitError
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class Item2ItemModel:
 
 
 def model_name(use_case: str) -> str:
-    from startup_recs.usecases import get_use_case
+    from startup_recs.core.usecases import get_use_case
 
     return f"item2item{get_use_case(use_case).suffix}_v1"
 
@@ -173,7 +173,7 @@ def train_item2item(data: str, user_mapping: str, item_mapping: str, use_case: s
                     memory_budget: int = DEFAULT_EASE_BUDGET, name: str | None = None) -> dict:
     """File to file over the ALS dataset (same entity x candidate matrix and mappings): fit, write
     ``item2item{sfx}_v1_*``; returns a summary for logs and pipeline metadata."""
-    from startup_recs import storage
+    from startup_recs.core import storage
     from startup_recs.train.als import load_matrix
 
     matrix, _users, items = load_matrix(data, user_mapping, item_mapping)

@@ -1,7 +1,7 @@
 """Train the neural re-ranker (``recs train ranker``; legacy ``train_ranker.py``).
 
 What it learns from (docs/contracts.md "Fitting windows"): the ranker dataset's *validation*
-rows (``split == "val"``), with features built by :mod:`startup_recs.ranking_features` from the
+rows (``split == "val"``), with features built by :mod:`startup_recs.serving.ranking_features` from the
 *stage-1* retrievers and serving data, which were fit strictly before the validation start. So a
 retrieval score never saw the label it is asked to predict (the legacy ranker's ``model_score``
 did). :func:`check_fit_window` refuses models fit at or after the validation start.
@@ -45,11 +45,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from startup_recs import ranking_features, storage
-from startup_recs.errors import ConfigError, DataError, ModelFitError
+from startup_recs.core import storage
+from startup_recs.core.errors import ConfigError, DataError, ModelFitError
+from startup_recs.core.usecases import get_use_case
 from startup_recs.models.ranker import RankerConfig, RankerMLP, save
+from startup_recs.serving import ranking_features
 from startup_recs.serving.data import ServingData
-from startup_recs.usecases import get_use_case
 
 log = logging.getLogger(__name__)
 
@@ -446,9 +447,9 @@ def _split_at(rows: pd.DataFrame, data_uri: str) -> pd.Timestamp:
 def val_positive_events(snapshot: str | None, use_case: str, val_start: pd.Timestamp,
                         split_at: pd.Timestamp) -> pd.DataFrame | None:
     """``entity_id, candidate_id`` of the use case's positive events in ``[val_start, split_at)``
-    (:func:`startup_recs.snapshot.positive_events`, the ranker dataset's and the evaluation's
+    (:func:`startup_recs.data.snapshot.positive_events`, the ranker dataset's and the evaluation's
     definition), or ``None`` without a snapshot. These are *labels* of the window the ranker learns from, never features."""
-    from startup_recs.snapshot import load_snapshot, positive_events
+    from startup_recs.data.snapshot import load_snapshot, positive_events
 
     if not snapshot or not storage.exists(snapshot):
         log.warning("ranker: snapshot %r not reachable; learning from the dataset's positives only "
@@ -661,7 +662,7 @@ def load_stage1(retrievers_dir: str, use_case: str, *, serving_data: str | None 
         if uri and storage.exists(storage.join(uri, "serving_data.json")):
             data = ServingData.load(uri)
             if data.use_case != use_case:
-                from startup_recs.errors import ModelMismatchError
+                from startup_recs.core.errors import ModelMismatchError
 
                 raise ModelMismatchError(f"serving data {uri} is for {data.use_case!r}, not {use_case!r}")
             return data
@@ -685,9 +686,9 @@ def _validation_routing(retrievers_dir: str, use_case: str, snapshot: str | None
     saved = Routing.load(retrievers_dir)
     if saved.chosen_on == "validation" or not snapshot or not storage.exists(snapshot):
         return saved
-    from startup_recs.evaluate import DEFAULT_K, choose_routing
-    from startup_recs.snapshot import load_snapshot
-    from startup_recs.split import TimeSplit
+    from startup_recs.data.snapshot import load_snapshot
+    from startup_recs.data.split import TimeSplit
+    from startup_recs.evaluation.protocol import DEFAULT_K, choose_routing
 
     snap = load_snapshot(snapshot)
     try:
@@ -757,7 +758,7 @@ def _use_case_of(data_uri: str, given: str | None) -> str:
     """``--use-case``, checked against the dataset's recorded one (or taken from it)."""
     recorded = _sidecar(data_uri).get("use_case")
     if given and recorded and given != recorded:
-        from startup_recs.errors import ModelMismatchError
+        from startup_recs.core.errors import ModelMismatchError
 
         raise ModelMismatchError(f"{data_uri} was built for use case {recorded!r}, not {given!r}")
     if given or recorded:

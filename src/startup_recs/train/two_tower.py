@@ -32,14 +32,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from startup_recs import __version__, storage
-from startup_recs.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
+from startup_recs import __version__
+from startup_recs.core import storage
+from startup_recs.core.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
+from startup_recs.core.usecases import get_use_case
 from startup_recs.models.two_tower import SideTensors, TwoTowerModel, dumps_encoder, embed_all, load_encoder
 from startup_recs.train.two_tower_data import FIT_SPLITS, TwoTowerData, load_dataset
 from startup_recs.train.two_tower_dist import Dist, all_mean, broadcast, init_distributed, resolve_device
 from startup_recs.train.two_tower_eval import evaluate_saved, format_table, validate
 from startup_recs.train.two_tower_loss import RetrievalTask
-from startup_recs.usecases import get_use_case
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from startup_recs import storage
-from startup_recs.errors import DataError
+from startup_recs.core import storage
+from startup_recs.core.errors import DataError
+from startup_recs.core.usecases import get_use_case
 from startup_recs.models.two_tower import (
     SideTensors,
     TowerSpec,
@@ -30,7 +31,6 @@ from startup_recs.models.two_tower import (
     side_tensors,
     tower_spec,
 )
-from startup_recs.usecases import get_use_case
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from startup_recs.errors import ConfigError
+from startup_recs.core.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

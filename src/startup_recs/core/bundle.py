@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from startup_recs import __version__, storage
-from startup_recs.errors import BundleError, StorageError
+from startup_recs import __version__
+from startup_recs.core import storage
+from startup_recs.core.errors import BundleError, StorageError
 
 log = logging.getLogger(__name__)
 

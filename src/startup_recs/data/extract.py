@@ -8,7 +8,7 @@ Layout (docs/contracts.md): ``<out>/<table>/part-NNNNN.parquet`` plus ``extract_
 * **All or nothing.** Nothing reaches ``<out>`` until every table has been read and validated;
   then each staged file is moved (local) or uploaded (S3, one PUT each) into place and
   ``extract_stats.json`` is written last. Any bad input raises a one-line
-  :class:`~startup_recs.errors.RecsError` and leaves ``<out>`` untouched.
+  :class:`~startup_recs.core.errors.RecsError` and leaves ``<out>`` untouched.
 * **Incremental.** A run on an existing snapshot (or with ``--since``) appends one new part per
   event table holding only rows at or after the table's previous watermark (its largest ``ts``);
   rows *equal* to the watermark that were already extracted are dropped by a multiset
@@ -38,10 +38,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from startup_recs import schema, storage
-from startup_recs.config import event_weights as load_event_weights
-from startup_recs.errors import ConfigError, DataError, RecsError, StorageError
-from startup_recs.usecases import get_use_case
+from startup_recs.core import storage
+from startup_recs.core.config import event_weights as load_event_weights
+from startup_recs.core.errors import ConfigError, DataError, RecsError, StorageError
+from startup_recs.core.usecases import get_use_case
+from startup_recs.data import schema
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +306,8 @@ def _drop_seen(chunk: pa.Table, tcol: str, wm: dt.datetime, seen: Counter) -> pa
 def _engine(url: str):
     import sqlalchemy as sa
 
-    from startup_recs.synth import _safe, db_url, sqlite_path
+    from startup_recs.data.appdb import db_url, sqlite_path
+    from startup_recs.data.appdb import mask_url as _safe
 
     url = db_url(url)
     path = sqlite_path(url)

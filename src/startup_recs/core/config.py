@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from startup_recs.errors import ConfigError
+from startup_recs.core.errors import ConfigError
 
 # Strength of each implicit-feedback event (view < click < save < contact/apply).
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from startup_recs.errors import ConfigError, DataError
+from startup_recs.core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

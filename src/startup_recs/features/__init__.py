@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from startup_recs.errors import ModelMismatchError
-from startup_recs.usecases import UseCase, get_use_case
+from startup_recs.core.errors import ModelMismatchError
+from startup_recs.core.usecases import UseCase, get_use_case
 
 FORMAT = "startup_recs.features/1"
 MAX_MULTI_LEN = 32  # cap of a multi-valued column's padded width
@@ -411,14 +411,14 @@ def encode_side(encoder: PairEncoder, side: str, df: pd.DataFrame | None,
 
 def save_encoders(uri: str, encoder: PairEncoder) -> None:
     """Write a :class:`PairEncoder` as JSON (``_vocab.json``) atomically."""
-    from startup_recs import storage
+    from startup_recs.core import storage
 
     storage.write_bytes(uri, (encoder.to_json() + "\n").encode())
 
 
 def load_encoders(uri: str) -> PairEncoder:
     """Read a ``_vocab.json`` / ``_encoder.json`` written by :func:`save_encoders`."""
-    from startup_recs import storage
+    from startup_recs.core import storage
 
     return PairEncoder.from_dict(storage.read_json(uri))
 

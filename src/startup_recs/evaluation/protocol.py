@@ -37,15 +37,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from startup_recs import storage
-from startup_recs.config import segment_of
-from startup_recs.errors import ConfigError, DataError
+from startup_recs.core import storage
+from startup_recs.core.config import segment_of
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.core.usecases import get_use_case
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.index import top_k
 from startup_recs.serving.recommender import N_RETRIEVE, Recommender, load_reranker
 from startup_recs.serving.retrievers import Retriever, load_retrievers
 from startup_recs.serving.router import ROUTING_FILE, Routing
-from startup_recs.usecases import get_use_case
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +309,8 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
              save_serving: bool = True) -> dict[str, Any]:
     """Run the protocol; write ``metrics.json``, ``report.md``, ``routing.json`` and PNG plots
     into ``out``, and ``serving/`` + ``routing.json`` into ``models`` (the publishable folder)."""
-    from startup_recs.snapshot import load_snapshot
-    from startup_recs.split import TimeSplit
+    from startup_recs.data.snapshot import load_snapshot
+    from startup_recs.data.split import TimeSplit
 
     t_start = time.perf_counter()
     uc = get_use_case(use_case)
@@ -362,7 +362,7 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
     if validation is not None:
         metrics["validation"] = validation
     storage.write_json(storage.join(out, "metrics.json"), metrics)
-    from startup_recs import evaluate_report
+    from startup_recs.evaluation import report as evaluate_report
 
     evaluate_report.write_report(metrics, out, models_dir=models)
     log.info("evaluation of %s: %d test entities, %d candidates, %.1fs", uc.name, len(t.entity_ids),
@@ -381,7 +381,7 @@ def cli_evaluate(args: argparse.Namespace) -> int:
     m = evaluate(args.snapshot, args.models, args.use_case, args.out, val_models=getattr(args, "val_models", None),
                  k=ks, split_at=args.split_at, test_days=args.test_days, val_days=args.val_days,
                  oracle=args.oracle)
-    from startup_recs.evaluate_report import headline_table
+    from startup_recs.evaluation.report import headline_table
 
     print(headline_table(m))
     print(f"-> {storage.join(args.out, 'metrics.json')}, {storage.join(args.out, 'report.md')}")

@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from startup_recs.config import COLD_MAX, HOT_MIN
-from startup_recs.errors import DataError
+from startup_recs.core.config import COLD_MAX, HOT_MIN
+from startup_recs.core.errors import DataError
 from startup_recs.serving.data import NEVER_SEEN_DAYS, ServingData
 from startup_recs.serving.retrievers import Retriever
 
@@ -101,7 +101,7 @@ def build_batch(
     row ``j - offsets[i]`` of ``build(entity_ids[i], cand_idx[offsets[i]:offsets[i+1]], ...)``.
     """
     if use_case != data.use_case:
-        from startup_recs.errors import ModelMismatchError
+        from startup_recs.core.errors import ModelMismatchError
 
         raise ModelMismatchError(f"ranking features for {use_case!r} asked of serving data of {data.use_case!r}")
     offsets = np.asarray(offsets, dtype=np.int64)

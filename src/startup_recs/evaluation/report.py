@@ -1,7 +1,7 @@
 """The evaluation's human outputs: ``report.md`` (comparison tables, headline vs popularity, the
 issue-3 quality targets) and PNG plots (NDCG@K by model and segment; training curves).
 
-Everything here reads the ``metrics.json`` dict that :mod:`startup_recs.evaluate` writes, plus
+Everything here reads the ``metrics.json`` dict that :mod:`startup_recs.evaluation.protocol` writes, plus
 training histories found in the models folder (``*_history.json`` lists, or a ``"history"`` list
 inside a ``*_config.json``). matplotlib runs headless (Agg).
 """
@@ -12,7 +12,7 @@ import io
 import logging
 from typing import Any
 
-from startup_recs import storage
+from startup_recs.core import storage
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from startup_recs.errors import StorageError
+from startup_recs.core.errors import StorageError
 
 
 def is_s3(uri: str) -> bool:

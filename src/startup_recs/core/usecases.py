@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from startup_recs.errors import ConfigError
+from startup_recs.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from startup_recs import __version__, storage
-from startup_recs.errors import ConfigError, DataError
-from startup_recs.usecases import get_use_case
+from startup_recs import __version__
+from startup_recs.core import storage
+from startup_recs.core.errors import ConfigError, DataError
+from startup_recs.core.usecases import get_use_case
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +227,8 @@ def probe_source(*, db_url: str = "", events_uri: str = "", time_col: str = "ts"
 def check_db_url(db_url: str) -> str:
     """The SQLAlchemy URL of ``db_url`` (a bare path is SQLite); a SQLite file must exist (opening
     a missing one would silently create an empty database)."""
-    from startup_recs.synth import db_url as normalise_url
-    from startup_recs.synth import sqlite_path
+    from startup_recs.data.appdb import db_url as normalise_url
+    from startup_recs.data.appdb import sqlite_path
 
     url = normalise_url(db_url)
     path = sqlite_path(url)
@@ -242,7 +243,7 @@ def extract(out_dir: str, *, watermark: str = "", db_url: str = "", events_uri: 
             event_col: str = "event", weight_col: str = "weight", event_weights: str = "") -> dict[str, Any]:
     """Database or event log -> snapshot folder. ``watermark`` is the probe's value: only a cache
     key here, but checked against what was extracted (newer data arriving in between is fine)."""
-    from startup_recs import extract as ex
+    from startup_recs.data import extract as ex
 
     db_url, events_uri = _opt(db_url), _opt(events_uri)
     if bool(db_url) == bool(events_uri):
@@ -407,7 +408,7 @@ def tune(snapshot: str, use_case: str, model: str, out_dir: str, *, defaults: di
     """Search ``model``'s hyperparameters on train -> validation (never test) with Optuna; trial 0
     is ``defaults`` (the pipeline's values). ``trials == 0`` skips the search: the defaults pass
     through unchanged. Writes ``best_params.json`` (+ ``trials.csv``) into ``out_dir``."""
-    from startup_recs import tune as tn
+    from startup_recs.tuning import search as tn
 
     get_use_case(use_case)
     defaults = dict(defaults)
@@ -442,7 +443,7 @@ def tuning_report(summary: dict[str, Any]) -> str:
     for k, v in summary["best_params"].items():
         lines.append(f"| {k} | {v} | {summary['default_params'].get(k, '')} |")
     if summary["trials"]:
-        from startup_recs.tune import trials_table
+        from startup_recs.tuning.search import trials_table
 
         lines += ["", trials_table(summary)]
     return "\n".join(lines) + "\n"
@@ -485,9 +486,9 @@ def train_ranker(dataset_dir: str, two_tower_dir: str, als_dir: str, snapshot: s
 
 def time_split(snapshot: str, use_case: str, split_at: str = "", test_days: float = 14.0,
                val_days: float = 14.0) -> Any:
-    """The :class:`~startup_recs.split.TimeSplit` every dataset builder resolves for these flags."""
-    from startup_recs.snapshot import load_snapshot
-    from startup_recs.split import TimeSplit
+    """The :class:`~startup_recs.data.split.TimeSplit` every dataset builder resolves for these flags."""
+    from startup_recs.data.snapshot import load_snapshot
+    from startup_recs.data.split import TimeSplit
 
     events = load_snapshot(snapshot).events(use_case)
     return TimeSplit.resolve(events["ts"], _opt(split_at), float(test_days), float(val_days))
@@ -511,7 +512,7 @@ def evaluate(snapshot: str, two_tower_dir: str, als_dir: str, stage1_dir: str, u
     """Assemble the servable ``models_dir`` (final retrievers, the stage-1 ranker, serving data),
     score it on test (warm route chosen on validation with the stage-1 models), and render the
     report for the KFP UI. Returns ``{"headline": {name: float}, "metadata": {...}}``."""
-    from startup_recs import evaluate as ev
+    from startup_recs.evaluation import protocol as ev
 
     uc = get_use_case(use_case)
     models = _fresh_dir(models_dir)
@@ -636,8 +637,8 @@ def render_html(metrics: dict[str, Any], folder: Path) -> str:
 # --- gate and publish ----------------------------------------------------------------------------
 @_step("gate")
 def gate(eval_dir: str, models_uri: str, use_case: str, *, margin: float = 0.02) -> str:
-    """``"publish"`` or ``"skip"`` (reason logged): :func:`startup_recs.bundle.check_gate`."""
-    from startup_recs import bundle
+    """``"publish"`` or ``"skip"`` (reason logged): :func:`startup_recs.core.bundle.check_gate`."""
+    from startup_recs.core import bundle
 
     get_use_case(use_case)
     metrics = storage.read_json(storage.join(eval_dir, "metrics.json"))
@@ -654,7 +655,7 @@ def publish(models_dir: str, eval_dir: str, snapshot: str, models_uri: str, use_
     fails). ``record`` receives a copy of the manifest."""
     import tempfile
 
-    from startup_recs import bundle
+    from startup_recs.core import bundle
 
     get_use_case(use_case)
     metrics = storage.read_json(storage.join(eval_dir, "metrics.json"))

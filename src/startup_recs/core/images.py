@@ -4,9 +4,9 @@ Every image reference in the project is derived here, from the package version, 
 own GCPC components tag their images:
 
 - the pipeline's ``base_image`` (``components/``: ``image("base")``, ``image("trainer-gpu")``),
-- the Makefile's ``images`` / ``push`` / ``kind-demo`` targets (``python -m startup_recs.images``),
+- the Makefile's ``images`` / ``push`` / ``kind-demo`` targets (``python -m startup_recs.core.images``),
 - the kustomize ``images:`` entries of ``manifests/`` (kept equal by
-  ``python -m startup_recs.images --check-manifests``, which a test runs).
+  ``python -m startup_recs.core.images --check-manifests``, which a test runs).
 
 A reference is ``<registry>/startup-recs-<kind>:<version>``. The registry defaults to
 :data:`DEFAULT_REGISTRY` and is overridden by the ``RECS_IMAGE_REGISTRY`` environment variable
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from startup_recs import __version__
-from startup_recs.errors import ConfigError
+from startup_recs.core.errors import ConfigError
 
 DEFAULT_REGISTRY = "ghcr.io/startup-recs"
 REGISTRY_ENV = "RECS_IMAGE_REGISTRY"
@@ -133,8 +133,8 @@ def sync_manifests(root: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m startup_recs.images``: print image references (the Makefile reads this)."""
-    p = argparse.ArgumentParser(prog="python -m startup_recs.images", description=__doc__.splitlines()[0])
+    """``python -m startup_recs.core.images``: print image references (the Makefile reads this)."""
+    p = argparse.ArgumentParser(prog="python -m startup_recs.core.images", description=__doc__.splitlines()[0])
     p.add_argument("kind", nargs="?", choices=KINDS, help="print only this image's reference")
     p.add_argument("--format", choices=["ref", "make", "dockerfile", "tag"], default="ref",
                    help="ref: 'kind reference' lines; make: KIND_IMAGE=ref lines; "

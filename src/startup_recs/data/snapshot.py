@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from startup_recs import config, storage
-from startup_recs.errors import ConfigError, DataError, StorageError
-from startup_recs.schema import SCHEMAS, validate
-from startup_recs.usecases import UseCase, get_use_case
+from startup_recs.core import config, storage
+from startup_recs.core.errors import ConfigError, DataError, StorageError
+from startup_recs.core.usecases import UseCase, get_use_case
+from startup_recs.data.schema import SCHEMAS, validate
 
 EVENT_COLUMNS = ["entity_id", "candidate_id", "event", "ts", "weight", "session_id"]
 IMPRESSION_COLUMNS = ["session_id", "entity_id", "candidate_id", "position", "ts"]
@@ -274,7 +274,7 @@ class Snapshot:
 
 
 def _all_use_cases() -> tuple[str, ...]:
-    from startup_recs.usecases import USE_CASES
+    from startup_recs.core.usecases import USE_CASES
 
     return tuple(USE_CASES)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from startup_recs.errors import DataError
+from startup_recs.core.errors import DataError
 
 TS = pa.timestamp("us", tz="UTC")
 STR_LIST = pa.list_(pa.string())
