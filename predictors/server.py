@@ -27,9 +27,9 @@ from kserve.protocol.rest.server import RESTServer
 
 from predictors.app import RequestGuard, add_exception_handlers, add_legacy_routes
 from predictors.model import RecsModel
-from startup_recs.cli import add_serve_flags
 from startup_recs.core.errors import ConfigError
 from startup_recs.serving import api
+from startup_recs.serving.flags import add_serve_flags
 from startup_recs.serving.reload import BundleSlot, Loader, Poller, default_loader, expand_sources
 
 log = logging.getLogger("predictors")

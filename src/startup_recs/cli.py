@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from startup_recs import __version__
 from startup_recs.core.errors import RecsError
+from startup_recs.serving.flags import add_serve_flags
 
 Handler = Callable[[argparse.Namespace], int | None]
 USE_CASE_HELP = "startup_developer | startup_investor | developer_startup | investor_startup"
@@ -221,18 +222,6 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 # --- serving (F): `recs serve`, dispatched lazily into predictors/ (the core never imports kserve) --
-def add_serve_flags(p: argparse.ArgumentParser, *, default_host: str = "127.0.0.1") -> None:
-    """Flags shared by `recs serve` and `python -m predictors` (which adds kserve's own)."""
-    p.add_argument("--bundle", action="append", required=True, metavar="URI",
-                   help="bundle (.../<use_case>/vN), use-case folder with a 'latest' pointer, models root, "
-                        "or USE_CASE=URI; local path or s3:// (AWS_ENDPOINT_URL honoured); repeatable")
-    p.add_argument("--host", default=default_host, help="address the REST server binds")
-    p.add_argument("--reload-interval", type=float, default=30.0,
-                   help="seconds between polls of the 'latest' pointers (0 disables hot reload)")
-    p.add_argument("--cache-dir", default=None, help="where s3:// bundles are downloaded (default: a temp dir)")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
-
-
 def _run_serve(args: argparse.Namespace) -> int | None:
     from startup_recs.serving.reload import expand_sources
 
