@@ -28,6 +28,7 @@ demo: venv
 
 lint: venv
 	$(VENV)/bin/ruff check src components pipelines predictors tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 
 test: venv tools lint
 	$(PY) -m pytest -q --durations=15 tests
