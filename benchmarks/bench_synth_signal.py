@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     w, rng = synth.build_world(args.size, args.seed)  # the same world generate() builds
     lists = {uc: synth.shortlist(w, uc, w.spec.shortlist_k, rng) for uc in (*synth.REVERSE, *synth.FORWARD)}
-    rev = synth._simulate(w, rng, lists)["rev"]
+    rev = synth.simulate(w, rng, lists)["rev"]
     print(f"size={args.size} seed={args.seed}: simulated in {time.perf_counter() - t0:.1f} s\n")
     split = rev["ts"].max() - int(args.test_days * synth.DAY_US)
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = np.bincount(rev["s"][train], minlength=len(w.S.ids))
         seg = np.array([segment_of(int(counts[e])) for e in ents])
 
-        P, Q = synth._match_factors(role, w.S, w.U)
+        P, Q = synth.match_factors(role, w.S, w.U)
         qual = synth.C_QUAL * w.U.quality[cands][None, :]
         oracle = w.affinity_block(uc, ents, cands)
         content = P[ents] @ Q[cands].T

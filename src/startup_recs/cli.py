@@ -45,7 +45,7 @@ def _synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--oracle", default=None, help="where to write oracle.parquet (default: beside the DB)")
     p.add_argument("--force", action="store_true", help="replace existing tables")
-    p.set_defaults(func=_lazy("synth", "cli_synth"))
+    p.set_defaults(func=_lazy("synth.cli", "cli_synth"))
 
 
 def _extract(sub: argparse._SubParsersAction) -> None:
