@@ -7,18 +7,15 @@ import pandas as pd
 import pytest
 
 from startup_recs.core.errors import ModelMismatchError
-from startup_recs.features import (
-    SPECS,
+from startup_recs.features.encoders import (
     FeatureEncoder,
     PairEncoder,
     encode_side,
-    infer_spec,
     load_encoders,
-    match_features,
-    match_reasons,
     save_encoders,
-    spec_for,
 )
+from startup_recs.features.match import match_features, match_reasons
+from startup_recs.features.specs import SPECS, infer_spec, spec_for
 
 STARTUPS = pd.DataFrame({
     "sector": ["fintech", "ai", None, "bio"],
@@ -203,7 +200,7 @@ def test_transform_with_missing_feature_column_is_a_mismatch():
 
 
 def test_match_reasons_batch_equals_per_pair():
-    from startup_recs.features import match_reasons_batch
+    from startup_recs.features.match import match_reasons_batch
 
     for uc, ent, cands in (("startup_developer", STARTUPS.loc["s1"], DEVS), ("startup_investor", STARTUPS.loc["s1"], INVESTORS),
                            ("developer_startup", DEVS.loc["d1"], STARTUPS), ("investor_startup", INVESTORS.loc["i1"], STARTUPS)):

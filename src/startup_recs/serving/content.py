@@ -44,8 +44,8 @@ class CandidateMatcher:
     """
 
     def __init__(self, use_case: str, entity_features: pd.DataFrame, candidate_features: pd.DataFrame) -> None:
-        from startup_recs import features as F
         from startup_recs.core.usecases import get_use_case
+        from startup_recs.features import match as F
 
         self.F = F
         self.uc = get_use_case(use_case)
@@ -186,7 +186,7 @@ class ContentRetriever(Retriever):
 
     def match_matrix(self, entity_id: str, cand_idx: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
         """Match features of the entity against candidates (all, or ``cand_idx``): ``[m, k]``."""
-        from startup_recs.features import match_features
+        from startup_recs.features.match import match_features
 
         cands = self.data.candidate_features
         if cand_idx is not None:

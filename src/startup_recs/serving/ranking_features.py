@@ -248,7 +248,7 @@ def _match_names(data: ServingData) -> list[str]:
     """Names of the match features ``data``'s tables give (probed on one entity x one candidate)."""
     memo = _cache(data)
     if "match_names" not in memo:
-        from startup_recs.features import match_features
+        from startup_recs.features.match import match_features
 
         ent, cf = data.entity_features, data.candidate_features
         names: list[str] = []
@@ -262,7 +262,7 @@ def _match_block(use_case: str, entity_ids: Sequence[str], offsets: np.ndarray,
                  cand_idx: np.ndarray, data: ServingData) -> np.ndarray:
     """``entity_has_features`` + match features ``[N, 1 + k]``, one batched call over all rows
     (zeros for rows whose entity has no feature row)."""
-    from startup_recs.features import match_features
+    from startup_recs.features.match import match_features
 
     k = len(_match_names(data))
     n = len(cand_idx)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import DataError, RecsError
 from startup_recs.core.usecases import get_use_case
 from startup_recs.serving.data import ServingData
@@ -26,7 +26,7 @@ from startup_recs.serving.router import Router, Routing
 log = logging.getLogger(__name__)
 
 N_RETRIEVE = 200  # candidates retrieved before re-ranking
-SERVING_DIR = "serving"
+SERVING_DIR = artifacts.SERVING_DIR
 
 
 class UnknownEntityError(RecsError):
@@ -34,9 +34,8 @@ class UnknownEntityError(RecsError):
 
 
 def load_reranker(models_dir: str, use_case: str) -> Any | None:
-    """E3's :class:`~startup_recs.serving.rerank.Reranker` when its config is in the folder."""
-    uc = get_use_case(use_case)
-    if not storage.exists(storage.join(models_dir, f"ranker{uc.suffix}_v1_config.json")):
+    """The :class:`~startup_recs.serving.rerank.Reranker` when its config is in the folder, else None."""
+    if not storage.exists(storage.join(models_dir, artifacts.ranker_files(use_case).config)):
         return None
     from startup_recs.serving.rerank import Reranker
 
@@ -73,7 +72,7 @@ class Recommender:
     @classmethod
     def load(cls, path: str, use_case: str | None = None, *, rerank: bool = True) -> Recommender:
         """From a models folder or bundle. Serving data: ``<path>/serving/``."""
-        manifest_uri = storage.join(path, "manifest.json")
+        manifest_uri = storage.join(path, artifacts.MANIFEST)
         manifest = storage.read_json(manifest_uri) if storage.exists(manifest_uri) else None
         serving = storage.join(path, SERVING_DIR)
         data = ServingData.load(serving)
@@ -140,7 +139,7 @@ class Recommender:
         return [self.recommend(e, limit) for e in entity_ids]
 
     def _candidates(self, entity_id: str, cand: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
-        from startup_recs.features import match_reasons_batch
+        from startup_recs.features.match import match_reasons_batch
 
         ent = self.data.entity_row(entity_id)
         feats = self.data.candidate_features
