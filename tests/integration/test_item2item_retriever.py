@@ -9,9 +9,10 @@ import pytest
 from startup_recs.core import bundle, storage
 from startup_recs.data.snapshot import load_snapshot
 from startup_recs.datasets.als import build_als
+from startup_recs.models.item2item import Item2ItemModel
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.retrievers import load_retrievers
-from startup_recs.train.item2item import Item2ItemModel, train_item2item
+from startup_recs.train.item2item import train_item2item
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import scipy.sparse as sp
 
 from startup_recs.cli import main
 from startup_recs.core.errors import ConfigError, DataError, ModelFitError
-from startup_recs.train.als import ALSConfig, ALSModel, confidence, fit_als, fit_factors
+from startup_recs.models.als import ALSModel
+from startup_recs.train.als import ALSConfig, confidence, fit_als, fit_factors
 
 
 def planted(seed: int = 0, n_e: int = 120, n_c: int = 200, groups: int = 6):

@@ -5,7 +5,8 @@ import pytest
 import scipy.sparse as sp
 
 from startup_recs.core.errors import ModelFitError
-from startup_recs.train.item2item import Item2ItemConfig, Item2ItemModel, ease_max_candidates, fit_ease
+from startup_recs.models.item2item import Item2ItemConfig, Item2ItemModel
+from startup_recs.train.item2item import ease_max_candidates, fit_ease, fit_item2item
 
 
 def _matrix(seed: int = 0, n_e: int = 40, n_c: int = 25) -> sp.csr_matrix:
@@ -26,8 +27,8 @@ def test_ease_matches_dense_reference() -> None:
 def test_memory_limit_is_computed_and_enforced() -> None:
     assert ease_max_candidates(4 * 1024**3) == 12385
     with pytest.raises(ModelFitError, match="over the"):
-        Item2ItemModel.fit(_matrix(), Item2ItemConfig("startup_developer", method="ease", memory_budget=1000))
-    auto = Item2ItemModel.fit(_matrix(), Item2ItemConfig("startup_developer", memory_budget=1000))
+        fit_item2item(_matrix(), Item2ItemConfig("startup_developer", method="ease", memory_budget=1000))
+    auto = fit_item2item(_matrix(), Item2ItemConfig("startup_developer", memory_budget=1000))
     assert auto.config.chosen == "bm25" and sp.issparse(auto.weights)
 
 
@@ -37,7 +38,7 @@ def test_co_occurrence_is_recovered() -> None:
     x = sp.csr_matrix((np.ones(sum(map(len, rows)), np.float32),
                        ([i for i, r in enumerate(rows) for _ in r], [c for r in rows for c in r])), shape=(6, 5))
     for method in ("ease", "cosine"):
-        m = Item2ItemModel.fit(x, Item2ItemConfig("startup_developer", method=method, lam=1.0, neighbours=5))
+        m = fit_item2item(x, Item2ItemConfig("startup_developer", method=method, lam=1.0, neighbours=5))
         s = m.score(sp.csr_matrix(np.array([[1, 0, 0, 0, 0]], np.float32)))
         s[0, 0] = -np.inf
         assert int(np.argmax(s[0])) == 1, method
@@ -46,7 +47,7 @@ def test_co_occurrence_is_recovered() -> None:
 @pytest.mark.parametrize("method", ["ease", "bm25"])
 def test_save_load_round_trip(tmp_path, method) -> None:
     x = _matrix(1)
-    m = Item2ItemModel.fit(x, Item2ItemConfig("startup_investor", method=method))
+    m = fit_item2item(x, Item2ItemConfig("startup_investor", method=method))
     m.save(tmp_path, "item2item_reverse_v1", {f"c{i}": i for i in range(x.shape[1])})
     back, mapping = Item2ItemModel.load(tmp_path, "item2item_reverse_v1")
     assert mapping["c3"] == 3 and back.config.chosen == method

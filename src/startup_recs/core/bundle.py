@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from startup_recs import __version__
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import BundleError, StorageError
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-LATEST = "latest"
+MANIFEST = artifacts.MANIFEST
+LATEST = artifacts.LATEST
 HEADLINE_MODEL = "routed_ranked"
 HEADLINE_METRIC = "ndcg@10"
 _VERSION_DIR = re.compile(r"^v(\d+)$")

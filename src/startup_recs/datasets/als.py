@@ -1,6 +1,7 @@
 """ALS interaction matrix (legacy ``generate_als_dataset``).
 
-Writes into ``output_dir`` (legacy names; ``{sfx}`` = ``_reverse`` for reverse use cases):
+Writes into ``output_dir`` (legacy names from :func:`startup_recs.core.artifacts.als_dataset_files`;
+``{sfx}`` = ``_reverse`` for reverse use cases):
 
 - ``als_interactions{sfx}.npz``: scipy CSR float32 [n_entities, n_candidates], the summed event
   weights of the fit window (``trainval`` = events before ``split_at``, default, for the final
@@ -15,14 +16,15 @@ Only the fit window is read, so nothing after it reaches the matrix or the mappi
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from startup_recs.core import storage
-from startup_recs.core.errors import ConfigError
+from startup_recs.core import artifacts, storage
+from startup_recs.core.errors import ConfigError, DataError
 from startup_recs.data.split import TimeSplit
 from startup_recs.datasets.common import elapsed, entity_filter, prepare, sorted_unique
 
@@ -32,10 +34,9 @@ WINDOW_PART = {"train": 0, "trainval": 1}
 
 
 def als_names(use_case_suffix: str) -> dict[str, str]:
-    """The legacy file names of one use case's ALS dataset."""
-    sfx = use_case_suffix
-    return {"matrix": f"als_interactions{sfx}.npz", "user_mapping": f"als{sfx}_user_mapping.json",
-            "item_mapping": f"als{sfx}_item_mapping.json", "meta": f"als{sfx}_meta.json"}
+    """The legacy file names of one use case's ALS dataset (``{"matrix", "user_mapping",
+    "item_mapping", "meta"}``, from :mod:`startup_recs.core.artifacts`)."""
+    return artifacts.ALSDatasetFiles.for_suffix(use_case_suffix).as_dict()
 
 
 def _sorted_positions(codes: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,14 +95,39 @@ def build_als(snapshot_uri: str, use_case: str, output_dir: str, *, min_interact
     return stats
 
 
-def load_als(output_dir: str, use_case_suffix: str) -> tuple[sp.csr_matrix, dict[str, int], dict[str, int]]:
-    """Read back (matrix, entity mapping, candidate mapping) as written by :func:`build_als`."""
-    import io
+def load_matrix(data: str, user_mapping: str, item_mapping: str) -> tuple[sp.csr_matrix, list[str], list[str]]:
+    """Read an ALS dataset by file: the CSR ``.npz`` [n_entities, n_candidates] (no pickle) and
+    the ids of its rows and columns (from the two id -> row mappings, in row order).
 
-    names = als_names(use_case_suffix)
-    matrix = sp.load_npz(io.BytesIO(storage.read_bytes(storage.join(output_dir, names["matrix"])))).tocsr()
-    return (matrix, storage.read_json(storage.join(output_dir, names["user_mapping"])),
-            storage.read_json(storage.join(output_dir, names["item_mapping"])))
+    Raises :class:`DataError` for a missing file, a file that is not a scipy sparse ``.npz`` or a
+    mapping whose rows are not ``0..n-1``.
+    """
+    for uri in (data, user_mapping, item_mapping):
+        if not storage.exists(uri):
+            raise DataError(f"{uri}: no such file")
+    try:
+        matrix = sp.load_npz(io.BytesIO(storage.read_bytes(data))).tocsr()
+    except (ValueError, OSError, KeyError) as exc:
+        raise DataError(f"{data}: not a scipy sparse .npz ({exc})") from None
+
+    def ids(uri: str) -> list[str]:
+        mapping = storage.read_json(uri)
+        if not isinstance(mapping, dict):
+            raise DataError(f"{uri}: expected a JSON object id -> row")
+        out = [str(k) for k, _ in sorted(mapping.items(), key=lambda kv: int(kv[1]))]
+        if sorted(int(v) for v in mapping.values()) != list(range(len(mapping))):
+            raise DataError(f"{uri}: rows must be 0..{len(mapping) - 1}")
+        return out
+
+    return matrix, ids(user_mapping), ids(item_mapping)
+
+
+def load_als(output_dir: str, use_case_suffix: str) -> tuple[sp.csr_matrix, dict[str, int], dict[str, int]]:
+    """Read back (matrix, entity id -> row, candidate id -> column) as written by :func:`build_als`."""
+    names = artifacts.ALSDatasetFiles.for_suffix(use_case_suffix)
+    matrix, users, items = load_matrix(*(storage.join(output_dir, f)
+                                         for f in (names.matrix, names.user_mapping, names.item_mapping)))
+    return matrix, {u: i for i, u in enumerate(users)}, {c: i for i, c in enumerate(items)}
 
 
 def cli_build(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 """What the three dataset builders share: the prepared use-case view, pair aggregation, the
-random-negative sampler, sidecar naming and atomic writes.
+random-negative sampler and atomic writes (sidecar names: :func:`startup_recs.core.artifacts.sidecar`).
 
 Ids are factorised once into int codes; since the events are sorted by time, a candidate's code
 orders candidates by first appearance, so the candidates known by the end of part ``p`` are
@@ -24,16 +24,6 @@ from startup_recs.data.snapshot import PASSIVE_EVENTS, Snapshot, load_snapshot, 
 from startup_recs.data.split import PARTS, TimeSplit, ts_values
 
 log = logging.getLogger(__name__)
-
-
-def sidecar(output: str, name: str) -> str:
-    """``X.parquet`` / ``X.csv`` -> ``X_<name>`` (``X_entities.parquet``, ``X_meta.json`` ...)."""
-    stem = str(output)
-    for ext in (".parquet", ".csv"):
-        if stem.endswith(ext):
-            stem = stem[: -len(ext)]
-            break
-    return f"{stem}_{name}"
 
 
 def check_output(output: str) -> None:

@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
+from startup_recs.core.artifacts import sidecar
 from startup_recs.core.errors import ConfigError, DataError
 from startup_recs.data.split import PARTS, TimeSplit, ts_values
 from startup_recs.datasets.common import (
@@ -45,7 +46,6 @@ from startup_recs.datasets.common import (
     prepare,
     row_keys,
     sample_unseen,
-    sidecar,
     write_frame,
 )
 
@@ -269,13 +269,14 @@ def build_ranker(snapshot_uri: str, use_case: str, output: str, *, neg_ratio: fl
         "max_weight": float(out["weight"].max()),
         "params": {"neg_ratio": float(neg_ratio), "propensity_clip": float(propensity_clip), "seed": int(seed),
                    "link_days": float(link_days), "propensity_window": propensity_window},
-        "files": {n: sidecar(output, n).rsplit("/", 1)[-1] for n in ("propensity.json", "meta.json")},
+        "files": {n: sidecar(output, n).rsplit("/", 1)[-1]
+                  for n in (artifacts.PROPENSITY_SIDECAR, artifacts.META_SIDECAR)},
     }
-    storage.write_json(sidecar(output, "propensity.json"), {**curve, "use_case": prep.uc.name,
+    storage.write_json(sidecar(output, artifacts.PROPENSITY_SIDECAR), {**curve, "use_case": prep.uc.name,
                                                            "split": prep.split.to_dict()})
     write_frame(out, str(output), SCHEMA)
     stats["seconds"] = elapsed(prep)
-    storage.write_json(sidecar(output, "meta.json"), stats)
+    storage.write_json(sidecar(output, artifacts.META_SIDECAR), stats)
     log.info("ranker %s: %d rows, %d sessions in %.1fs", prep.uc.name, stats["rows"], stats["sessions"],
              stats["seconds"])
     return stats

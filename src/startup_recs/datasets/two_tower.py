@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
+from startup_recs.core.artifacts import sidecar
 from startup_recs.core.errors import ConfigError
 from startup_recs.data.split import PARTS, TimeSplit, ts_values
 from startup_recs.datasets.common import (
@@ -41,7 +42,6 @@ from startup_recs.datasets.common import (
     prepare,
     row_keys,
     sample_unseen,
-    sidecar,
     sorted_unique,
     write_frame,
 )
@@ -182,14 +182,15 @@ def build_two_tower(snapshot_uri: str, use_case: str, output: str, *, negative_s
         "entity_spec": encoder.entity.spec.to_dict(),
         "candidate_spec": encoder.candidate.spec.to_dict(),
         "files": {n: sidecar(output, n).rsplit("/", 1)[-1]
-                  for n in ("entities.parquet", "candidates.parquet", "vocab.json", "meta.json")},
+                  for n in (artifacts.ENTITIES_SIDECAR, artifacts.CANDIDATES_SIDECAR, artifacts.VOCAB_SIDECAR,
+                            artifacts.META_SIDECAR)},
     }
-    write_frame(feature_sidecar(ent_known, ent_feats, "entity_id"), sidecar(output, "entities.parquet"))
-    write_frame(feature_sidecar(cand_known, cand_feats, "candidate_id"), sidecar(output, "candidates.parquet"))
-    save_encoders(sidecar(output, "vocab.json"), encoder)
+    write_frame(feature_sidecar(ent_known, ent_feats, "entity_id"), sidecar(output, artifacts.ENTITIES_SIDECAR))
+    write_frame(feature_sidecar(cand_known, cand_feats, "candidate_id"), sidecar(output, artifacts.CANDIDATES_SIDECAR))
+    save_encoders(sidecar(output, artifacts.VOCAB_SIDECAR), encoder)
     write_frame(out, str(output), SCHEMA)
     stats["seconds"] = elapsed(prep)
-    storage.write_json(sidecar(output, "meta.json"), stats)  # last: its presence marks a whole dataset
+    storage.write_json(sidecar(output, artifacts.META_SIDECAR), stats)  # last: its presence marks a whole dataset
     log.info("two-tower %s: %d rows (%d positives) in %.1fs", uc.name, stats["rows"], stats["positives"],
              stats["seconds"])
     return stats

@@ -7,9 +7,9 @@ The input normaliser (per-feature mean and std, fitted on the training rows) liv
 module as buffers, so the state_dict alone reproduces a score; the config JSON beside the weights
 records the same numbers for people, plus the feature names, hidden sizes and use case.
 
-Artifacts (``{sfx}`` is ``_reverse`` for reverse use cases): ``ranker{sfx}_v1.pth`` (final
-state_dict), ``ranker{sfx}_v1_best.pth`` (best validation state_dict),
-``ranker{sfx}_v1_config.json``. :func:`from_dir` needs only the folder.
+Artifacts (:func:`startup_recs.core.artifacts.ranker_files`; ``{sfx}`` is ``_reverse`` for reverse
+use cases): ``ranker{sfx}_v1.pth`` (final state_dict), ``ranker{sfx}_v1_best.pth`` (best validation
+state_dict), ``ranker{sfx}_v1_config.json``. :func:`from_dir` needs only the folder.
 """
 
 from __future__ import annotations
@@ -22,17 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import ModelMismatchError
-from startup_recs.core.usecases import get_use_case
 
 CONFIG_VERSION = 1
-
-
-def artifact_names(use_case: str) -> dict[str, str]:
-    """File names of the ranker artifacts for ``use_case`` (legacy names: ``ranker_reverse_v1...``)."""
-    stem = get_use_case(use_case).artifact("ranker") + "_v1"
-    return {"final": f"{stem}.pth", "best": f"{stem}_best.pth", "config": f"{stem}_config.json"}
 
 
 @dataclass
@@ -56,7 +49,7 @@ class RankerConfig:
     train: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": "ranker", **asdict(self), "files": artifact_names(self.use_case)}
+        return {"model": "ranker", **asdict(self), "files": artifacts.ranker_files(self.use_case).as_dict()}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> RankerConfig:
@@ -139,7 +132,7 @@ def save(model: RankerMLP, cfg: RankerConfig, output_dir: str, *, best_state: di
     """
     import io
 
-    names = artifact_names(cfg.use_case)
+    names = artifacts.ranker_files(cfg.use_case).as_dict()
     uris = {k: storage.join(output_dir, v) for k, v in names.items()}
     for key, state in (("final", model.state_dict()), ("best", best_state or model.state_dict())):
         buf = io.BytesIO()
@@ -151,7 +144,7 @@ def save(model: RankerMLP, cfg: RankerConfig, output_dir: str, *, best_state: di
 
 def load_config(models_dir: str, use_case: str) -> RankerConfig:
     """Read ``ranker{sfx}_v1_config.json`` and check it belongs to ``use_case``."""
-    uri = storage.join(models_dir, artifact_names(use_case)["config"])
+    uri = storage.join(models_dir, artifacts.ranker_files(use_case).config)
     cfg = RankerConfig.from_json(storage.read_json(uri))
     if cfg.use_case != use_case:
         raise ModelMismatchError(f"ranker config {uri} is for use case {cfg.use_case!r}, not {use_case!r}")
@@ -169,7 +162,7 @@ def from_dir(models_dir: str, use_case: str, *, which: str | None = None) -> tup
 
     cfg = load_config(models_dir, use_case)
     key = which or cfg.weights
-    uri = storage.join(models_dir, artifact_names(use_case)[key])
+    uri = storage.join(models_dir, artifacts.ranker_files(use_case).as_dict()[key])
     state = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
     model = RankerMLP(len(cfg.features), cfg.hidden, cfg.dropout, cfg.mean, cfg.std)
     try:

@@ -211,11 +211,9 @@ class TwoTowerModel(nn.Module):
 
         ``which``: ``"best"`` or ``"latest"``. The config names the weights and encoder files.
         """
-        from startup_recs.core import storage
-        from startup_recs.core.usecases import get_use_case
+        from startup_recs.core import artifacts, storage
 
-        uc = get_use_case(use_case)
-        cfg_uri = storage.join(models_dir, f"{uc.artifact('two_tower')}_v1_config.json")
+        cfg_uri = storage.join(models_dir, artifacts.two_tower_files(use_case).config)
         if not storage.exists(cfg_uri):
             raise ModelMismatchError(f"no two-tower model for {use_case} in {models_dir} (missing {cfg_uri})")
         config = storage.read_json(cfg_uri)

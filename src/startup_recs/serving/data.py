@@ -7,7 +7,8 @@ in this order), the feature tables, and the statistics of the *fit window* (even
 (excluded from answers). Events at or after ``until`` never enter it, so evaluation on the test
 window cannot leak through popularity, counts or exclusions.
 
-Saved as plain files (no pickle) in one folder, by convention ``<models_dir>/serving/``::
+Saved as plain files (no pickle) in one folder, by convention ``<models_dir>/serving/`` (names in
+:mod:`startup_recs.core.artifacts`)::
 
     serving_data.json       use case, until, counts, file list
     candidates.parquet      candidate_id, popularity, recency_days          [n_c rows, index order]
@@ -26,12 +27,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import DataError
 from startup_recs.core.usecases import get_use_case
 
 FORMAT_VERSION = 1
-META_FILE = "serving_data.json"
+META_FILE = artifacts.SERVING_META
 # Recency of a candidate without any event in the fit window (days); finite so it can be a feature.
 NEVER_SEEN_DAYS = 3650.0
 
@@ -225,7 +226,7 @@ class ServingData:
                 "popularity": pa.array(self.popularity, pa.float32()),
                 "recency_days": pa.array(self.recency_days, pa.float32()),
             }),
-            storage.join(uri, "candidates.parquet"),
+            storage.join(uri, artifacts.SERVING_CANDIDATES),
         )
         ents = sorted(self.entity_counts)
         storage.write_table(
@@ -233,25 +234,25 @@ class ServingData:
                 "entity_id": pa.array(ents, pa.string()),
                 "interaction_count": pa.array([self.entity_counts[e] for e in ents], pa.int64()),
             }),
-            storage.join(uri, "entities.parquet"),
+            storage.join(uri, artifacts.SERVING_ENTITIES),
         )
         seen_e = [e for e in sorted(self.seen) for _ in range(len(self.seen[e]))]
         seen_c = np.concatenate([self.seen[e] for e in sorted(self.seen)]) if self.seen else np.empty(0)
         storage.write_table(
             pa.table({"entity_id": pa.array(seen_e, pa.string()),
                       "candidate_idx": pa.array(np.asarray(seen_c, np.int64), pa.int64())}),
-            storage.join(uri, "seen.parquet"),
+            storage.join(uri, artifacts.SERVING_SEEN),
         )
-        files = ["candidates.parquet", "entities.parquet", "seen.parquet"]
-        for name, df, col in (("entity_features", self.entity_features, "entity_id"),
-                              ("candidate_features", self.candidate_features, "candidate_id")):
+        files = [artifacts.SERVING_CANDIDATES, artifacts.SERVING_ENTITIES, artifacts.SERVING_SEEN]
+        for name, df, col in ((artifacts.ENTITY_FEATURES, self.entity_features, "entity_id"),
+                              (artifacts.CANDIDATE_FEATURES, self.candidate_features, "candidate_id")):
             if df is None:
                 continue
             out = df.copy()
             out.index = out.index.astype(str).rename(col)
             storage.write_table(pa.Table.from_pandas(out.reset_index(), preserve_index=False),
-                                storage.join(uri, f"{name}.parquet"))
-            files.append(f"{name}.parquet")
+                                storage.join(uri, artifacts.serving_feature_table(name)))
+            files.append(artifacts.serving_feature_table(name))
         storage.write_json(storage.join(uri, META_FILE), {
             "format_version": FORMAT_VERSION,
             "use_case": self.use_case,
@@ -268,14 +269,15 @@ class ServingData:
         if not storage.exists(meta_uri):
             raise DataError(f"{uri}: not a serving data folder (no {META_FILE})")
         meta = storage.read_json(meta_uri)
-        cands = storage.read_table(storage.join(uri, "candidates.parquet")).to_pandas()
-        ents = storage.read_table(storage.join(uri, "entities.parquet")).to_pandas()
-        seen_df = storage.read_table(storage.join(uri, "seen.parquet")).to_pandas()
+        cands = storage.read_table(storage.join(uri, artifacts.SERVING_CANDIDATES)).to_pandas()
+        ents = storage.read_table(storage.join(uri, artifacts.SERVING_ENTITIES)).to_pandas()
+        seen_df = storage.read_table(storage.join(uri, artifacts.SERVING_SEEN)).to_pandas()
         seen = {e: g.to_numpy(np.int64) for e, g in seen_df.groupby("entity_id", sort=False)["candidate_idx"]}
-        feats: dict[str, pd.DataFrame | None] = {"entity_features": None, "candidate_features": None}
-        for name, col in (("entity_features", "entity_id"), ("candidate_features", "candidate_id")):
-            if f"{name}.parquet" in meta.get("files", []):
-                feats[name] = storage.read_table(storage.join(uri, f"{name}.parquet")).to_pandas().set_index(col)
+        feats: dict[str, pd.DataFrame | None] = {artifacts.ENTITY_FEATURES: None, artifacts.CANDIDATE_FEATURES: None}
+        for name, col in ((artifacts.ENTITY_FEATURES, "entity_id"), (artifacts.CANDIDATE_FEATURES, "candidate_id")):
+            table = artifacts.serving_feature_table(name)
+            if table in meta.get("files", []):
+                feats[name] = storage.read_table(storage.join(uri, table)).to_pandas().set_index(col)
         return cls(
             use_case=meta["use_case"],
             until=meta.get("until"),
@@ -284,8 +286,8 @@ class ServingData:
             recency_days=cands["recency_days"].to_numpy(np.float32),
             entity_counts=dict(zip(ents["entity_id"].astype(str), ents["interaction_count"].astype(int), strict=True)),
             seen=seen,
-            entity_features=feats["entity_features"],
-            candidate_features=feats["candidate_features"],
+            entity_features=feats[artifacts.ENTITY_FEATURES],
+            candidate_features=feats[artifacts.CANDIDATE_FEATURES],
         )
 
     # --- helpers for batch scoring --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The item-to-item retriever (EASE or item-kNN, :mod:`startup_recs.train.item2item`) in serving.
+"""The item-to-item retriever (EASE or item-kNN, :mod:`startup_recs.models.item2item`) in serving.
 
 An entity's scores are its fit-window history (``ServingData.seen``, binarised) times the
 candidate x candidate weights. It registers itself as ``item2item`` in the retriever registry, so
@@ -7,20 +7,22 @@ routing, ranking features, evaluation and the predictor pick it up wherever its 
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts
 from startup_recs.core.errors import ModelMismatchError
+from startup_recs.models.item2item import Item2ItemModel
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.retrievers import Retriever, register_retriever
-from startup_recs.train.item2item import Item2ItemModel, model_name
 
 
 class Item2ItemRetriever(Retriever):
+    """``score = history [n, n_items] @ W`` mapped onto ``data.candidate_ids`` (``float32 [n, n_c]``;
+    candidates the model never saw score 0); ``knows`` entities with a fit-window history."""
+
     name = "item2item"
 
     def __init__(self, data: ServingData, model: Item2ItemModel, item_ids: Sequence[str]) -> None:
@@ -65,18 +67,11 @@ def pd_index_positions(model_ids: Sequence[str], candidate_ids: np.ndarray) -> n
 
 @register_retriever("item2item")
 def load_item2item(models_dir: str, data: ServingData) -> Retriever | None:
-    name = model_name(data.use_case)
-    cfg_uri = storage.join(models_dir, f"{name}_config.json")
-    if not storage.exists(cfg_uri):
+    """The item-to-item model of ``data``'s use case, or None when ``models_dir`` has none."""
+    name = artifacts.item2item_files(data.use_case).stem
+    if not Item2ItemModel.exists(models_dir, name):
         return None
-    if storage.is_s3(models_dir):
-        tmp = tempfile.mkdtemp(prefix="recs-i2i-")
-        for suffix in ("_config.json", "_item_mapping.json", "_weights.npy", "_similarity.npz"):
-            uri = storage.join(models_dir, f"{name}{suffix}")
-            if storage.exists(uri):
-                storage.download(uri, f"{tmp}/{name}{suffix}")
-        models_dir = tmp
-    model, mapping = Item2ItemModel.load(storage.local(models_dir), name)
+    model, mapping = Item2ItemModel.load(models_dir, name)
     if model.config.use_case != data.use_case:
         raise ModelMismatchError(f"item2item was trained for {model.config.use_case!r}, the data is {data.use_case!r}")
     item_ids = [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]

@@ -7,7 +7,7 @@ factorizations) share :class:`EmbeddingRetriever`: an entity vector times the ca
 held in a pluggable :class:`~startup_recs.serving.index.CandidateIndex`.
 
 :func:`load_retrievers` builds every retriever whose artifacts exist in a models folder. New
-retrievers (issue 7's item2item) plug in with :func:`register_retriever`; a loader returns
+retrievers (item2item, in its own module) plug in with :func:`register_retriever`; a loader returns
 ``None`` when its files are absent, and routing simply skips it.
 """
 
@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import ModelMismatchError
-from startup_recs.core.usecases import get_use_case
+from startup_recs.models.als import ALSModel
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.index import CandidateIndex, build_index, top_k
 
@@ -231,21 +231,23 @@ def load_retrievers(
 def load_two_tower(models_dir: str, data: ServingData) -> Retriever | None:
     """Precomputed two-tower embeddings; the model itself (when loadable) encodes unknown ids
     from their features (new profiles created after training)."""
-    uc = get_use_case(data.use_case)
-    stem = storage.join(models_dir, f"two_tower{uc.suffix}_v1")
-    if not storage.exists(f"{stem}_candidate_embeddings.npy"):
+    files = artifacts.two_tower_files(data.use_case)
+
+    def uri(file: str) -> str:
+        return storage.join(models_dir, file)
+
+    if not storage.exists(uri(files.candidate_embeddings)):
         return None
-    cfg_uri = f"{stem}_config.json"
-    config = storage.read_json(cfg_uri) if storage.exists(cfg_uri) else {}
+    config = storage.read_json(uri(files.config)) if storage.exists(uri(files.config)) else {}
     _check_use_case("two_tower", config, data)
-    cand = _load_npy(f"{stem}_candidate_embeddings.npy")
-    cand_ids = storage.read_json(f"{stem}_candidate_ids.json")
+    cand = _load_npy(uri(files.candidate_embeddings))
+    cand_ids = storage.read_json(uri(files.candidate_ids))
     cand_mat, present = align_rows(cand_ids, cand, data)
     ent_ids: list[str] = []
     ent = np.zeros((0, cand.shape[1]), np.float32)
-    if storage.exists(f"{stem}_entity_embeddings.npy"):
-        ent = _load_npy(f"{stem}_entity_embeddings.npy")
-        ent_ids = [str(e) for e in storage.read_json(f"{stem}_entity_ids.json")]
+    if storage.exists(uri(files.entity_embeddings)):
+        ent = _load_npy(uri(files.entity_embeddings))
+        ent_ids = [str(e) for e in storage.read_json(uri(files.entity_ids))]
 
     model = None
     try:
@@ -276,28 +278,17 @@ def load_two_tower(models_dir: str, data: ServingData) -> Retriever | None:
                               can_encode=can_encode, meta={"model": model is not None})
 
 
-def als_name(use_case: str, model_name: str | None = None) -> str:
-    return model_name or f"als{get_use_case(use_case).suffix}_v1"
-
-
 @register_retriever("als")
 def load_als(models_dir: str, data: ServingData) -> Retriever | None:
     """Implicit-ALS factors: entity (user-side) factors x candidate (item-side) factors."""
-    stem = storage.join(models_dir, als_name(data.use_case))
-    if not storage.exists(f"{stem}_item_factors.npy"):
+    name = artifacts.als_files(data.use_case).stem
+    if not ALSModel.exists(models_dir, name):
         return None
-    config = storage.read_json(f"{stem}_config.json") if storage.exists(f"{stem}_config.json") else {}
+    model = ALSModel.load(models_dir, name)
+    config = model.config
     _check_use_case("als", config, data)
-    users = _load_npy(f"{stem}_user_factors.npy")
-    items = _load_npy(f"{stem}_item_factors.npy")
-    umap = storage.read_json(f"{stem}_user_mapping.json")
-    imap = storage.read_json(f"{stem}_item_mapping.json")
-    ent_ids = [e for e, _ in sorted(umap.items(), key=lambda kv: kv[1])]
-    item_ids = [c for c, _ in sorted(imap.items(), key=lambda kv: kv[1])]
-    if len(ent_ids) != users.shape[0] or len(item_ids) != items.shape[0]:
-        raise ModelMismatchError(f"{stem}: mappings do not match the factor shapes")
-    cand_mat, _ = align_rows(item_ids, items, data)
-    return EmbeddingRetriever("als", data, ent_ids, users, cand_mat,
+    cand_mat, _ = align_rows(model.item_ids, model.item_factors, data)
+    return EmbeddingRetriever("als", data, model.user_ids, model.user_factors, cand_mat,
                               meta={k: config[k] for k in ("factors", "alpha", "regularization") if k in config})
 
 
@@ -310,7 +301,7 @@ _PLUGINS = ("startup_recs.serving.content", "startup_recs.serving.item2item")
 
 
 def _ensure_builtin_plugins() -> None:
-    """Import modules that register retrievers themselves (content here; item2item later)."""
+    """Import the modules that register retrievers themselves (content, item2item)."""
     import importlib
 
     for mod in _PLUGINS:

@@ -18,13 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.config import segment_of
 from startup_recs.core.errors import ConfigError
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.retrievers import Retriever
 
-ROUTING_FILE = "routing.json"
+ROUTING_FILE = artifacts.ROUTING
 SEGMENTS = ("cold", "warm", "hot")
 COLLABORATIVE = ("two_tower", "als")  # the learned retrievers the warm/hot chains fall back over
 DEFAULT_CHAINS: dict[str, tuple[str, ...]] = {

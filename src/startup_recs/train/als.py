@@ -1,13 +1,10 @@
 """Implicit-feedback ALS (Hu, Koren & Volinsky 2008) through the ``implicit`` library.
 
 Replaces the legacy ``train_als_reverse.py``, which ran TruncatedSVD under the name ALS. Same
-flags, same artifact names:
-
-    <name>_user_factors.npy   float32 [n_entities, factors]   (entities = the "users" of ALS)
-    <name>_item_factors.npy   float32 [n_candidates, factors]
-    <name>_user_mapping.json  entity id -> row
-    <name>_item_mapping.json  candidate id -> row
-    <name>_config.json        hyperparameters, use case, shapes, diagnostics, per-iteration history
+flags, same artifact names: the fitted :class:`~startup_recs.models.als.ALSModel` writes
+``<name>_{user,item}_factors.npy``, ``_{user,item}_mapping.json`` and ``_config.json``
+(hyperparameters, use case, shapes, diagnostics, per-iteration history); see
+:mod:`startup_recs.models.als`.
 
 Confidence: ``C = 1 + alpha * f(w)`` on observed cells (1 elsewhere, implicit's convention),
 where ``w`` is the summed event weight of the pair and ``f`` the weighting scheme: ``linear``
@@ -22,19 +19,20 @@ to one thread during the fit as implicit advises (its CPU solver parallelises it
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
 from startup_recs.core.usecases import get_use_case
+from startup_recs.datasets.als import load_matrix
+from startup_recs.models.als import ALSModel
 
 log = logging.getLogger(__name__)
 
@@ -108,55 +106,6 @@ def make_backend(config: ALSConfig) -> Any:
 
         return implicit.gpu.als.AlternatingLeastSquares(**common)
     return implicit.cpu.als.AlternatingLeastSquares(**common, num_threads=config.num_threads)
-
-
-@dataclass
-class ALSModel:
-    """Fitted factors and the id mappings that give their rows meaning."""
-
-    user_factors: np.ndarray  # float32 [n_entities, factors]
-    item_factors: np.ndarray  # float32 [n_candidates, factors]
-    user_ids: list[str]
-    item_ids: list[str]
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def scores(self, rows: np.ndarray | list[int]) -> np.ndarray:
-        """``float32 [len(rows), n_candidates]`` = user factors of ``rows`` @ item factors.T."""
-        return self.user_factors[np.asarray(rows)] @ self.item_factors.T
-
-    def save(self, output_dir: str, name: str) -> dict[str, str]:
-        """Write the five legacy-named files (config last, so its presence means complete)."""
-        files = {
-            "user_factors": f"{name}_user_factors.npy",
-            "item_factors": f"{name}_item_factors.npy",
-            "user_mapping": f"{name}_user_mapping.json",
-            "item_mapping": f"{name}_item_mapping.json",
-        }
-        for key, arr in (("user_factors", self.user_factors), ("item_factors", self.item_factors)):
-            buf = io.BytesIO()
-            np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
-            storage.write_bytes(storage.join(output_dir, files[key]), buf.getvalue())
-        storage.write_json(storage.join(output_dir, files["user_mapping"]),
-                           {u: i for i, u in enumerate(self.user_ids)})
-        storage.write_json(storage.join(output_dir, files["item_mapping"]),
-                           {c: i for i, c in enumerate(self.item_ids)})
-        config = {**self.config, "model_name": name, "files": files}
-        storage.write_json(storage.join(output_dir, f"{name}_config.json"), config)
-        return files
-
-    @classmethod
-    def load(cls, output_dir: str, name: str) -> ALSModel:
-        config = storage.read_json(storage.join(output_dir, f"{name}_config.json"))
-
-        def npy(suffix: str) -> np.ndarray:
-            raw = storage.read_bytes(storage.join(output_dir, f"{name}_{suffix}.npy"))
-            return np.load(io.BytesIO(raw), allow_pickle=False)
-
-        def ids(suffix: str) -> list[str]:
-            mapping = storage.read_json(storage.join(output_dir, f"{name}_{suffix}_mapping.json"))
-            return [k for k, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
-
-        return cls(npy("user_factors"), npy("item_factors"), ids("user"), ids("item"), config)
 
 
 def diagnostics(matrix: sp.csr_matrix, user_factors: np.ndarray, item_factors: np.ndarray,
@@ -259,33 +208,11 @@ def fit_als(matrix: sp.spmatrix, user_ids: list[str], item_ids: list[str], confi
     return ALSModel(users, items, list(map(str, user_ids)), list(map(str, item_ids)), cfg)
 
 
-def load_matrix(data: str, user_mapping: str, item_mapping: str) -> tuple[sp.csr_matrix, list[str], list[str]]:
-    """Read the ALS dataset: the CSR ``.npz`` (no pickle) and the two id -> row mappings."""
-    for uri in (data, user_mapping, item_mapping):
-        if not storage.exists(uri):
-            raise DataError(f"{uri}: no such file")
-    try:
-        matrix = sp.load_npz(io.BytesIO(storage.read_bytes(data))).tocsr()
-    except (ValueError, OSError, KeyError) as exc:
-        raise DataError(f"{data}: not a scipy sparse .npz ({exc})") from None
-
-    def ids(uri: str) -> list[str]:
-        mapping = storage.read_json(uri)
-        if not isinstance(mapping, dict):
-            raise DataError(f"{uri}: expected a JSON object id -> row")
-        out = [str(k) for k, _ in sorted(mapping.items(), key=lambda kv: int(kv[1]))]
-        if sorted(int(v) for v in mapping.values()) != list(range(len(mapping))):
-            raise DataError(f"{uri}: rows must be 0..{len(mapping) - 1}")
-        return out
-
-    return matrix, ids(user_mapping), ids(item_mapping)
-
-
 def _dataset_use_case(data: str) -> str | None:
     """The use case recorded beside the dataset (``als{sfx}_meta.json``), if any."""
     parent = data.rsplit("/", 1)[0] if "/" in data else "."
     for name in storage.listdir(parent):
-        if name.startswith("als") and name.endswith("_meta.json"):
+        if artifacts.is_als_dataset_meta(name):
             meta = storage.read_json(storage.join(parent, name))
             if isinstance(meta, dict) and meta.get("use_case"):
                 return str(meta["use_case"])
@@ -306,7 +233,7 @@ def train_als(data: str, user_mapping: str, item_mapping: str, use_case: str, ou
                        weighting=weighting, seed=seed, device=device).validate()
     matrix, users, items = load_matrix(data, user_mapping, item_mapping)
     model = fit_als(matrix, users, items, config, use_case=uc.name, show_progress=show_progress)
-    name = model_name or f"als{uc.suffix}_v1"
+    name = model_name or artifacts.als_files(uc).stem
     model.save(output_dir, name)
     d = model.config["diagnostics"]
     if any(math.isnan(v) for v in d.values()):

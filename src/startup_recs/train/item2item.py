@@ -7,50 +7,36 @@ and workspace, about ``28 * n_c²`` bytes measured: :func:`ease_max_candidates` 
 budget into the largest candidate count (4 GiB -> 12,385 candidates). Beyond it, item-kNN from ``implicit``
 (cosine or BM25 similarity, K neighbours) keeps a sparse n_c x n_c similarity instead.
 
-Artifacts (``<name>`` defaults to ``item2item{sfx}_v1``): ``<name>_config.json``,
-``<name>_weights.npy`` (EASE, dense [n_c, n_c] float32) or ``<name>_similarity.npz`` (kNN, CSR),
-and the candidate mapping ``<name>_item_mapping.json``.
+The fitted model, its files and their names live in :mod:`startup_recs.models.item2item`
+(``item2item{sfx}_v1_config.json``, ``_weights.npy`` (EASE, dense [n_c, n_c] float32) or
+``_similarity.npz`` (kNN, CSR), ``_item_mapping.json``); this module fits it.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from startup_recs.core import artifacts
 from startup_recs.core.errors import ModelFitError
+from startup_recs.datasets.als import load_matrix
+from startup_recs.models.item2item import DEFAULT_EASE_BUDGET, Item2ItemConfig, Item2ItemModel
 
 log = logging.getLogger(__name__)
 
 # Peak bytes per n_c² cell, measured (6,000 candidates: 0.91 GB over the process baseline, i.e.
 # ~26 B/cell: the Gram matrix, LAPACK's copies and workspace, the score path). Rounded up.
 BYTES_PER_CELL = 28
-DEFAULT_EASE_BUDGET = 4 * 1024**3
 
 
 def ease_max_candidates(memory_bytes: int = DEFAULT_EASE_BUDGET) -> int:
     """Largest candidate count whose EASE solve fits in ``memory_bytes``."""
     return int(math.isqrt(memory_bytes // BYTES_PER_CELL))
-
-
-@dataclass
-class Item2ItemConfig:
-    use_case: str
-    method: str = "auto"  # auto | ease | cosine | bm25
-    lam: float = 200.0  # EASE L2 strength
-    neighbours: int = 100  # item-kNN K
-    binary: bool = True  # fit on X > 0 rather than summed event weights
-    memory_budget: int = DEFAULT_EASE_BUDGET
-    n_candidates: int = 0
-    chosen: str = ""
-    fit_seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def gram(x: sp.csr_matrix, rows_per_block: int = 2048) -> np.ndarray:
@@ -98,102 +84,48 @@ def fit_knn(x: sp.csr_matrix, method: str, neighbours: int) -> sp.csr_matrix:
     return sp.csr_matrix(model.similarity, dtype=np.float32)
 
 
-class Item2ItemModel:
-    """Scores entities by the candidates they interacted with: ``history @ W``."""
-
-    def __init__(self, config: Item2ItemConfig, weights: np.ndarray | sp.csr_matrix):
-        self.config = config
-        self.weights = weights
-
-    @classmethod
-    def fit(cls, x: sp.csr_matrix, config: Item2ItemConfig) -> Item2ItemModel:
-        t0 = time.perf_counter()
-        x = sp.csr_matrix(x, dtype=np.float32)
-        if config.binary:
-            x.data[:] = 1.0
-        n_c = x.shape[1]
-        method = config.method
-        if method == "auto":
-            method = "ease" if n_c <= ease_max_candidates(config.memory_budget) else "bm25"
-        elif method == "ease" and n_c > ease_max_candidates(config.memory_budget):
-            raise ModelFitError(
-                f"EASE over {n_c} candidates needs ~{BYTES_PER_CELL * n_c * n_c / 1e9:.1f} GB, over the "
-                f"{config.memory_budget / 1e9:.1f} GB budget (max {ease_max_candidates(config.memory_budget)}); "
-                "use --method cosine|bm25")
-        weights = fit_ease(x, config.lam) if method == "ease" else fit_knn(x, method, config.neighbours)
-        config.chosen, config.n_candidates = method, n_c
-        config.fit_seconds = round(time.perf_counter() - t0, 3)
-        log.info("item2item: %s over %d candidates in %.1fs", method, n_c, config.fit_seconds)
-        return cls(config, weights)
-
-    def score(self, history: sp.csr_matrix) -> np.ndarray:
-        """Scores [n, n_c] float32 for entities whose (binarised) histories are ``history`` [n, n_c]."""
-        h = sp.csr_matrix(history, dtype=np.float32)
-        if self.config.binary:
-            h.data[:] = 1.0
-        out = h @ self.weights
-        return np.asarray(out.toarray() if sp.issparse(out) else out, dtype=np.float32)
-
-    def save(self, output_dir: str | Path, name: str, item_mapping: dict[str, int]) -> list[Path]:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = [out / f"{name}_config.json", out / f"{name}_item_mapping.json"]
-        if isinstance(self.weights, np.ndarray):
-            paths.append(out / f"{name}_weights.npy")
-            np.save(paths[-1], self.weights)
-        else:
-            paths.append(out / f"{name}_similarity.npz")
-            sp.save_npz(paths[-1], self.weights)
-        paths[0].write_text(json.dumps({**asdict(self.config), "name": name}, indent=2))
-        paths[1].write_text(json.dumps(item_mapping))
-        return paths
-
-    @classmethod
-    def load(cls, models_dir: str | Path, name: str) -> tuple[Item2ItemModel, dict[str, int]]:
-        d = Path(models_dir)
-        raw = json.loads((d / f"{name}_config.json").read_text())
-        raw.pop("name", None)
-        config = Item2ItemConfig(**raw)
-        if (d / f"{name}_weights.npy").exists():
-            weights: np.ndarray | sp.csr_matrix = np.load(d / f"{name}_weights.npy", allow_pickle=False)
-        else:
-            weights = sp.load_npz(d / f"{name}_similarity.npz").tocsr()
-        mapping = json.loads((d / f"{name}_item_mapping.json").read_text())
-        return cls(config, weights), mapping
-
-
-def model_name(use_case: str) -> str:
-    from startup_recs.core.usecases import get_use_case
-
-    return f"item2item{get_use_case(use_case).suffix}_v1"
+def fit_item2item(x: sp.csr_matrix, config: Item2ItemConfig) -> Item2ItemModel:
+    """Fit on the entity x candidate matrix ``x`` [n_e, n_c]: EASE or item-kNN by ``config.method``
+    (``auto``: EASE while it fits ``config.memory_budget``, BM25 kNN beyond). Records the method
+    chosen, the candidate count and the fit seconds in ``config``; raises :class:`ModelFitError`
+    when ``method="ease"`` does not fit the budget."""
+    t0 = time.perf_counter()
+    x = sp.csr_matrix(x, dtype=np.float32)
+    if config.binary:
+        x.data[:] = 1.0
+    n_c = x.shape[1]
+    method = config.method
+    if method == "auto":
+        method = "ease" if n_c <= ease_max_candidates(config.memory_budget) else "bm25"
+    elif method == "ease" and n_c > ease_max_candidates(config.memory_budget):
+        raise ModelFitError(
+            f"EASE over {n_c} candidates needs ~{BYTES_PER_CELL * n_c * n_c / 1e9:.1f} GB, over the "
+            f"{config.memory_budget / 1e9:.1f} GB budget (max {ease_max_candidates(config.memory_budget)}); "
+            "use --method cosine|bm25")
+    weights = fit_ease(x, config.lam) if method == "ease" else fit_knn(x, method, config.neighbours)
+    config.chosen, config.n_candidates = method, n_c
+    config.fit_seconds = round(time.perf_counter() - t0, 3)
+    log.info("item2item: %s over %d candidates in %.1fs", method, n_c, config.fit_seconds)
+    return Item2ItemModel(config, weights)
 
 
 def train_item2item(data: str, user_mapping: str, item_mapping: str, use_case: str, output_dir: str, *,
                     method: str = "auto", lam: float = 200.0, neighbours: int = 100, binary: bool = True,
                     memory_budget: int = DEFAULT_EASE_BUDGET, name: str | None = None) -> dict:
     """File to file over the ALS dataset (same entity x candidate matrix and mappings): fit, write
-    ``item2item{sfx}_v1_*``; returns a summary for logs and pipeline metadata."""
-    from startup_recs.core import storage
-    from startup_recs.train.als import load_matrix
-
+    ``item2item{sfx}_v1_*`` (or ``name``); returns a summary for logs and pipeline metadata."""
     matrix, _users, items = load_matrix(data, user_mapping, item_mapping)
     cfg = Item2ItemConfig(use_case, method=method, lam=lam, neighbours=neighbours, binary=binary,
                           memory_budget=memory_budget)
-    model = Item2ItemModel.fit(matrix, cfg)
-    name = name or model_name(use_case)
-    if storage.is_s3(output_dir):
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            for p in model.save(tmp, name, {c: i for i, c in enumerate(items)}):
-                storage.upload_file(p, storage.join(output_dir, p.name))
-    else:
-        model.save(storage.local(output_dir), name, {c: i for i, c in enumerate(items)})
+    model = fit_item2item(matrix, cfg)
+    name = name or artifacts.item2item_files(use_case).stem
+    model.save(output_dir, name, {c: i for i, c in enumerate(items)})
     return {"model_name": name, "method": cfg.chosen, "candidates": cfg.n_candidates,
             "ease_max_candidates": ease_max_candidates(memory_budget), "fit_seconds": cfg.fit_seconds}
 
 
-def cli_train(args) -> int:  # noqa: ANN001 - argparse.Namespace
+def cli_train(args: argparse.Namespace) -> int:
+    """``recs train item2item``: fit over the ALS dataset, write ``item2item{sfx}_v1_*``."""
     info = train_item2item(args.data, args.user_mapping, args.item_mapping, args.use_case, args.output_dir,
                            method=args.method, lam=args.lam, neighbours=args.neighbours,
                            memory_budget=int(args.memory_gb * 1024**3))

@@ -33,9 +33,8 @@ import torch
 from tqdm import tqdm
 
 from startup_recs import __version__
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
-from startup_recs.core.usecases import get_use_case
 from startup_recs.models.two_tower import SideTensors, TwoTowerModel, dumps_encoder, embed_all, load_encoder
 from startup_recs.train.two_tower_data import FIT_SPLITS, TwoTowerData, load_dataset
 from startup_recs.train.two_tower_dist import Dist, all_mean, broadcast, init_distributed, resolve_device
@@ -85,16 +84,6 @@ class TwoTowerConfig:
             raise ConfigError(f"--fit-on must be train or trainval, got {self.fit_on!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-
-
-def artifact_names(use_case: str) -> dict[str, str]:
-    stem = f"{get_use_case(use_case).artifact('two_tower')}_v1"
-    return {
-        "best": f"{stem}_best.pth", "latest": f"{stem}_latest.pth", "config": f"{stem}_config.json",
-        "encoder": f"{stem}_encoder.json", "history": f"{stem}_history.json",
-        "candidate_embeddings": f"{stem}_candidate_embeddings.npy", "candidate_ids": f"{stem}_candidate_ids.json",
-        "entity_embeddings": f"{stem}_entity_embeddings.npy", "entity_ids": f"{stem}_entity_ids.json",
-    }
 
 
 # ------------------------------------------------------------------------------- the loop
@@ -163,17 +152,17 @@ def _save_npy(arr: np.ndarray, uri: str) -> None:
     storage.write_bytes(uri, buf.getvalue())
 
 
-def _config_json(cfg: TwoTowerConfig, model: TwoTowerModel, data: TwoTowerData, names: dict[str, str],
+def _config_json(cfg: TwoTowerConfig, model: TwoTowerModel, data: TwoTowerData, names: artifacts.TwoTowerFiles,
                  data_uri: str, state: dict[str, Any], d: Dist) -> dict[str, Any]:
     return {
-        "name": names["best"].removesuffix("_best.pth"), "kind": "two_tower", "use_case": data.use_case,
+        "name": names.stem, "kind": "two_tower", "use_case": data.use_case,
         "version": 1, "package_version": __version__, "trained_at": datetime.now(UTC).isoformat(),
         "hyperparameters": asdict(cfg),
         "model": {"dim": model.dim, "hidden": cfg.hidden_dim, "feature_dim": cfg.feature_dim,
                   "entity": model.entity_tower.spec.to_json(), "candidate": model.candidate_tower.spec.to_json()},
         "feature_spec": {"entity": model.entity_tower.spec.feature_signature(),
                          "candidate": model.candidate_tower.spec.feature_signature()},
-        "files": names, "data": {"uri": str(data_uri), "fit_on": cfg.fit_on, "meta": data.meta},
+        "files": names.as_dict(), "data": {"uri": str(data_uri), "fit_on": cfg.fit_on, "meta": data.meta},
         "best_epoch": state["best_epoch"], "best_val": state["best_val"] if cfg.fit_on == "train" else None, "epochs_run": state["epoch"],
         "stopped_early": state["stopped_early"], "world_size": d.world,
         "n_entities": len(data.entity_ids), "n_candidates": len(data.candidate_ids),
@@ -212,19 +201,19 @@ def fit(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = Fals
     encoder, saved, latest = None, None, None
     if resume:
         uc_name = cfg.use_case or _peek_use_case(data_uri)
-        names = artifact_names(uc_name)
-        if not storage.exists(storage.join(output_dir, names["latest"])):
-            raise ConfigError(f"--resume: no {names['latest']} in {output_dir}")
-        saved = storage.read_json(storage.join(output_dir, names["config"]))
+        names = artifacts.two_tower_files(uc_name)
+        if not storage.exists(storage.join(output_dir, names.latest)):
+            raise ConfigError(f"--resume: no {names.latest} in {output_dir}")
+        saved = storage.read_json(storage.join(output_dir, names.config))
         _check_resume(saved, cfg, uc_name)
-        encoder = load_encoder(storage.read_json(storage.join(output_dir, names["encoder"])))
-        latest = torch.load(io.BytesIO(storage.read_bytes(storage.join(output_dir, names["latest"]))),
+        encoder = load_encoder(storage.read_json(storage.join(output_dir, names.encoder)))
+        latest = torch.load(io.BytesIO(storage.read_bytes(storage.join(output_dir, names.latest))),
                             map_location="cpu", weights_only=True)
     data = load_dataset(data_uri, cfg.fit_on, encoder=encoder, use_case=cfg.use_case)
     if cfg.use_case and cfg.use_case != data.use_case:
         raise ModelMismatchError(f"--use-case {cfg.use_case} but the dataset {data_uri} is for {data.use_case}")
     cfg.use_case = data.use_case
-    names = artifact_names(data.use_case)
+    names = artifacts.two_tower_files(data.use_case)
     splits = FIT_SPLITS[cfg.fit_on]
     do_val = cfg.fit_on == "train"
     if do_val and not ((data.pairs["split"] == "val") & (data.pairs["label"] > 0)).any():
@@ -300,17 +289,17 @@ def fit(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = Fals
             log.info("epoch %d: loss %.4f, %.0f samples/s%s%s", epoch, epoch_loss, row["samples_per_s"],
                      f", val recall@{cfg.val_k} {val:.4f}" if do_val else "", " (best)" if improved else "")
             if improved:
-                _save_torch(model.state_dict(), storage.join(output_dir, names["best"]))
+                _save_torch(model.state_dict(), storage.join(output_dir, names.best))
             _save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state,
-                         "history": json.dumps(history)}, storage.join(output_dir, names["latest"]))
+                         "history": json.dumps(history)}, storage.join(output_dir, names.latest))
     if d.main:
-        best = torch.load(io.BytesIO(storage.read_bytes(storage.join(output_dir, names["best"]))),
+        best = torch.load(io.BytesIO(storage.read_bytes(storage.join(output_dir, names.best))),
                           map_location="cpu", weights_only=True)
         model.load_weights_state(best)
         model.to(device)
         _export(model, data, cfg, device, output_dir, names, history)
         config = _config_json(cfg, model, data, names, data_uri, state, d)
-        storage.write_json(storage.join(output_dir, names["config"]), config)
+        storage.write_json(storage.join(output_dir, names.config), config)
     if d.world > 1:
         import torch.distributed as dist
 
@@ -327,21 +316,19 @@ class _Null:
 
 
 def _export(model: TwoTowerModel, data: TwoTowerData, cfg: TwoTowerConfig, device: torch.device, output_dir: str,
-            names: dict[str, str], history: list[dict[str, Any]]) -> None:
+            names: artifacts.TwoTowerFiles, history: list[dict[str, Any]]) -> None:
     """Embeddings of EVERY entity and candidate of the sidecars, the encoder and the history."""
-    storage.write_bytes(storage.join(output_dir, names["encoder"]), dumps_encoder(data.encoder).encode())
+    storage.write_bytes(storage.join(output_dir, names.encoder), dumps_encoder(data.encoder).encode())
     _save_npy(embed_all(model, "candidate", data.candidates, device=device),
-              storage.join(output_dir, names["candidate_embeddings"]))
-    storage.write_json(storage.join(output_dir, names["candidate_ids"]), data.candidate_ids.tolist())
-    _save_npy(embed_all(model, "entity", data.entities, device=device), storage.join(output_dir, names["entity_embeddings"]))
-    storage.write_json(storage.join(output_dir, names["entity_ids"]), data.entity_ids.tolist())
-    storage.write_json(storage.join(output_dir, names["history"]), history)
+              storage.join(output_dir, names.candidate_embeddings))
+    storage.write_json(storage.join(output_dir, names.candidate_ids), data.candidate_ids.tolist())
+    _save_npy(embed_all(model, "entity", data.entities, device=device), storage.join(output_dir, names.entity_embeddings))
+    storage.write_json(storage.join(output_dir, names.entity_ids), data.entity_ids.tolist())
+    storage.write_json(storage.join(output_dir, names.history), history)
 
 
 def _peek_use_case(data_uri: str) -> str:
-    from startup_recs.train.two_tower_data import sidecar
-
-    meta_uri = sidecar(data_uri, "meta.json")
+    meta_uri = artifacts.sidecar(data_uri, artifacts.META_SIDECAR)
     uc = storage.read_json(meta_uri).get("use_case") if storage.exists(meta_uri) else None
     if not uc:
         raise ConfigError(f"--resume: cannot tell the use case of {data_uri}; pass --use-case")
@@ -351,7 +338,7 @@ def _peek_use_case(data_uri: str) -> str:
 def best_epoch_of(models_dir: str, use_case: str) -> int:
     """The stage-1 run's best epoch (its config's ``best_epoch``): the ``--epochs`` of the final
     ``--fit-on trainval`` refit, so the final model trains as long as validation said was best."""
-    uri = storage.join(models_dir, artifact_names(use_case)["config"])
+    uri = storage.join(models_dir, artifacts.two_tower_files(use_case).config)
     if not storage.exists(uri):
         raise ConfigError(f"no two-tower config for {use_case} in {models_dir}")
     epoch = int(storage.read_json(uri).get("best_epoch") or 0)

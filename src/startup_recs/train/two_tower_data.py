@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import DataError
 from startup_recs.core.usecases import get_use_case
 from startup_recs.models.two_tower import (
@@ -36,16 +36,6 @@ log = logging.getLogger(__name__)
 
 FIT_SPLITS = {"train": ("train",), "trainval": ("train", "val")}
 PAIR_COLUMNS = ("entity_id", "candidate_id", "label", "split")
-
-
-def sidecar(data_uri: str, name: str) -> str:
-    """``X.parquet`` -> ``X_<name>`` (``X_entities.parquet``, ``X_meta.json`` ...)."""
-    stem = str(data_uri)
-    for ext in (".parquet", ".csv"):
-        if stem.endswith(ext):
-            stem = stem[: -len(ext)]
-            break
-    return f"{stem}_{name}"
 
 
 @dataclass
@@ -113,7 +103,7 @@ def _read_side(uri: str, id_col: str, pair_ids: np.ndarray) -> pd.DataFrame:
 
 def _dataset_specs(data_uri: str) -> dict[str, Any] | None:
     """The feature specs the dataset builder chose (from ``X_vocab.json``), if it wrote them."""
-    uri = sidecar(data_uri, "vocab.json")
+    uri = artifacts.sidecar(data_uri, artifacts.VOCAB_SIDECAR)
     if not storage.exists(uri):
         return None
     from startup_recs.features import FeatureSpec
@@ -163,7 +153,7 @@ def load_dataset(data_uri: str, fit_on: str = "train", encoder: Any = None,
     from later windows reaches the vocabularies. Raises :class:`DataError` for bad data.
     """
     pairs = read_pairs(data_uri)
-    meta_uri = sidecar(data_uri, "meta.json")
+    meta_uri = artifacts.sidecar(data_uri, artifacts.META_SIDECAR)
     meta = storage.read_json(meta_uri) if storage.exists(meta_uri) else {}
     uc = meta.get("use_case") or use_case
     if not uc:
@@ -172,8 +162,10 @@ def load_dataset(data_uri: str, fit_on: str = "train", encoder: Any = None,
     fit = pairs[pairs["split"].isin(splits)]
     if not (fit["label"] > 0).any():
         raise DataError(f"{data_uri}: no positive pairs in the fit window ({'+'.join(splits)})")
-    ent_df = _read_side(sidecar(data_uri, "entities.parquet"), "entity_id", pairs["entity_id"].to_numpy())
-    cand_df = _read_side(sidecar(data_uri, "candidates.parquet"), "candidate_id", pairs["candidate_id"].to_numpy())
+    ent_df = _read_side(artifacts.sidecar(data_uri, artifacts.ENTITIES_SIDECAR), "entity_id",
+                        pairs["entity_id"].to_numpy())
+    cand_df = _read_side(artifacts.sidecar(data_uri, artifacts.CANDIDATES_SIDECAR), "candidate_id",
+                         pairs["candidate_id"].to_numpy())
     if encoder is None:
         ucase = get_use_case(uc)
         fit_pos = fit[fit["label"] > 0]

@@ -191,12 +191,12 @@ def objective_als(task: ValidationTask, params: dict[str, Any], trial: Any = Non
 
 
 def objective_item2item(task: ValidationTask, params: dict[str, Any], trial: Any = None) -> dict[str, dict[str, float]]:
-    from startup_recs.train.item2item import Item2ItemConfig, Item2ItemModel
+    from startup_recs.train.item2item import Item2ItemConfig, fit_item2item
 
     # "ease" means EASE where it fits: the model's own "auto" rule (BM25 kNN past the memory limit)
     method = "auto" if params["method"] == "ease" else params["method"]
-    model = Item2ItemModel.fit(task.matrix, Item2ItemConfig(task.use_case, method=method, lam=params["lam"],
-                                                             neighbours=params["neighbours"]))
+    model = fit_item2item(task.matrix, Item2ItemConfig(task.use_case, method=method, lam=params["lam"],
+                                                       neighbours=params["neighbours"]))
     log.info("item2item trial ran %s", model.config.chosen)
 
     def fn(ids: list[str]) -> np.ndarray:
