@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.config import segment_of
 from startup_recs.core.errors import ConfigError, DataError
 from startup_recs.core.usecases import get_use_case
@@ -328,7 +328,7 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
         log.warning("%s holds no learned retriever for %s: only content and popularity are scored", models, uc.name)
     oracle_df = read_oracle(oracle, uc.name) if oracle else None
     if save_serving:
-        data.save(storage.join(models, "serving"))
+        data.save(storage.join(models, artifacts.SERVING_DIR))
 
     validation: dict[str, Any] | None = None
     if val_models:
@@ -361,7 +361,7 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
     }
     if validation is not None:
         metrics["validation"] = validation
-    storage.write_json(storage.join(out, "metrics.json"), metrics)
+    storage.write_json(storage.join(out, artifacts.METRICS), metrics)
     from startup_recs.evaluation import report as evaluate_report
 
     evaluate_report.write_report(metrics, out, models_dir=models)
@@ -384,7 +384,7 @@ def cli_evaluate(args: argparse.Namespace) -> int:
     from startup_recs.evaluation.report import headline_table
 
     print(headline_table(m))
-    print(f"-> {storage.join(args.out, 'metrics.json')}, {storage.join(args.out, 'report.md')}")
+    print(f"-> {storage.join(args.out, artifacts.METRICS)}, {storage.join(args.out, artifacts.REPORT)}")
     return 0
 
 

@@ -12,7 +12,7 @@ import io
 import logging
 from typing import Any
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def plot_ndcg(metrics: dict[str, Any]) -> dict[str, bytes]:
         ax.set_ylabel(f"NDCG@{k}")
         ax.set_title(f"{metrics.get('use_case')}: NDCG@{k} by model and segment (test)")
         ax.legend(fontsize=8, ncol=4)
-        out[f"ndcg_at_{k}.png"] = _png(fig)
+        out[artifacts.ndcg_plot(k)] = _png(fig)
         plt.close(fig)
     return out
 
@@ -146,12 +146,12 @@ def find_histories(models_dir: str | None) -> dict[str, list[dict[str, Any]]]:
         if not name.endswith(".json"):
             continue
         try:
-            if name.endswith("_history.json"):
+            if name.endswith(artifacts.HISTORY_SUFFIX):
                 rows = storage.read_json(storage.join(models_dir, name))
-                stem = name[: -len("_history.json")]
-            elif name.endswith("_config.json"):
+                stem = name[: -len(artifacts.HISTORY_SUFFIX)]
+            elif name.endswith(artifacts.CONFIG_SUFFIX):
                 rows = storage.read_json(storage.join(models_dir, name)).get("history")
-                stem = name[: -len("_config.json")]
+                stem = name[: -len(artifacts.CONFIG_SUFFIX)]
             else:
                 continue
         except Exception:  # noqa: BLE001 - a report never fails on a foreign file
@@ -184,7 +184,7 @@ def plot_histories(histories: dict[str, list[dict[str, Any]]]) -> dict[str, byte
         ax.set_xlabel("epoch / iteration")
         ax.set_ylabel("training loss")
     fig.suptitle("training curves")
-    data = {"training_curves.png": _png(fig)}
+    data = {artifacts.TRAINING_CURVES_PLOT: _png(fig)}
     plt.close(fig)
     return data
 
@@ -199,8 +199,8 @@ def write_report(metrics: dict[str, Any], out: str, *, models_dir: str | None = 
         log.warning("plots skipped: %s", exc)
     for name, data in pngs.items():
         storage.write_bytes(storage.join(out, name), data)
-    storage.write_bytes(storage.join(out, "report.md"), render_markdown(metrics, sorted(pngs)).encode())
-    return [*sorted(pngs), "report.md"]
+    storage.write_bytes(storage.join(out, artifacts.REPORT), render_markdown(metrics, sorted(pngs)).encode())
+    return [*sorted(pngs), artifacts.REPORT]
 
 
 def _route_head(metrics: dict, segment: str) -> str:

@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import ConfigError, DataError, ModelFitError
 from startup_recs.core.usecases import get_use_case
 from startup_recs.models.ranker import RankerConfig, RankerMLP, save
@@ -381,9 +381,9 @@ def check_fit_window(data: ServingData, val_start: Any, retrievers_dir: str | No
     if retrievers_dir is None or not storage.exists(retrievers_dir):
         return
     for rel in storage.walk_files(retrievers_dir):
-        if not rel.endswith(".json") or ("/" in rel and not rel.startswith("serving/")):
+        if not rel.endswith(".json") or ("/" in rel and not rel.startswith(f"{artifacts.SERVING_DIR}/")):
             continue
-        if rel.rsplit("/", 1)[-1].startswith("ranker"):
+        if rel.rsplit("/", 1)[-1].startswith(artifacts.RANKER):
             continue  # our own output from an earlier run
         try:
             obj = storage.read_json(storage.join(retrievers_dir, rel))
@@ -404,12 +404,12 @@ def _check_cf_ids(rel: str, obj: Any, data: ServingData) -> None:
     means the model saw later events (its config may not record its window). Feature-based models
     (the two-tower encodes every profile) are not checked this way."""
     name = rel.rsplit("/", 1)[-1]
-    if not (name.startswith("als") and isinstance(obj, dict)):
+    if not (name.startswith(artifacts.ALS) and isinstance(obj, dict)):
         return
-    if name.endswith("_user_mapping.json"):
+    if name.endswith(artifacts.USER_MAPPING_SUFFIX):
         later = [e for e in obj if str(e) not in data.entity_counts]
         side = "entities"
-    elif name.endswith("_item_mapping.json"):
+    elif name.endswith(artifacts.ITEM_MAPPING_SUFFIX):
         active = set(data.candidate_ids[data.popularity > 0].tolist())
         later = [c for c in obj if str(c) not in active]
         side = "candidates"
@@ -427,7 +427,7 @@ def _sidecar(data_uri: str) -> dict[str, Any]:
     """The dataset's ``X_meta.json`` merged over ``X_propensity.json`` (``{}`` when absent)."""
     stem = data_uri.rsplit(".", 1)[0]
     out: dict[str, Any] = {}
-    for side in (f"{stem}_propensity.json", f"{stem}_meta.json"):
+    for side in (f"{stem}_{artifacts.PROPENSITY_SIDECAR}", f"{stem}_{artifacts.META_SIDECAR}"):
         if storage.exists(side):
             obj = storage.read_json(side)
             if isinstance(obj, dict):
@@ -658,8 +658,8 @@ def load_stage1(retrievers_dir: str, use_case: str, *, serving_data: str | None 
                 snapshot: str | None = None, until: pd.Timestamp | None = None) -> ServingData:
     """Stage-1 serving data: ``serving_data`` folder, else ``<retrievers_dir>/serving``, else
     built from ``snapshot`` up to ``until`` (the validation start)."""
-    for uri in (serving_data, storage.join(retrievers_dir, "serving")):
-        if uri and storage.exists(storage.join(uri, "serving_data.json")):
+    for uri in (serving_data, storage.join(retrievers_dir, artifacts.SERVING_DIR)):
+        if uri and storage.exists(storage.join(uri, artifacts.SERVING_META)):
             data = ServingData.load(uri)
             if data.use_case != use_case:
                 from startup_recs.core.errors import ModelMismatchError

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from startup_recs.core import storage
+from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import ConfigError, DataError
 from startup_recs.core.usecases import get_use_case
 
@@ -321,9 +321,9 @@ def tune(snapshot: str, use_case: str, model: str, out: str, *, trials: int = 20
                     "seconds": next((r["seconds"] for r in records if r["number"] == t.number), None)}
                    for t in study.trials],
     }
-    storage.write_json(storage.join(out, "best_params.json"), summary)
+    storage.write_json(storage.join(out, artifacts.BEST_PARAMS), summary)
     rows = [{"number": t["number"], "state": t["state"], "value": t["value"], **t["params"]} for t in summary["trials"]]
-    with storage.atomic_local_path(storage.join(out, "trials.csv")) as tmp:
+    with storage.atomic_local_path(storage.join(out, artifacts.TRIALS)) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     return summary
 
@@ -459,7 +459,7 @@ def cli_tune(args: argparse.Namespace) -> int:
              seed=args.seed, split_at=args.split_at, test_days=args.test_days, val_days=args.val_days,
              data=args.data, retrievers=args.retrievers, max_epochs=args.max_epochs, patience=args.patience)
     print(trials_table(s))
-    print(f"best params -> {storage.join(args.out, 'best_params.json')}: {s['best_params']}")
+    print(f"best params -> {storage.join(args.out, artifacts.BEST_PARAMS)}: {s['best_params']}")
     if s["default_value"] and s["best_value"] and not math.isnan(s["default_value"]):
         print(f"validation {METRIC}: default {s['default_value']:.4f} -> tuned {s['best_value']:.4f} "
               f"({s['best_value'] / max(s['default_value'], 1e-9):.2f}x)")
