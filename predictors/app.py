@@ -1,6 +1,5 @@
-"""What we add to kserve's FastAPI app: the legacy GET routes, a request-size bound, a check of
-binary V2 envelopes, and exception handlers that turn every bad request into a 4xx JSON answer
-``{"error": "..."}`` with one log line (kserve's own handlers log a full traceback per 400).
+"""What we add to kserve's FastAPI app besides the routes of :mod:`predictors.routes`: the legacy
+GET routes and :class:`RequestGuard`, an ASGI middleware in front of everything.
 """
 
 from __future__ import annotations
@@ -12,19 +11,23 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
+from kserve.errors import ModelNotFound
 
-from predictors.model import EntityNotFound, RecsModel
+from predictors import fields
+from predictors.errors import BadRequest
+from predictors.model import RecsModel
 from startup_recs.core.usecases import USE_CASES
 from startup_recs.serving import api
 
 log = logging.getLogger("predictors")
 
-_V2_INFER = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
+_ASCII_LENGTH = re.compile(rb"[0-9]{1,12}")
+# headers whose value decides how a body is read: each must come at most once (a proxy and the
+# app could otherwise read different copies)
+_SINGLE = (b"content-length", b"content-type", b"transfer-encoding", b"inference-header-content-length")
 
 
 async def _send_json(send: Callable, status: int, message: str) -> None:
@@ -35,10 +38,10 @@ async def _send_json(send: Callable, status: int, message: str) -> None:
 
 
 class RequestGuard:
-    """ASGI middleware: bound the request body (413 above ``max_bytes``) and validate binary V2
-    envelopes (400), before kserve's decoder could fail on them with a 500.
-
-    The body is read fully (it is at most ``max_bytes``) and replayed to the app unchanged.
+    """ASGI middleware: refuse a request whose framing headers are ambiguous (400: given twice, a
+    length that is not ASCII digits) and bound the request body (413 above ``max_bytes``), before
+    any other code reads it. The body is read fully (at most ``max_bytes``) and replayed to the
+    app unchanged.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int = api.MAX_BODY_BYTES) -> None:
@@ -46,13 +49,26 @@ class RequestGuard:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_json(send, 413, f"request body of {declared} bytes exceeds {self.max_bytes}")
+        seen: dict[bytes, bytes] = {}
+        for key, value in scope["headers"]:
+            key = key.lower()
+            if key in _SINGLE:
+                if key in seen:
+                    await self._refuse(send, scope, 400, f"header {key.decode()} given more than once")
+                    return
+                seen[key] = value
+        declared = seen.get(b"content-length")
+        if declared is not None and not _ASCII_LENGTH.fullmatch(declared):
+            await self._refuse(send, scope, 400, "header content-length is not a byte count")
+            return
+        if declared is not None and int(declared) > self.max_bytes:
+            await self._refuse(send, scope, 413, f"request body of {int(declared)} bytes exceeds {self.max_bytes}")
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS") and declared in (None, b"0"):
+            await self.app(scope, receive, send)
             return
         chunks, size, more = [], 0, True
         while more:
@@ -62,26 +78,11 @@ class RequestGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await _send_json(send, 413, f"request body exceeds {self.max_bytes} bytes")
+                await self._refuse(send, scope, 413, f"request body exceeds {self.max_bytes} bytes")
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        json_length = headers.get("inference-header-content-length")
-        if _V2_INFER.match(scope["path"]):
-            if json_length is not None:
-                try:
-                    api.check_v2_binary(body, json_length)
-                except api.InvalidRequest as exc:
-                    log.info("400 %s: %s", scope["path"], exc)
-                    await _send_json(send, 400, str(exc))
-                    return
-            elif not headers.get("content-type", "").startswith("application/json"):
-                # A V2 REST body without binary tensors *is* JSON, whatever the client labels it
-                # (tritonclient sends no content type); kserve would take it for a binary body.
-                scope = dict(scope)
-                scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
-                scope["headers"].append((b"content-type", b"application/json"))
         sent = False
 
         async def replay() -> dict[str, Any]:
@@ -93,37 +94,20 @@ class RequestGuard:
 
         await self.app(scope, replay, send)
 
+    @staticmethod
+    async def _refuse(send: Callable, scope: Scope, status: int, message: str) -> None:
+        log.info("%d %s %s: %s", status, scope["method"], scope["path"], message)
+        await _send_json(send, status, message)
+
 
 def _json(obj: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
                     media_type="application/json")
 
 
-def _handler(status: int) -> Callable[[Request, Exception], Awaitable[Response]]:
-    async def handle(request: Request, exc: Exception) -> Response:
-        log.info("%d %s %s: %s", status, request.method, request.url.path, exc)
-        return _json({"error": str(exc)}, status)
-
-    return handle
-
-
-async def _validation_handler(request: Request, exc: RequestValidationError) -> Response:
-    errors = exc.errors()
-    first = errors[0] if errors else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-    msg = f"malformed request: {where}: {first.get('msg', 'invalid')}"
-    log.info("400 %s %s: %s", request.method, request.url.path, msg)
-    return _json({"error": msg}, 400)
-
-
-def add_exception_handlers(app: FastAPI) -> None:
-    """Quiet 4xx handlers; called *after* kserve registers its own, so these win."""
-    app.add_exception_handler(InvalidInput, _handler(400))
-    app.add_exception_handler(RequestValidationError, _validation_handler)
-    app.add_exception_handler(ModelNotFound, _handler(404))
-    app.add_exception_handler(EntityNotFound, _handler(404))
-    app.add_exception_handler(ModelNotReady, _handler(503))
-    app.add_exception_handler(ServerNotReady, _handler(503))
+# the query string is read raw (an int parameter would let FastAPI word the errors); the schema says what is valid
+_LIMIT_PARAM = {"name": "limit", "in": "query", "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": api.MAX_LIMIT, "default": api.DEFAULT_LIMIT}}
 
 
 def add_legacy_routes(app: FastAPI, models: Mapping[str, RecsModel]) -> None:
@@ -134,7 +118,9 @@ def add_legacy_routes(app: FastAPI, models: Mapping[str, RecsModel]) -> None:
     """
     for uc in USE_CASES.values():
         app.add_api_route(uc.route.replace("{id}", "{entity_id}"), _legacy_handler(uc.name, uc.model_name, models),
-                          methods=["GET"], name=f"legacy-{uc.model_name}", tags=["legacy"])
+                          methods=["GET"], name=f"legacy-{uc.model_name}", tags=["legacy"],
+                          openapi_extra={"parameters": [_LIMIT_PARAM]})
+
 
 
 def _legacy_handler(use_case: str, model_name: str, models: Mapping[str, RecsModel]) -> Callable:
@@ -146,15 +132,15 @@ def _legacy_handler(use_case: str, model_name: str, models: Mapping[str, RecsMod
         try:
             extra = set(params.keys()) - {"limit"}
             if extra:
-                raise api.InvalidRequest(f"unknown query parameter(s): {', '.join(sorted(extra))}")
+                raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(extra))[:200]}")
             values = params.getlist("limit")
             if len(values) > 1:
-                raise api.InvalidRequest("limit given more than once")
-            limit = api.parse_limit(values[0] if values else None)
-            entity_id = api.parse_entity_id(entity_id, field="id")
-        except api.InvalidRequest as exc:
-            model.count_bad_request("legacy")
-            raise InvalidInput(str(exc)) from None
+                raise BadRequest("limit given more than once")
+            limit = fields.limit_from_text(values[0] if values else None)
+            entity_id = fields.entity_id(entity_id, field="id")
+        except BadRequest:
+            model.count("legacy", 400)
+            raise
         return _json(await model.recommend_one_async(entity_id, limit, "legacy"))
 
     recommend.__name__ = f"recommend_{use_case}"

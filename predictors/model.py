@@ -1,66 +1,44 @@
 """``RecsModel``: one ``kserve.Model`` per use case, serving the bundle of a :class:`BundleSlot`.
 
 Like kserve's sklearnserver: a small subclass, ``ready`` only after a verified bundle is in
-memory, typed errors only. The protocol rules live in :mod:`startup_recs.serving.api`; this class
-maps their errors to kserve's (``InvalidInput`` -> 400) and our :class:`EntityNotFound` (-> 404).
+memory, typed errors only (:mod:`predictors.errors`). The protocol rules live in
+:mod:`startup_recs.serving.api`; the REST envelopes are decoded by :mod:`predictors.v1_request` and
+:mod:`predictors.v2_request` before a payload gets here.
+
+A batch (V1 instances, V2 ``entity_id`` elements) is answered per instance: the same
+``(id, limit)`` is computed once however often it is asked, an unknown id fails only its own
+instance (V1: ``{"entity_id", "error"}`` in its place; V2: its row of the ``error`` output), and
+a request whose every instance is unknown answers 404. All model work goes through the
+:class:`~predictors.work_queue.WorkQueue` (bounded, with a per-request deadline).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
+import logging
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import kserve
-import orjson
-from kserve.errors import InferenceError, InvalidInput, ModelNotReady
+import numpy as np
+from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from predictors import metrics
+from predictors import fields, json_body, metrics
+from predictors.errors import BadRequest, EntityNotFound, InternalError, NotFound, Overloaded, PredictorError
+from predictors.work_queue import Deadline, WorkQueue, default_queue
 from startup_recs.core.usecases import UseCase, get_use_case
 from startup_recs.serving import api
 from startup_recs.serving.reload import BundleSlot, LoadedBundle
 
-T = TypeVar("T")
-_EXECUTOR: ThreadPoolExecutor | None = None
-
-
-def model_executor() -> ThreadPoolExecutor:
-    """The threads that run model work (``RECS_MODEL_THREADS``, default 1).
-
-    Model work never runs on the event loop: a slow answer (a cold start scanning every
-    candidate's features) must not stall liveness/readiness probes or ``/metrics``. One thread
-    by default, because the serving core is not promised to be thread-safe and on two cores a
-    second thread mostly contends for the GIL with the event loop.
-    """
-    global _EXECUTOR
-    if _EXECUTOR is None:
-        _EXECUTOR = ThreadPoolExecutor(max_workers=max(1, int(os.environ.get("RECS_MODEL_THREADS", "1"))),
-                                       thread_name_prefix="recs-model")
-    return _EXECUTOR
-
-
-async def off_loop(fn: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(model_executor(), fn, *args)
-
-
-class EntityNotFound(LookupError):
-    """The entity id is not in the served bundle (HTTP 404 with a JSON message)."""
-
-    def __init__(self, model_name: str, entity_id: str) -> None:
-        self.reason = f"unknown {model_name.split('-')[0]} id {entity_id!r} for model {model_name}"
-        super().__init__(self.reason)
-
-    def __str__(self) -> str:
-        return self.reason
+log = logging.getLogger("predictors")
+OUTPUTS = ("candidate_ids", "scores", "route", "error")
+Outcome = dict[str, Any] | PredictorError  # one instance's answer, or why it has none
 
 
 def _unknown_entity_error() -> tuple[type[BaseException], ...]:
-    """The serving core's ``UnknownEntityError`` (E2), looked up lazily so this module imports
+    """The serving core's ``UnknownEntityError``, looked up lazily so this module imports
     without it; ``KeyError`` is *not* treated as unknown entity (that would hide bugs)."""
     try:
         from startup_recs.serving.recommender import UnknownEntityError
@@ -72,12 +50,17 @@ def _unknown_entity_error() -> tuple[type[BaseException], ...]:
 class RecsModel(kserve.Model):
     """Recommendations for one use case; the model name is the use case's (``startup-developer``)."""
 
-    def __init__(self, slot: BundleSlot) -> None:
+    def __init__(self, slot: BundleSlot, queue: WorkQueue | None = None) -> None:
         self.use_case: UseCase = get_use_case(slot.use_case)
         super().__init__(self.use_case.model_name)
         self.slot = slot
         self.ready = False
+        self._queue = queue
         self._unknown = _unknown_entity_error()
+
+    @property
+    def queue(self) -> WorkQueue:
+        return self._queue or default_queue()
 
     # --- lifecycle -----------------------------------------------------------------------------
     def load(self) -> bool:
@@ -110,89 +93,115 @@ class RecsModel(kserve.Model):
     def get_output_types(self) -> list[dict[str, Any]]:
         return [{"name": "candidate_ids", "datatype": "BYTES", "shape": [-1, -1]},
                 {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
-                {"name": "route", "datatype": "BYTES", "shape": [-1]}]
+                {"name": "route", "datatype": "BYTES", "shape": [-1]},
+                {"name": "error", "datatype": "BYTES", "shape": [-1]}]
 
-    # --- answering -----------------------------------------------------------------------------
+    # --- versions ------------------------------------------------------------------------------
     def bundle(self) -> LoadedBundle:
         b = self.slot.current
         if b is None:
             raise ModelNotReady(self.name, self.slot.last_error or "no bundle loaded yet")
         return b
 
-    def answer(self, queries: list[api.Query], endpoint: str) -> tuple[list[dict[str, Any]], LoadedBundle]:
-        """Answer every query from *one* bundle (read once: a hot swap mid-request cannot mix
-        versions), record the metrics, and map an unknown id to :class:`EntityNotFound`."""
+    def check_version(self, version: str | None) -> None:
+        """A versioned request (``/versions/<v>/``, ``?model_version=``) must name the served
+        bundle, as ``v3`` or ``3``; any other version is :class:`NotFound` (404)."""
+        if version is None:
+            return
+        served = self.bundle().version
+        if version not in (served, served.removeprefix("v")):
+            raise NotFound(f"model {self.name} has no version {version[:40]!r}; it serves {served}")
+
+    # --- answering -----------------------------------------------------------------------------
+    def answer(self, queries: Sequence[api.Query], endpoint: str, deadline: Deadline) -> tuple[list[Outcome], LoadedBundle]:
+        """One outcome per query, all from *one* bundle (read once: a hot swap mid-request cannot
+        mix versions). Runs on the model thread; :class:`Overloaded` once ``deadline`` passes."""
         b = self.bundle()
         version = b.version
         t0 = time.perf_counter()
-        answers = []
-        try:
-            for q in queries:
-                answers.append(b.model.recommend(q.entity_id, q.limit))
-        except self._unknown:
-            metrics.REQUESTS.labels(self.name, endpoint, "none", version, "404").inc()
-            raise EntityNotFound(self.name, q.entity_id) from None
-        except Exception as exc:  # a fault of the model, not of the request: a typed 500, logged once
-            metrics.REQUESTS.labels(self.name, endpoint, "none", version, "500").inc()
-            raise InferenceError(f"{self.name} {version} failed on {q.entity_id!r}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-        elapsed = time.perf_counter() - t0
-        route = answers[0]["method_used"] if len(answers) == 1 else "batch"
-        metrics.LATENCY.labels(self.name, endpoint, route, version).observe(elapsed)
-        metrics.REQUESTS.labels(self.name, endpoint, route, version, "200").inc()
+        done: dict[api.Query, Outcome] = {}
+        for q in queries:
+            if q in done:
+                continue
+            deadline.check()
+            try:
+                done[q] = b.model.recommend(q.entity_id, q.limit)
+            except self._unknown:
+                done[q] = EntityNotFound(self.name, q.entity_id)
+            except Exception:  # a fault of the model, not of the request: logged with its traceback
+                log.exception("%s %s failed on %r", self.name, version, q.entity_id)
+                done[q] = InternalError(f"internal error answering {q.entity_id!r} (logged)")
+        outcomes = [done[q] for q in queries]
+        answers = [o for o in outcomes if isinstance(o, dict)]
+        failed = [o for o in outcomes if isinstance(o, PredictorError)]
+        code = "200" if answers else str(failed[0].status)
+        route = answers[0]["method_used"] if len(queries) == 1 and answers else ("batch" if answers else "none")
+        metrics.LATENCY.labels(self.name, endpoint, route, version).observe(time.perf_counter() - t0)
+        metrics.REQUESTS.labels(self.name, endpoint, route, version, code).inc()
         for a in answers:
             metrics.ROUTES.labels(self.name, a["method_used"], version).inc()
-        return answers, b
+        if not answers:  # nothing to answer with: the first instance's error is the request's
+            raise next((f for f in failed if not isinstance(f, EntityNotFound)), failed[0])
+        return outcomes, b
 
-    def count_bad_request(self, endpoint: str) -> None:
+    def count(self, endpoint: str, code: int) -> None:
         b = self.slot.current
-        metrics.REQUESTS.labels(self.name, endpoint, "none", b.version if b else "none", "400").inc()
+        metrics.REQUESTS.labels(self.name, endpoint, "none", b.version if b else "none", str(code)).inc()
 
-    def recommend_one(self, entity_id: str, limit: int, endpoint: str = "legacy") -> dict[str, Any]:
-        answers, _ = self.answer([api.Query(entity_id, limit)], endpoint)
-        return api.legacy_response(answers[0], self.use_case)
+    async def run(self, queries: Sequence[api.Query], endpoint: str) -> tuple[list[Outcome], LoadedBundle]:
+        """:meth:`answer` through the work queue (503 + ``Retry-After`` when overloaded)."""
+        self.bundle()  # not ready: 503 at once, without a place in the queue
+        try:
+            return await self.queue.run(lambda deadline: self.answer(queries, endpoint, deadline))
+        except Overloaded:
+            self.count(endpoint, 503)
+            raise
 
     async def recommend_one_async(self, entity_id: str, limit: int, endpoint: str = "legacy") -> dict[str, Any]:
-        return await off_loop(self.recommend_one, entity_id, limit, endpoint)
+        outcomes, _ = await self.run([api.Query(entity_id, limit)], endpoint)
+        return api.legacy_response(outcomes[0], self.use_case)  # a lone failure was raised by answer
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> dict | InferResponse:
-        """V1 (dict) or V2 (InferRequest): parse on the loop (cheap), answer off the loop."""
+        """V1 (a parsed JSON body) or V2 (InferRequest): parse on the loop (cheap), answer off it."""
         if isinstance(payload, InferRequest):
             return await self._predict_v2(payload)
         try:
-            if isinstance(payload, bytes | str):  # kserve passes non-JSON content types through raw
-                try:
-                    payload = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    raise api.InvalidRequest("body is not valid JSON") from None
-            queries = api.parse_v1(payload, self.use_case)
-        except api.InvalidRequest as exc:
-            self.count_bad_request("v1")
-            raise InvalidInput(str(exc)) from None
-        answers, _ = await off_loop(self.answer, queries, "v1")
-        return {"predictions": [api.legacy_response(a, self.use_case) for a in answers]}
+            if isinstance(payload, bytes | str):  # only when called past our routes
+                payload = json_body.loads(payload)
+            queries = [api.Query(fields.check_entity_id(q.entity_id, field=f"instances[{i}]"), q.limit)
+                       for i, q in enumerate(api.parse_v1(payload, self.use_case))]
+        except (api.InvalidRequest, BadRequest) as exc:
+            self.count("v1", 400)
+            raise BadRequest(str(exc)) from None
+        outcomes, _ = await self.run(queries, "v1")
+        return {"predictions": [api.legacy_response(o, self.use_case) if isinstance(o, dict)
+                                else {"entity_id": q.entity_id, "error": str(o)}
+                                for q, o in zip(queries, outcomes, strict=True)]}
 
     async def _predict_v2(self, req: InferRequest) -> InferResponse:
         try:
-            tensors = []
-            for inp in req.inputs:
-                data = inp.data if isinstance(inp.data, list) else inp.as_numpy()
-                tensors.append(api.Tensor(inp.name, inp.datatype, inp.shape, data))
+            tensors = [api.Tensor(inp.name, inp.datatype, inp.shape,
+                                  inp.data if isinstance(inp.data, list | np.ndarray) else inp.as_numpy())
+                       for inp in req.inputs]
             ids, limit = api.parse_v2(tensors)
-        except api.InvalidRequest as exc:
-            self.count_bad_request("v2")
-            raise InvalidInput(str(exc)) from None
-        except (ValueError, TypeError) as exc:  # kserve could not decode the tensor bytes
-            self.count_bad_request("v2")
-            raise InvalidInput(f"undecodable input tensor: {exc}") from None
-        answers, b = await off_loop(self.answer, [api.Query(i, limit) for i in ids], "v2")
+            ids = [fields.check_entity_id(e, field=f"entity_id[{i}]") for i, e in enumerate(ids)]
+        except (api.InvalidRequest, BadRequest, InvalidInput) as exc:
+            self.count("v2", 400)
+            raise BadRequest(str(exc)) from None
+        except (ValueError, TypeError, OverflowError) as exc:  # gRPC: kserve could not decode the tensor bytes
+            self.count("v2", 400)
+            raise BadRequest(f"undecodable input tensor: {str(exc)[:200]}") from None
+        outcomes, b = await self.run([api.Query(i, limit) for i in ids], "v2")
+        answers = [o if isinstance(o, dict) else {"candidates": [], "method_used": ""} for o in outcomes]
         cand, scores, routes = api.v2_outputs(answers, limit)
+        errors = np.array([b"" if isinstance(o, dict) else str(o).encode() for o in outcomes], dtype=object)
         n = len(ids)
         outputs = [
             InferOutput("candidate_ids", [n, limit], "BYTES", cand),
             InferOutput("scores", [n, limit], "FP32", scores),
             InferOutput("route", [n], "BYTES", routes),
+            InferOutput("error", [n], "BYTES", errors),
         ]
         return InferResponse(
             response_id=req.id or str(uuid.uuid4()), model_name=self.name, model_version=b.version,

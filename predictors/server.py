@@ -1,13 +1,20 @@
 """One ``kserve.ModelServer`` serving every use case, bound where we say, with hot reload.
 
-Three differences from a stock ``ModelServer``, all deliberate:
+The differences from a stock ``ModelServer``, all deliberate:
 - the REST server binds ``host`` (kserve hard-codes 0.0.0.0): ``recs serve`` defaults to
   127.0.0.1, the image passes 0.0.0.0;
+- it serves the allow-list of :mod:`predictors.routes` (no model repository extension, versioned
+  routes that check the version, our own body decoders), behind :class:`RequestGuard`, with the
+  error answers of :mod:`predictors.errors`; gRPC gets no repository extension either;
 - server readiness means every model has a verified bundle (kserve: the process is up);
 - every model is registered even when its bundle is missing or corrupt. kserve would raise
   ``NoModelReady`` and exit, and Kubernetes would restart it into the same failure (a crash loop
   of tracebacks); here the model answers 503 on readiness with one log line, and becomes ready
-  when the poller finds a good bundle.
+  when the poller finds a good bundle. A request never triggers a load (kserve's dataplane
+  would load a not-ready model on the event loop);
+- model work is admitted through a bounded queue with a per-request deadline
+  (:mod:`predictors.work_queue`; ``--request-timeout`` / ``--max-queue``, or the
+  ``RECS_REQUEST_TIMEOUT`` / ``RECS_MAX_QUEUE`` environment).
 """
 
 from __future__ import annotations
@@ -21,12 +28,19 @@ from typing import Any
 
 import kserve.model_server as kms
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.errors import ModelNotFound, ModelNotReady
+from kserve.model import BaseKServeModel
 from kserve.model_server import ModelServer
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
 
-from predictors.app import RequestGuard, add_exception_handlers, add_legacy_routes
+from predictors import work_queue
+from predictors.app import RequestGuard, add_legacy_routes
+from predictors.errors import NotFound, add_exception_handlers
 from predictors.model import RecsModel
+from predictors.routes import register_routes
+from predictors.work_queue import Limits
 from startup_recs.core.errors import ConfigError
 from startup_recs.serving import api
 from startup_recs.serving.flags import add_serve_flags
@@ -36,15 +50,29 @@ log = logging.getLogger("predictors")
 
 
 class _RESTServer(RESTServer):
-    """kserve's REST server on ``host``, with our 4xx handlers registered after kserve's."""
+    """kserve's REST server on ``host``, with our routes and our error handlers (after kserve's)."""
 
     def __init__(self, *args: Any, host: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.host = host
 
+    def _register_endpoints(self, app: Any) -> None:
+        register_routes(app, self.dataplane)
+
     def _add_exception_handlers(self, app: Any) -> None:
         super()._add_exception_handlers(app)
         add_exception_handlers(app)
+
+
+class _NoRepository(ModelRepositoryExtension):
+    """The model repository extension, switched off (gRPC's RepositoryModelLoad/Unload): what is
+    served is decided by published bundles, never by a client."""
+
+    async def load(self, model_name: str) -> None:
+        raise NotFound("the model repository extension is not served")
+
+    async def unload(self, model_name: str) -> None:
+        raise NotFound("the model repository extension is not served")
 
 
 class _DataPlane(DataPlane):
@@ -58,6 +86,15 @@ class _DataPlane(DataPlane):
         models = list(self.model_registry.get_models().values())
         return bool(models) and all([await m.healthy() for m in models])
 
+    async def get_model(self, name: str) -> BaseKServeModel:
+        """The model, ready, or ModelNotFound / ModelNotReady: never a load on the event loop."""
+        model = self.model_registry.get_model(name)
+        if model is None:
+            raise ModelNotFound(name)
+        if not await model.healthy():
+            raise ModelNotReady(name)
+        return model
+
 
 class RecsModelServer(ModelServer):
     """``ModelServer`` with a bind address, tolerant registration, model-aware server readiness
@@ -68,6 +105,7 @@ class RecsModelServer(ModelServer):
         self.host = host
         self.poller = poller
         self.dataplane = _DataPlane(model_registry=self.registered_models)
+        self.model_repository_extension = _NoRepository(model_registry=self.registered_models)
 
     def start(self, models: list[RecsModel]) -> None:  # type: ignore[override]
         if self.workers != 1:
@@ -118,10 +156,13 @@ def build_models(bundles: Sequence[str], *, loader: Loader = default_loader,
 
 def serve(bundles: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, reload_interval: float = 30.0,
           cache_dir: str | None = None, max_body_bytes: int = api.MAX_BODY_BYTES,
-          loader: Loader = default_loader, models: list[Any] | None = None, **server_kwargs: Any) -> None:
+          limits: Limits | None = None, loader: Loader = default_loader, models: list[Any] | None = None,
+          **server_kwargs: Any) -> None:
     """Load the bundles and serve them until SIGINT/SIGTERM. ``reload_interval <= 0`` disables
-    polling. ``models`` (instead of ``bundles``) serves ready-made models: the benchmark's
-    trivial model goes through exactly this path."""
+    polling. ``limits``: the work queue's (default: from the environment). ``models`` (instead
+    of ``bundles``) serves ready-made models: the benchmark's trivial model goes through exactly
+    this path."""
+    queue = work_queue.configure(limits or Limits.from_env())
     if models is None:
         models = build_models(bundles, loader=loader, cache_dir=cache_dir)
     app = kms.app
@@ -134,7 +175,8 @@ def serve(bundles: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, 
     for m in models:
         b = m.slot.current
         log.info("model %s: %s", m.name, f"{b.version} ready" if b else "NOT READY")
-    log.info("serving on http://%s:%d (reload every %ss)", host, port, reload_interval if poller else "-")
+    log.info("serving on http://%s:%d (reload every %ss; request timeout %gs, queue %d)", host, port,
+             reload_interval if poller else "-", queue.limits.request_timeout_s, queue.limits.max_queue)
     print_examples(models, host, port)
     RecsModelServer(host=host, poller=poller, http_port=port, **server_kwargs).start(models)
 
@@ -162,8 +204,26 @@ def cli_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1..65535, got {args.port}")
     serve(args.bundle, host=args.host, port=args.port, reload_interval=args.reload_interval,
-          cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes)
+          cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes, limits=limits_of(args))
     return 0
+
+
+def add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """``--request-timeout`` and ``--max-queue``; their defaults come from the environment."""
+    env = Limits.from_env()
+    parser.add_argument("--request-timeout", type=float, default=env.request_timeout_s, metavar="S",
+                        help="seconds a request may take, queue wait included; then 503 + Retry-After "
+                             "(env RECS_REQUEST_TIMEOUT, default %(default)s)")
+    parser.add_argument("--max-queue", type=int, default=env.max_queue, metavar="N",
+                        help="requests waiting for or running model work at once; more get 503 + Retry-After "
+                             "(env RECS_MAX_QUEUE, default %(default)s)")
+
+
+def limits_of(args: argparse.Namespace) -> Limits:
+    """The flags' limits, or the environment's for a parser without them (``recs serve``)."""
+    env = Limits.from_env()
+    timeout, queue = getattr(args, "request_timeout", None), getattr(args, "max_queue", None)
+    return Limits(env.request_timeout_s if timeout is None else timeout, env.max_queue if queue is None else queue)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,13 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m predictors", parents=[kms.parser],
                                      description="startup-recs KServe predictor")
     add_serve_flags(parser, default_host="0.0.0.0")
+    add_limit_flags(parser)
     args = parser.parse_args(argv)
     kms.args = args  # kserve reads logging and gRPC settings from this module global
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cache_dir:
         Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     serve(args.bundle, host=args.host, port=args.http_port, reload_interval=args.reload_interval,
-          cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes,
+          cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes, limits=limits_of(args),
           grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
           max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
           enable_docs_url=args.enable_docs_url, enable_latency_logging=args.enable_latency_logging,

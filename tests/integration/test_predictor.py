@@ -187,14 +187,14 @@ BAD = [
     ("GET", LEGACY[SD] + "{hot}", {"params": {"lmit": 3}}, 400, "unknown query parameter"),
     ("GET", "/api/recommendations/startups/for-developer/u0000001", {}, 404, "developer-startup does not exist"),
     ("POST", "/v1/models/nope:predict", {"json": {"instances": [{"startup_id": "x"}]}}, 404, "nope does not exist"),
-    ("POST", "/v1/models/startup-developer:predict", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "Unrecognized request format"),
+    ("POST", "/v1/models/startup-developer:predict", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "body is not valid JSON"),
     ("POST", "/v1/models/startup-developer:predict", {"json": {"inputs": []}}, 400, "unexpected field"),
     ("POST", "/v1/models/startup-developer:predict", {"json": {"instances": [{"startup_id": 7}]}}, 400, "must be a string"),
     ("POST", "/v1/models/startup-developer:predict", {"json": {"instances": [{"startup_id": "{hot}", "limit": 500}]}}, 400, "between 1 and 100"),
     ("POST", "/v1/models/startup-developer:predict", {"json": {"instances": [{"startup_id": "ghost"}]}}, 404, "unknown startup id 'ghost'"),
     ("POST", "/v1/models/startup-developer:predict", {"content": b"x" * (2 << 20)}, 413, "exceeds"),
     ("POST", "/v2/models/nope/infer", {"json": {"inputs": [_v2()]}}, 404, "nope does not exist"),
-    ("POST", "/v2/models/startup-developer/infer", {"content": b"{oops"}, 400, "malformed request"),
+    ("POST", "/v2/models/startup-developer/infer", {"content": b"{oops"}, 400, "not valid JSON"),
     ("POST", "/v2/models/startup-developer/infer", {"json": {"inputs": [{"name": "entity_id", "datatype": "BYTES"}]}}, 400, "shape"),
     ("POST", "/v2/models/startup-developer/infer", {"json": {"inputs": [_v2(datatype="INT32", data=[1])]}}, 400, "must be BYTES"),
     ("POST", "/v2/models/startup-developer/infer", {"json": {"inputs": [_v2(shape=[1, 1])]}}, 400, "shape [n]"),
@@ -205,7 +205,7 @@ BAD = [
     ("POST", "/v2/models/startup-developer/infer", {"json": {"inputs": [_v2(data=["ghost"])]}}, 404, "unknown startup id 'ghost'"),
     ("POST", "/v2/models/startup-developer/infer", {"content": b'{"inputs": 5}', "headers": {"inference-header-content-length": "13"}}, 400, "'inputs' list"),
     ("POST", "/v2/models/startup-developer/infer", {"content": _LYING_HEADER + b"\x02\x00\x00\x00s1", "headers": {"inference-header-content-length": str(len(_LYING_HEADER))}}, 400, "binary_data_size"),
-    ("POST", "/v2/models/startup-developer/infer", {"content": b"{}", "headers": {"inference-header-content-length": "abc"}}, 400, "does not fit"),
+    ("POST", "/v2/models/startup-developer/infer", {"content": b"{}", "headers": {"inference-header-content-length": "abc"}}, 400, "must be a byte count"),
 ]
 
 
