@@ -9,14 +9,8 @@ import pandas as pd
 import pytest
 
 from startup_recs.core.errors import ConfigError, DataError
-from startup_recs.evaluation.protocol import (
-    catalog_coverage,
-    hits_matrix,
-    metrics_from_hits,
-    oracle_top,
-    summarize,
-    target_window,
-)
+from startup_recs.evaluation.metrics import catalog_coverage, hits_matrix, metrics_from_hits, summarize
+from startup_recs.evaluation.protocol import oracle_top, target_window
 from startup_recs.serving.data import ServingData
 
 L2, L3, L4, L5 = (math.log2(x) for x in (2, 3, 4, 5))

@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from startup_recs.core.errors import ConfigError, DataError, ModelMismatchError
+from startup_recs.evaluation import metrics
 from startup_recs.models.ranker import RankerMLP, from_dir
 from startup_recs.serving import ranking_features
 from startup_recs.serving.rerank import Reranker
 from startup_recs.train import ranker as tr
+from startup_recs.train import ranker_lists as rlists
+from startup_recs.train import ranker_losses as rl
 from tests.unit.ranker_world import USE_CASE, make_world
 
 torch.set_num_threads(1)
@@ -34,7 +37,7 @@ def _batch(lists: list[list[tuple[float, float, float]]]):
 
 @pytest.mark.parametrize("loss", ["listwise", "pairwise"])
 def test_cross_entity_pairs_contribute_nothing(loss):
-    fn = tr.LOSSES[loss]
+    fn = rl.LOSSES[loss]
     # entity A: one positive, one negative; entity B: one negative with a huge score.
     a = [(0.5, 1.0, 1.0), (0.2, 0.0, 1.0)]
     s, y, w, m = _batch([a, [(9.0, 0.0, 1.0)]])
@@ -56,11 +59,11 @@ def test_cross_entity_pairs_contribute_nothing(loss):
 
 def test_padding_never_enters_a_list():
     s, y, w, m = _batch([[(1.0, 1.0, 1.0), (0.0, 0.0, 1.0)], [(0.3, 1.0, 1.0), (0.1, 0.0, 1.0), (2.0, 0.0, 1.0)]])
-    base = tr.listwise_loss(s, y, w, m).item()
+    base = rl.listwise_loss(s, y, w, m).item()
     s2 = s.detach().clone()
     s2[0, 2] = 50.0  # a padded cell
-    assert tr.listwise_loss(s2, y, w, m).item() == pytest.approx(base)
-    assert tr.pairwise_loss(s2, y, w, m).item() == pytest.approx(tr.pairwise_loss(s, y, w, m).item())
+    assert rl.listwise_loss(s2, y, w, m).item() == pytest.approx(base)
+    assert rl.pairwise_loss(s2, y, w, m).item() == pytest.approx(rl.pairwise_loss(s, y, w, m).item())
 
 
 def test_ips_weights_hand_case():
@@ -68,18 +71,18 @@ def test_ips_weights_hand_case():
     s, y, w, m = _batch([[(0.0, 1.0, 1.0), (1.0, 1.0, 3.0), (2.0, 0.0, 1.0)]])
     lse = math.log(math.exp(0) + math.exp(1) + math.exp(2))
     want = -(1 * (0 - lse) + 3 * (1 - lse)) / 2  # divided by the 2 positives
-    assert tr.listwise_loss(s, y, w, m).item() == pytest.approx(want, rel=1e-6)
+    assert rl.listwise_loss(s, y, w, m).item() == pytest.approx(want, rel=1e-6)
     # pairwise: pairs (0,2) weight 1 and (1,2) weight 3, mean over 2 pairs
     sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
-    assert tr.pairwise_loss(s, y, w, m).item() == pytest.approx((1 * sp(2 - 0) + 3 * sp(2 - 1)) / 2, rel=1e-6)
+    assert rl.pairwise_loss(s, y, w, m).item() == pytest.approx((1 * sp(2 - 0) + 3 * sp(2 - 1)) / 2, rel=1e-6)
     # and the weights steer learning: the heavier positive gets the larger gradient push
-    tr.listwise_loss(s, y, w, m).backward()
+    rl.listwise_loss(s, y, w, m).backward()
     assert s.grad[0, 1] < s.grad[0, 0] < 0
 
 
 def test_pad_lists_layout():
     offsets = np.array([0, 2, 5, 6])
-    idx, mask = tr.pad_lists(offsets, np.array([1, 2]))
+    idx, mask = rl.pad_lists(offsets, np.array([1, 2]))
     assert idx.tolist() == [[2, 3, 4], [5, 0, 0]]
     assert mask.tolist() == [[True, True, True], [True, False, False]]
 
@@ -88,7 +91,7 @@ def test_ndcg_lists_hand_case():
     # list 1: relevant at rank 2 of 3 -> 1/log2(3); list 2 has no positive -> skipped
     scores = np.array([3.0, 2.0, 1.0, 5.0, 4.0])
     labels = np.array([0, 1, 0, 0, 0])
-    assert tr.ndcg_lists(scores, labels, np.array([0, 3, 5])) == pytest.approx(1 / math.log2(3))
+    assert metrics.ndcg_lists(scores, labels, np.array([0, 3, 5])) == pytest.approx(1 / math.log2(3))
 
 
 # --- learning -------------------------------------------------------------------------------------
@@ -102,7 +105,7 @@ def trained(world, tmp_path_factory):
     data, retrievers, rows = world
     cfg = tr.RankerTrainConfig(use_case=USE_CASE, epochs=40, batch_size=16, lr=3e-3, seed=0, lists="entity",
                                extra_negatives=0, patience=10)
-    lists = tr.make_lists(rows, data, retrievers, cfg)
+    lists = rlists.make_lists(rows, data, retrievers, cfg)
     result = tr.fit(lists, cfg)
     return cfg, lists, result
 
@@ -121,7 +124,7 @@ def test_learns_planted_signal(trained):
 def test_fit_is_deterministic(world):
     data, retrievers, rows = world
     cfg = tr.RankerTrainConfig(use_case=USE_CASE, epochs=3, batch_size=16, seed=5, extra_negatives=5)
-    lists = tr.make_lists(rows, data, retrievers, cfg)
+    lists = rlists.make_lists(rows, data, retrievers, cfg)
     a, b = tr.fit(lists, cfg), tr.fit(lists, cfg)
     for k, v in a.best_state.items():
         assert torch.equal(v, b.best_state[k])
@@ -130,8 +133,8 @@ def test_fit_is_deterministic(world):
 def test_extra_negatives_come_from_retrieval_and_exclude_labelled(world):
     data, retrievers, rows = world
     cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists="entity", extra_negatives=5, retrieve_k=20)
-    lists = tr.make_lists(rows, data, retrievers, cfg)
-    base = tr.make_lists(rows, data, retrievers,
+    lists = rlists.make_lists(rows, data, retrievers, cfg)
+    base = rlists.make_lists(rows, data, retrievers,
                          tr.RankerTrainConfig(use_case=USE_CASE, lists="entity", extra_negatives=0))
     assert len(lists.y) == len(base.y) + 5 * base.n_lists
     assert lists.y.sum() == base.y.sum()  # only negatives added
@@ -153,7 +156,7 @@ def test_pool_lists_are_what_serving_reranks(world):
     from startup_recs.serving.recommender import Recommender
 
     cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists="pool", retrieve_k=30, extra_negatives=0)
-    lists = tr.make_lists(rows, data, retrievers, cfg)
+    lists = rlists.make_lists(rows, data, retrievers, cfg)
     ents = list(lists.entity)
     assert sorted(ents) == sorted(rows["entity_id"].unique())
     top, _, _ = Recommender(data, retrievers, None, None).top_routed(ents, 30)
@@ -171,7 +174,7 @@ def test_pool_lists_are_what_serving_reranks(world):
                 cid = data.candidate_ids[c]
                 assert w == pytest.approx(mine.loc[mine["candidate_id"] == cid, "weight"].max())
     # negatives sampled for the loss after the features: the kept rows' features are unchanged
-    sampled = tr.make_lists(rows, data, retrievers,
+    sampled = rlists.make_lists(rows, data, retrievers,
                             tr.RankerTrainConfig(use_case=USE_CASE, lists="pool", retrieve_k=30, extra_negatives=4))
     assert sampled.y.sum() == lists.y.sum()
     npos = np.add.reduceat(lists.y, lists.offsets[:-1])

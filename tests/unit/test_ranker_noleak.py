@@ -15,6 +15,8 @@ import pytest
 from startup_recs.core.errors import DataError
 from startup_recs.serving.data import ServingData
 from startup_recs.train import ranker as tr
+from startup_recs.train import ranker_inputs as rin
+from startup_recs.train import ranker_lists as rlists
 from tests.unit.ranker_world import USE_CASE, VAL_START, make_world
 
 FORBIDDEN = ("label", "weight", "propensity", "position", "ts")
@@ -31,7 +33,7 @@ def scramble(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
     return out
 
 
-def _by_pair(d: tr.ListData) -> dict[tuple[str, int], np.ndarray]:
+def _by_pair(d: rlists.ListData) -> dict[tuple[str, int], np.ndarray]:
     """Feature row per (entity, candidate): row order and list order cannot hide a difference."""
     ent = np.repeat(d.entity, np.diff(d.offsets))
     out = {(str(e), int(c)): x for e, c, x in zip(ent, d.cand, d.X, strict=True)}
@@ -65,7 +67,7 @@ def world():
 def test_features_ignore_labels_positions_and_times(world, lists, extra):
     data, retrievers, rows = world
     cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists=lists, extra_negatives=extra, retrieve_k=30)
-    assert_label_free(lambda r: tr.make_lists(r, data, retrievers, cfg), rows,
+    assert_label_free(lambda r: rlists.make_lists(r, data, retrievers, cfg), rows,
                       same_rows=not (lists == "pool" and extra > 0))
 
 
@@ -74,10 +76,10 @@ def test_the_check_catches_the_legacy_model_score_leak(world):
     data, retrievers, rows = world
     cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists="entity", extra_negatives=0)
 
-    def legacy(r: pd.DataFrame) -> tr.ListData:
-        d = tr.make_lists(r, data, retrievers, cfg)
+    def legacy(r: pd.DataFrame) -> rlists.ListData:
+        d = rlists.make_lists(r, data, retrievers, cfg)
         model_score = d.y + 0.1 * d.X[:, 0]  # "a retrieval score", written after the outcome
-        return tr.ListData(np.column_stack([d.X, model_score]), d.y, d.w, d.offsets, d.entity, d.names, d.cand)
+        return rlists.ListData(np.column_stack([d.X, model_score]), d.y, d.w, d.offsets, d.entity, d.names, d.cand)
 
     with pytest.raises(AssertionError, match="depends on label"):
         assert_label_free(legacy, rows)
@@ -86,7 +88,7 @@ def test_the_check_catches_the_legacy_model_score_leak(world):
 def test_no_feature_column_tracks_the_label_on_its_own(world):
     """A second guard: no single column separates positives from negatives perfectly."""
     data, retrievers, rows = world
-    d = tr.make_lists(rows, data, retrievers, tr.RankerTrainConfig(use_case=USE_CASE, lists="entity",
+    d = rlists.make_lists(rows, data, retrievers, tr.RankerTrainConfig(use_case=USE_CASE, lists="entity",
                                                                    extra_negatives=0))
     pos, neg = d.X[d.y > 0], d.X[d.y == 0]
     for j, name in enumerate(d.names):
@@ -99,7 +101,7 @@ def test_events_after_the_fit_window_change_nothing(world):
     ones that repeat every positive of the validation rows many times, leave features unchanged."""
     data, retrievers, rows = world
     cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists="entity", extra_negatives=0)
-    base = tr.make_lists(rows, data, retrievers, cfg).X
+    base = rlists.make_lists(rows, data, retrievers, cfg).X
     pos = rows[rows["label"] == 1]
     train_events = pd.DataFrame({
         "entity_id": list(data.seen), "candidate_id": [data.candidate_ids[c[0]] for c in data.seen.values()],
@@ -112,50 +114,50 @@ def test_events_after_the_fit_window_change_nothing(world):
                                 candidate_features=pd.DataFrame(index=pd.Index(data.candidate_ids.tolist())))
     for d in (a, b):
         d.candidate_features = None
-    xa = tr.make_lists(rows, a, retrievers, cfg).X
-    xb = tr.make_lists(rows, b, retrievers, cfg).X
+    xa = rlists.make_lists(rows, a, retrievers, cfg).X
+    xb = rlists.make_lists(rows, b, retrievers, cfg).X
     assert np.array_equal(xa, xb)
     assert len(xa) > 0.8 * len(base)
 
 
 def test_stage1_inputs_must_end_before_the_validation_start(world, tmp_path):
     data, _, _ = world
-    tr.check_fit_window(data, VAL_START)  # until == val_start: fine
+    rin.check_fit_window(data, VAL_START)  # until == val_start: fine
     late = ServingData(use_case=USE_CASE, until=VAL_START + pd.Timedelta(days=1), candidate_ids=data.candidate_ids,
                        popularity=data.popularity, recency_days=data.recency_days,
                        entity_counts=data.entity_counts, seen=data.seen)
     with pytest.raises(DataError, match="would leak"):
-        tr.check_fit_window(late, VAL_START)
+        rin.check_fit_window(late, VAL_START)
     unbounded = ServingData(use_case=USE_CASE, until=None, candidate_ids=data.candidate_ids,
                             popularity=data.popularity, recency_days=data.recency_days,
                             entity_counts=data.entity_counts, seen=data.seen)
     with pytest.raises(DataError, match="would leak"):
-        tr.check_fit_window(unbounded, VAL_START)
+        rin.check_fit_window(unbounded, VAL_START)
 
     from startup_recs.core import storage
 
     ok = tmp_path / "ok"
     storage.write_json(str(ok / "two_tower_reverse_v1_config.json"), {"data": {"fit_on": "train"}})
     storage.write_json(str(ok / "als_reverse_meta.json"), {"fit_window": "train", "cutoff": VAL_START.isoformat()})
-    tr.check_fit_window(data, VAL_START, str(ok))
+    rin.check_fit_window(data, VAL_START, str(ok))
     for name, cfg in [("two_tower_reverse_v1_config.json", {"data": {"fit_on": "trainval"}}),
                       ("als_reverse_meta.json", {"cutoff": (VAL_START + pd.Timedelta(days=14)).isoformat()}),
                       ("serving/serving_data.json", {"until": "2026-03-20T00:00:00+00:00"})]:
         bad = tmp_path / name.replace("/", "_")
         storage.write_json(str(bad / name), cfg)
         with pytest.raises(DataError, match="would leak"):
-            tr.check_fit_window(data, VAL_START, str(bad))
+            rin.check_fit_window(data, VAL_START, str(bad))
 
     # ALS records no window in its config; its id mappings give it away: an entity or candidate
     # with no event before the validation start can only come from later events
     als = tmp_path / "als"
     known_e = sorted(data.entity_counts)[:3]
     storage.write_json(str(als / "als_reverse_v1_user_mapping.json"), {e: i for i, e in enumerate(known_e)})
-    tr.check_fit_window(data, VAL_START, str(als))
+    rin.check_fit_window(data, VAL_START, str(als))
     storage.write_json(str(als / "als_reverse_v1_user_mapping.json"),
                        {e: i for i, e in enumerate([*known_e, "s_new_in_validation"])})
     with pytest.raises(DataError, match="1 entities without any event"):
-        tr.check_fit_window(data, VAL_START, str(als))
+        rin.check_fit_window(data, VAL_START, str(als))
 
 
 def test_real_feature_tables_are_label_free(tiny_snapshot, tmp_path):
@@ -169,12 +171,12 @@ def test_real_feature_tables_are_label_free(tiny_snapshot, tmp_path):
     rows = pd.read_parquet(out)
     val = rows[rows["split"] == "val"]
     assert len(val) and (val["label"] == 1).any()
-    val_start = tr._val_start(rows, out)
+    val_start = rin.dataset_val_start(rows, out)
     data = ServingData.from_snapshot(tiny_snapshot, uc, until=val_start)
     assert data.has_features
     retrievers = load_retrievers(str(tmp_path / "no_models"), data)  # content + popularity only
     cfg = tr.RankerTrainConfig(use_case=uc, extra_negatives=0, retrieve_k=50)
-    d = tr.make_lists(val, data, retrievers, cfg)
+    d = rlists.make_lists(val, data, retrievers, cfg)
     assert any(n.startswith("match_") for n in d.names)
     assert d.X[:, d.names.index("entity_has_features")].max() == 1.0
-    assert_label_free(lambda r: tr.make_lists(r, data, retrievers, cfg), val, trials=2)
+    assert_label_free(lambda r: rlists.make_lists(r, data, retrievers, cfg), val, trials=2)

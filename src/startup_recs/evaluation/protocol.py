@@ -1,27 +1,25 @@
 """Honest offline evaluation: temporal protocol, full ranking, every model and the routed system.
 
-Protocol (issue 3). Fit window: events before ``split_at`` (what the final models and
-:class:`ServingData` saw). Test entities: those with a *positive* event at or after ``split_at``.
-Relevant items: the candidates an entity acted on positively after the split and had not
-interacted with before it. Each test entity gets a full ranking over every known candidate
-(``ServingData.candidate_ids``) minus those it already interacted with (and itself). Relevant
-candidates outside the candidate space stay in the denominator: no model could find them.
+Protocol. Fit window: events before ``split_at`` (what the final models and
+:class:`ServingData` saw). Test entities: those with a *positive* event at or after ``split_at``
+(the event names of :func:`startup_recs.data.snapshot.positive_events`, the ranker's label
+definition too). Relevant items: the candidates an entity acted on positively after the split
+and had not interacted with before it. Each test entity gets a full ranking over every known
+candidate (``ServingData.candidate_ids``) minus those it already interacted with (and itself).
+Relevant candidates outside the candidate space stay in the denominator: no model could find them.
 
-Metrics at each K (pure functions below, tested on hand-computed cases):
-``recall@K = hits / |rel|``; ``ndcg@K`` with ideal DCG over ``min(|rel|, K)`` positions;
-``map@K`` = mean over entities of ``sum_{i<=K, hit} precision@i / min(|rel|, K)``;
-``hitrate@K`` = share with at least one hit; ``coverage@K`` = distinct candidates recommended in
-the top K over all test entities / catalogue size. All test entities, and per segment by
-training interaction count (cold < 5, warm 5-19, hot 20+).
+Metrics at each K (:mod:`startup_recs.evaluation.metrics`): ``recall@K``, ``ndcg@K``, ``map@K``,
+``hitrate@K``, ``coverage@K``, over all test entities and per segment by training interaction
+count (cold < 5, warm 5-19, hot 20+).
 
 Models scored: ``popularity``, ``als``, ``two_tower``, ``content`` (+ any other registered
 retriever present, e.g. ``item2item``), ``routed`` (production routing), ``routed_ranked`` (the
 ranker re-ranks the routed top 200) and ``oracle`` (planted true affinity, synthetic data only).
 
-The warm segment's retriever is chosen on the *validation* window with the stage-1 models
-(``--val-models``: fitted before ``val_start``), written to ``routing.json``; the test window is
-never used for a choice. Validation numbers go to ``metrics.json["validation"]``, apart from
-the test numbers.
+Each segment's retriever is chosen on the *validation* window with the stage-1 models
+(``--val-models``: fitted before ``val_start``; :mod:`startup_recs.evaluation.routing`), written to
+``routing.json``; the test window is never used for a choice. Validation numbers go to
+``metrics.json["validation"]``, apart from the test numbers.
 """
 
 from __future__ import annotations
@@ -41,6 +39,8 @@ from startup_recs.core import artifacts, storage
 from startup_recs.core.config import segment_of
 from startup_recs.core.errors import ConfigError, DataError
 from startup_recs.core.usecases import get_use_case
+from startup_recs.data.snapshot import load_snapshot, positive_events
+from startup_recs.evaluation.metrics import summarize
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.index import top_k
 from startup_recs.serving.recommender import N_RETRIEVE, Recommender, load_reranker
@@ -49,84 +49,9 @@ from startup_recs.serving.router import ROUTING_FILE, Routing
 
 log = logging.getLogger(__name__)
 
-SEGMENTS = ("all", "cold", "warm", "hot")
 BASE_MODELS = ("popularity", "als", "two_tower", "content")
 NON_COLLABORATIVE = ("content", "popularity")
 DEFAULT_K = (10, 20, 50)
-CHOICE_METRIC = "ndcg@10"
-
-
-# --- metric functions (pure) -------------------------------------------------------------------
-def hits_matrix(top: np.ndarray, relevant: Sequence[np.ndarray], n_candidates: int) -> np.ndarray:
-    """``bool [n, K]``: whether ``top[i, j]`` (a candidate index, ``-1`` = empty slot) is in
-    ``relevant[i]`` (candidate indices). Vectorised by binary search over ``entity * n_c + c`` keys."""
-    top = np.asarray(top, dtype=np.int64)
-    n = top.shape[0]
-    lens = np.array([len(r) for r in relevant], dtype=np.int64)
-    if n == 0 or lens.sum() == 0:
-        return np.zeros(top.shape, dtype=bool)
-    rows = np.repeat(np.arange(n, dtype=np.int64), lens)
-    keys = np.sort(rows * (n_candidates + 1) + np.concatenate([np.asarray(r, np.int64) for r in relevant]))
-    probe = np.arange(n, dtype=np.int64)[:, None] * (n_candidates + 1) + top
-    at = np.minimum(np.searchsorted(keys, probe), len(keys) - 1)
-    return (keys[at] == probe) & (top >= 0)
-
-
-def metrics_from_hits(hits: np.ndarray, n_relevant: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
-    """Per-entity ``recall@k, ndcg@k, map@k, hitrate@k`` (``float64 [n]`` each) from a hits matrix
-    ``bool [n, >= max(ks)]`` (rank order) and the number of relevant items per entity (> 0)."""
-    hits = np.asarray(hits, dtype=np.float64)
-    n_rel = np.asarray(n_relevant, dtype=np.float64)
-    if np.any(n_rel <= 0):
-        raise DataError("every evaluated entity needs at least one relevant item")
-    kmax = max(ks)
-    if hits.shape[1] < kmax:
-        hits = np.pad(hits, ((0, 0), (0, kmax - hits.shape[1])))
-    disc = 1.0 / np.log2(np.arange(2, kmax + 2))
-    ideal = np.cumsum(disc)
-    prec = np.cumsum(hits, axis=1) / np.arange(1, kmax + 1)
-    out: dict[str, np.ndarray] = {}
-    for k in ks:
-        h = hits[:, :k]
-        n_hit = h.sum(axis=1)
-        denom = np.minimum(n_rel, k)
-        out[f"recall@{k}"] = n_hit / n_rel
-        out[f"ndcg@{k}"] = (h * disc[:k]).sum(axis=1) / ideal[denom.astype(np.int64) - 1]
-        out[f"map@{k}"] = (prec[:, :k] * h).sum(axis=1) / denom
-        out[f"hitrate@{k}"] = (n_hit > 0).astype(np.float64)
-    return out
-
-
-def catalog_coverage(top: np.ndarray, k: int, n_candidates: int) -> float:
-    """Distinct candidates in the top ``k`` of all lists / catalogue size."""
-    t = np.asarray(top)[:, :k]
-    return float(len(np.unique(t[t >= 0])) / n_candidates) if n_candidates else 0.0
-
-
-def summarize(top: np.ndarray, relevant: Sequence[np.ndarray], n_candidates: int, ks: Sequence[int],
-              segments: np.ndarray, n_relevant: np.ndarray | None = None) -> dict[str, dict[str, float]]:
-    """``{segment: {metric: mean, "coverage@k": x, "users": n}}`` for ``all`` and each segment.
-
-    ``n_relevant`` defaults to ``len(relevant[i])``; pass larger counts when some relevant items
-    are outside the candidate space (they count as misses).
-    """
-    if n_relevant is None:
-        n_relevant = np.array([len(r) for r in relevant], dtype=np.int64)
-    hits = hits_matrix(np.asarray(top)[:, : max(ks)], relevant, n_candidates)
-    per = metrics_from_hits(hits, n_relevant, ks)
-    segments = np.asarray(segments, dtype=object)
-    out: dict[str, dict[str, float]] = {}
-    for seg in SEGMENTS:
-        mask = np.ones(len(segments), bool) if seg == "all" else segments == seg
-        if not mask.any():
-            out[seg] = {"users": 0}
-            continue
-        row = {name: float(v[mask].mean()) for name, v in per.items()}
-        for k in ks:
-            row[f"coverage@{k}"] = catalog_coverage(np.asarray(top)[mask], k, n_candidates)
-        row["users"] = int(mask.sum())
-        out[seg] = row
-    return out
 
 
 # --- protocol ----------------------------------------------------------------------------------
@@ -140,23 +65,31 @@ class Target:
     segments: np.ndarray  # object [n]
 
 
-def positive_events(events: pd.DataFrame, use_case: str) -> list[str]:
-    """The use case's positive events if the log has any of them, else every event (id-only logs)."""
-    present = set(events["event"].astype(str).unique()) if "event" in events else set()
-    pos = [e for e in get_use_case(use_case).positive_events if e in present]
-    return pos or sorted(present)
+def target_events(events: pd.DataFrame, use_case: str, imported: bool | None = None) -> list[str]:
+    """The event names that make a candidate relevant: :func:`startup_recs.data.snapshot.positive_events`
+    over the names present in ``events`` (the whole log, as the ranker dataset reads it).
+
+    ``imported``: whether the log is an imported one (``Snapshot.source == "events"``). ``None``
+    (source unknown) reads a log without any of the use case's positive events like an imported
+    one; on a log that has them the flag changes nothing.
+    """
+    present = events["event"].astype(str).unique() if "event" in events else []
+    return positive_events(use_case, present, True if imported is None else imported)
 
 
-def target_window(events: pd.DataFrame, data: ServingData, start: pd.Timestamp, end: pd.Timestamp | None) -> Target:
-    """Entities with a positive event in ``[start, end)`` and their new relevant candidates.
+def target_window(events: pd.DataFrame, data: ServingData, start: pd.Timestamp, end: pd.Timestamp | None, *,
+                  imported: bool | None = None) -> Target:
+    """Entities with a positive event (:func:`target_events`) in ``[start, end)`` and their new
+    relevant candidates.
 
     ``data`` must be fitted with ``until == start`` (its ``seen`` are the pre-window interactions).
+    Pass ``imported=snapshot.source == "events"`` (see :func:`target_events`).
     """
     if data.until is None or data.until != start:
         raise ConfigError(f"serving data ends at {data.until}, the evaluation window starts at {start}")
     ts = pd.to_datetime(events["ts"], utc=True)
     mask = (ts >= start) if end is None else (ts >= start) & (ts < end)
-    pos = positive_events(events, data.use_case)
+    pos = target_events(events, data.use_case, imported)
     win = events.loc[mask & events["event"].astype(str).isin(pos), ["entity_id", "candidate_id"]].astype(str)
     win = win.drop_duplicates()
     ids, rel, n_rel, segs = [], [], [], []
@@ -176,6 +109,8 @@ def target_window(events: pd.DataFrame, data: ServingData, start: pd.Timestamp, 
 
 
 def summarize_target(top: np.ndarray, t: Target, n_candidates: int, ks: Sequence[int]) -> dict[str, dict[str, float]]:
+    """:func:`~startup_recs.evaluation.metrics.summarize` of a ranking ``top`` (``int [n, >= K]``
+    candidate indices, ``-1`` pads) against target ``t``."""
     return summarize(top, t.relevant, n_candidates, ks, t.segments, t.n_relevant)
 
 
@@ -252,65 +187,14 @@ def score_models(data: ServingData, retrievers: dict[str, Retriever], t: Target,
     return models, seconds, {str(k): int(v) for k, v in routes.items()}
 
 
-MIN_SEGMENT_ENTITIES = 10  # fewer validation entities in a segment: keep its default chain head
-
-
-def choose_routing(events: pd.DataFrame, snap: Any, use_case: str, split: Any, val_models: str,
-                   ks: Sequence[int], batch: int = 256) -> tuple[Routing, dict[str, Any]]:
-    """Pick each segment's retriever on the validation window with the stage-1 models.
-
-    For every segment (cold, warm, hot) the retriever with the best validation NDCG@10 on that
-    segment's validation entities heads its chain; candidates are every loaded retriever except
-    popularity (two-tower, ALS, item2item, content). A segment with fewer than
-    :data:`MIN_SEGMENT_ENTITIES` validation entities keeps its default head. (The legacy routing
-    fixed content for cold and two-tower for hot; on data where, say, content beats the
-    collaborative models for warm entities, the validation choice follows the data. The
-    test window is never consulted.) Returns the routing and the validation metrics of every
-    model (for ``metrics["validation"]``).
-    """
-    data = ServingData.from_snapshot(snap, use_case, split.val_start, events=events)
-    t = target_window(events, data, split.val_start, split.split_at)
-    if not t.entity_ids:
-        raise DataError(f"empty validation set: no positive event in [{split.val_start.isoformat()}, "
-                        f"{split.split_at.isoformat()}) for a candidate not seen before")
-    retrievers = load_retrievers(val_models, data)
-    candidates = [n for n in retrievers if n != "popularity"]
-    per_model = {n: summarize_target(retriever_top(retrievers[n], data, t.entity_ids, max(ks), batch), t,
-                                     data.n_candidates, ks) for n in candidates}
-    by_segment: dict[str, dict[str, float]] = {}
-    chosen: dict[str, str | None] = {}
-    for seg in ("cold", "warm", "hot"):
-        n_seg = int((t.segments == seg).sum())
-        by_segment[seg] = {n: float(per_model[n].get(seg, {}).get(CHOICE_METRIC, 0.0)) for n in candidates}
-        if n_seg < MIN_SEGMENT_ENTITIES or not candidates:
-            chosen[seg] = None
-            continue
-        # ties go to the legacy preference: two-tower, then ALS, then the rest
-        pref = {"two_tower": 2, "als": 1}
-        chosen[seg] = max(candidates, key=lambda n, s=seg: (by_segment[s][n], pref.get(n, 0)))
-    warm_default = next((n for n in ("two_tower", "als") if n in retrievers), "two_tower")
-    routing = Routing(warm=chosen["warm"] or warm_default,
-                      chosen_on="validation" if any(chosen.values()) else "default",
-                      val_ndcg=by_segment["warm"], cold=chosen["cold"], hot=chosen["hot"])
-    routing.val_by_segment = by_segment
-    models, _, routes = score_models(data, retrievers, t, ks, routing=routing, batch=batch)
-    validation = {"val_start": split.val_start.isoformat(), "split_at": split.split_at.isoformat(),
-                  "chosen": {k: v for k, v in chosen.items()}, "val_ndcg@10_by_segment": by_segment,
-                  "segment_entities": {seg: int((t.segments == seg).sum()) for seg in ("cold", "warm", "hot")},
-                  "models": models, "routes": routes}
-    log.info("routes chosen on validation (%s): cold=%s warm=%s hot=%s", CHOICE_METRIC, routing.chain("cold")[0],
-             routing.chain("warm")[0], routing.chain("hot")[0])
-    return routing, validation
-
-
 def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models: str | None = None,
              k: Sequence[int] = DEFAULT_K, split_at: Any = None, test_days: float = 14.0,
              val_days: float = 14.0, oracle: str | None = None, batch: int = 256,
              save_serving: bool = True) -> dict[str, Any]:
     """Run the protocol; write ``metrics.json``, ``report.md``, ``routing.json`` and PNG plots
     into ``out``, and ``serving/`` + ``routing.json`` into ``models`` (the publishable folder)."""
-    from startup_recs.data.snapshot import load_snapshot
     from startup_recs.data.split import TimeSplit
+    from startup_recs.evaluation.routing import choose_routing
 
     t_start = time.perf_counter()
     uc = get_use_case(use_case)
@@ -340,7 +224,7 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
     routing.save(models)
     routing.save(out)
 
-    t = target_window(events, data, split.split_at, None)
+    t = target_window(events, data, split.split_at, None, imported=snap.source == "events")
     if not t.entity_ids:
         raise DataError(f"empty test set: no positive event at or after {split.split_at.isoformat()}")
     scored, seconds, routes = score_models(data, retrievers, t, ks, routing=routing, reranker=reranker,
@@ -388,4 +272,5 @@ def cli_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["catalog_coverage", "evaluate", "hits_matrix", "metrics_from_hits", "summarize", "ROUTING_FILE"]
+__all__ = ["DEFAULT_K", "ROUTING_FILE", "Target", "evaluate", "retriever_top", "score_models", "summarize_target",
+           "target_events", "target_window"]

@@ -5,7 +5,7 @@ the test split, beside popularity).
 Protocol (the same as the offline evaluation): the queries are entities with positives in the
 evaluated window; relevant = those candidates, minus any the entity already had in the fit
 window; every candidate of the ``_candidates`` sidecar is ranked, except the entity's
-fit-window positives. The metric arithmetic is :func:`startup_recs.evaluation.protocol.metrics_from_hits`
+fit-window positives. The metric arithmetic is :func:`startup_recs.evaluation.metrics.metrics_from_hits`
 (Recall@K = hits / |relevant|; NDCG@K with the ideal DCG over min(|relevant|, K); MAP, HitRate).
 """
 
@@ -19,7 +19,7 @@ import torch
 
 from startup_recs.core import storage
 from startup_recs.core.errors import ConfigError, DataError, ModelMismatchError
-from startup_recs.evaluation.protocol import metrics_from_hits
+from startup_recs.evaluation.metrics import metrics_from_hits
 from startup_recs.models.two_tower import TwoTowerModel, embed_all, load_encoder
 from startup_recs.train.two_tower_data import TwoTowerData, load_dataset
 from startup_recs.train.two_tower_dist import resolve_device
