@@ -17,7 +17,9 @@ A tower is the sum of three parts, then L2-normalised:
 Inputs come from :class:`SideTensors`: ``ids`` [n] int64, ``cat`` [n, n_cat] int64 (0 = unknown),
 ``multi`` {name: [n, L] int64 padded with 0}, ``num`` [n, n_num] float32, as produced from the
 saved feature encoder by :func:`side_tensors`. :meth:`TwoTowerModel.from_dir` needs only the
-models folder: ``two_tower{sfx}_v1_config.json`` names every other file.
+models folder: ``two_tower{sfx}_v1_config.json`` names every other file. The precomputed
+embeddings serving uses are written and read by :func:`save_embeddings` / :func:`load_embeddings`
+(names from :func:`startup_recs.core.artifacts.two_tower_files`).
 """
 
 from __future__ import annotations
@@ -283,6 +285,49 @@ def embed_all(model: TwoTowerModel, side: str, x: SideTensors, batch_size: int =
     model.train(was_training)
     dim = model.dim
     return torch.cat(out).numpy() if out else np.zeros((0, dim), np.float32)
+
+
+# ------------------------------------------------------------------------ precomputed embeddings
+SIDES = ("entity", "candidate")
+
+
+def _embedding_files(use_case: str, side: str) -> tuple[str, str]:
+    """(vectors ``.npy``, ids ``.json``) file names of one side's precomputed embeddings."""
+    from startup_recs.core import artifacts
+
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    files = artifacts.two_tower_files(use_case)
+    if side == "entity":
+        return files.entity_embeddings, files.entity_ids
+    return files.candidate_embeddings, files.candidate_ids
+
+
+def save_embeddings(output_dir: str, use_case: str, side: str, vectors: np.ndarray, ids: Any) -> None:
+    """Write one side's embeddings: float32 ``[n, dim]`` ``.npy`` (no pickle) + the ``n`` ids (JSON list)."""
+    from startup_recs.core import storage
+
+    vec_file, ids_file = _embedding_files(use_case, side)
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
+    storage.write_bytes(storage.join(output_dir, vec_file), buf.getvalue())
+    storage.write_json(storage.join(output_dir, ids_file), list(ids))
+
+
+def load_embeddings(models_dir: str, use_case: str, side: str) -> tuple[list[str], np.ndarray] | None:
+    """``(ids [n], float32 [n, dim])`` of one side written by :func:`save_embeddings`, or None
+    when the folder has none for ``use_case``."""
+    from startup_recs.core import storage
+
+    vec_file, ids_file = _embedding_files(use_case, side)
+    vec_uri = storage.join(models_dir, vec_file)
+    if not storage.exists(vec_uri):
+        return None
+    vectors = np.load(io.BytesIO(storage.read_bytes(vec_uri)), allow_pickle=False)
+    ids = [str(i) for i in storage.read_json(storage.join(models_dir, ids_file))]
+    if len(ids) != vectors.shape[0]:
+        raise ModelMismatchError(f"{vec_uri}: {len(ids)} ids for {vectors.shape[0]} vectors")
+    return ids, vectors
 
 
 # ------------------------------------------------------------------------ encoder adapter

@@ -178,12 +178,6 @@ def align_rows(model_ids: Sequence[str], vectors: np.ndarray, data: ServingData)
     return out, present
 
 
-def _load_npy(uri: str) -> np.ndarray:
-    import io
-
-    return np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
-
-
 def _check_use_case(name: str, config: dict, data: ServingData) -> None:
     uc = config.get("use_case")
     if uc is not None and uc != data.use_case:
@@ -231,23 +225,21 @@ def load_retrievers(
 def load_two_tower(models_dir: str, data: ServingData) -> Retriever | None:
     """Precomputed two-tower embeddings; the model itself (when loadable) encodes unknown ids
     from their features (new profiles created after training)."""
-    files = artifacts.two_tower_files(data.use_case)
+    from startup_recs.models.two_tower import load_embeddings
 
-    def uri(file: str) -> str:
-        return storage.join(models_dir, file)
-
-    if not storage.exists(uri(files.candidate_embeddings)):
+    cand_side = load_embeddings(models_dir, data.use_case, "candidate")
+    if cand_side is None:
         return None
-    config = storage.read_json(uri(files.config)) if storage.exists(uri(files.config)) else {}
+    cfg_uri = storage.join(models_dir, artifacts.two_tower_files(data.use_case).config)
+    config = storage.read_json(cfg_uri) if storage.exists(cfg_uri) else {}
     _check_use_case("two_tower", config, data)
-    cand = _load_npy(uri(files.candidate_embeddings))
-    cand_ids = storage.read_json(uri(files.candidate_ids))
+    cand_ids, cand = cand_side
     cand_mat, present = align_rows(cand_ids, cand, data)
     ent_ids: list[str] = []
     ent = np.zeros((0, cand.shape[1]), np.float32)
-    if storage.exists(uri(files.entity_embeddings)):
-        ent = _load_npy(uri(files.entity_embeddings))
-        ent_ids = [str(e) for e in storage.read_json(uri(files.entity_ids))]
+    ent_side = load_embeddings(models_dir, data.use_case, "entity")
+    if ent_side is not None:
+        ent_ids, ent = ent_side
 
     model = None
     try:

@@ -28,14 +28,20 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from startup_recs import __version__
 from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import ConfigError, DataError, ModelFitError, ModelMismatchError
-from startup_recs.models.two_tower import SideTensors, TwoTowerModel, dumps_encoder, embed_all, load_encoder
+from startup_recs.models.two_tower import (
+    SideTensors,
+    TwoTowerModel,
+    dumps_encoder,
+    embed_all,
+    load_encoder,
+    save_embeddings,
+)
 from startup_recs.train.two_tower_data import FIT_SPLITS, TwoTowerData, load_dataset
 from startup_recs.train.two_tower_dist import Dist, all_mean, broadcast, init_distributed, resolve_device
 from startup_recs.train.two_tower_eval import evaluate_saved, format_table, validate
@@ -143,12 +149,6 @@ class Batches:
 def _save_torch(obj: Any, uri: str) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    storage.write_bytes(uri, buf.getvalue())
-
-
-def _save_npy(arr: np.ndarray, uri: str) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
     storage.write_bytes(uri, buf.getvalue())
 
 
@@ -319,11 +319,10 @@ def _export(model: TwoTowerModel, data: TwoTowerData, cfg: TwoTowerConfig, devic
             names: artifacts.TwoTowerFiles, history: list[dict[str, Any]]) -> None:
     """Embeddings of EVERY entity and candidate of the sidecars, the encoder and the history."""
     storage.write_bytes(storage.join(output_dir, names.encoder), dumps_encoder(data.encoder).encode())
-    _save_npy(embed_all(model, "candidate", data.candidates, device=device),
-              storage.join(output_dir, names.candidate_embeddings))
-    storage.write_json(storage.join(output_dir, names.candidate_ids), data.candidate_ids.tolist())
-    _save_npy(embed_all(model, "entity", data.entities, device=device), storage.join(output_dir, names.entity_embeddings))
-    storage.write_json(storage.join(output_dir, names.entity_ids), data.entity_ids.tolist())
+    save_embeddings(output_dir, data.use_case, "candidate", embed_all(model, "candidate", data.candidates, device=device),
+                    data.candidate_ids.tolist())
+    save_embeddings(output_dir, data.use_case, "entity", embed_all(model, "entity", data.entities, device=device),
+                    data.entity_ids.tolist())
     storage.write_json(storage.join(output_dir, names.history), history)
 
 
