@@ -10,7 +10,8 @@ import pytest
 
 from startup_recs.core.errors import ConfigError, DataError
 from startup_recs.data import schema
-from startup_recs.data.extract import _decode_lists, _drop_seen, _to_timestamps, parse_time
+from startup_recs.data.extract import _decode_lists
+from startup_recs.data.snapshot_parts import drop_seen, parse_time, to_timestamps
 
 UTC = dt.UTC
 
@@ -33,14 +34,14 @@ def test_parse_time_naive_is_utc_and_offsets_convert():
     (pa.array([None, None]), [None, None]),
 ])
 def test_to_timestamps(values, expected):
-    out = _to_timestamps(values, "t", "ts")
+    out = to_timestamps(values, "t", "ts")
     assert out.type == schema.TS
     assert out.to_pylist() == expected
 
 
 def test_to_timestamps_names_the_bad_value():
     with pytest.raises(DataError, match=r"^events\.when: unparseable timestamp 'never'$"):
-        _to_timestamps(pa.array(["2026-01-01", "never"]), "events", "when")
+        to_timestamps(pa.array(["2026-01-01", "never"]), "events", "when")
 
 
 def test_decode_lists():
@@ -64,6 +65,6 @@ def test_rows_at_the_watermark_are_compared_as_a_multiset():
         "session_id": pa.array([None] * 4, pa.string()),
     })
     seen = Counter({("s1", "u1", "view", wm, None): 1, ("s2", "u2", "view", wm, None): 1})
-    kept = _drop_seen(chunk, "ts", wm, seen)
+    kept = drop_seen(chunk, "ts", wm, seen)
     assert kept.column("startup_id").to_pylist() == ["s1", "s3"]
     assert sum(seen.values()) == 0

@@ -46,11 +46,18 @@ PASSIVE_EVENTS: frozenset[str] = frozenset({"view"})
 
 
 def positive_events(use_case: str | UseCase, present: Iterable[str], imported: bool) -> list[str]:
-    """Event names that count as a positive (ranker labels, evaluation relevance).
+    """Event names that count as a positive: the platform's one definition.
+
+    The ranker's labels (the ranker dataset's positives and the trainer's validation-window
+    positives) and the evaluation's relevant items (test and validation targets,
+    :func:`startup_recs.evaluation.protocol.target_events`) all come from here, so the ranker is
+    scored on the target it learns. ``present``: the event names of the use case's whole log;
+    ``imported``: ``Snapshot.source == "events"``.
 
     The use case's ``positive_events`` (contact, apply_received for startup_developer). An
     imported log without any of them: every event it has except plain views (all of them if
-    it has nothing else), since its event names are the user's own.
+    it has nothing else), since its event names are the user's own. App data without any of
+    them has no positives (``[]``).
     """
     uc = _ucase(use_case)
     present = sorted({str(e) for e in present})
