@@ -37,7 +37,7 @@ def build_models_dir(snapshot: str, use_case: str, work: Path, *, two_tower: boo
     events before the test split, ``serving/`` data of the same window, ``routing.json`` (warm ->
     ALS, so the three segments take three different routes). Tiny settings: seconds, not minutes.
 
-    ``ranker``: add E3's RankerMLP (saved with ``models.ranker.save``) over this data's feature
+    ``ranker``: add a RankerMLP (saved with ``models.ranker.save``) over this data's feature
     columns, with its initial weights: training it needs the stage-1 pipeline, and the predictor's
     re-ranking path only needs a valid ranker, not a good one."""
     sfx = get_use_case(use_case).suffix

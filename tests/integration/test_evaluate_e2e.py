@@ -150,7 +150,7 @@ def _planted_log(path: Path, seed: int = 0) -> None:
 
 
 def test_id_only_imported_log_trains_and_als_beats_popularity(tmp_path):
-    """Issue 3: on an imported id-only log the system still trains and evaluates, and ALS must
+    """On an imported id-only log the system still trains and evaluates, and ALS must
     beat popularity; content falls back to popularity (no features)."""
     log_csv = tmp_path / "log.csv"
     _planted_log(log_csv)

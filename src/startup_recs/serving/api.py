@@ -5,7 +5,7 @@ The predictor (``predictors/``) is a thin KServe adapter: it hands the raw parts
 :class:`InvalidRequest` to HTTP 400. Keeping them here makes every rule testable as plain Python
 and shared by the legacy routes, V1 and V2, so the three protocols cannot drift apart.
 
-Rules (issue 5): ``limit`` is an integer in ``[1, 100]``, default 10, never silently capped; an
+Rules: ``limit`` is an integer in ``[1, 100]``, default 10, never silently capped; an
 entity id is a non-empty string of at most :data:`MAX_ID_CHARS` characters; a V1 body holds
 ``{"instances": [{<id field>: str, "limit"?: int}, ...]}`` with no other keys; a V2 request holds
 ``entity_id`` BYTES ``[n]`` and an optional ``limit`` INT32 ``[1]``.

@@ -9,7 +9,8 @@ preference chain; the first retriever that is loaded and ``knows`` the entity an
 - hot: two-tower, then ALS, then content.
 
 ``popularity`` ends every chain, so an answer always exists. ``routing.json`` may also name a
-``cold`` or ``hot`` retriever (issue 7 chooses per segment); absent keys keep the defaults.
+``cold`` or ``hot`` retriever (evaluation chooses one per segment on validation); absent keys keep
+the defaults.
 """
 
 from __future__ import annotations
