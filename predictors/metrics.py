@@ -3,7 +3,8 @@
 Labels: ``model`` (KServe model name), ``endpoint`` (legacy | v1 | v2), ``route`` (the answer's
 ``method_used``, e.g. ``warm:als``; ``none`` for a request that failed before routing),
 ``model_version`` (the bundle version, ``none`` before one is loaded) and ``code`` (HTTP status).
-Route counts are per answered entity: a V1/V2 batch of n entities adds n.
+Route counts are per answered entity: a V1/V2 batch of n entities adds n. A request refused by
+the work queue (full, or its deadline passed) counts with code 503.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ LATENCY = Histogram(
 ROUTES = Counter(
     "recs_route", "Answered entities by route (segment and retriever)",
     ["model", "route", "model_version"],
+)
+REPEATED = Counter(
+    "recs_repeated_instances", "Batch instances answered from an identical instance of the same request "
+    "(same id and limit: computed once)", ["model"],
 )
 BUNDLE_VERSION = Gauge("recs_bundle_version", "Bundle version currently served", ["model"])
 RELOADS = Counter("recs_bundle_reloads", "Bundles swapped in (initial load included)", ["model"])

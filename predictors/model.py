@@ -122,6 +122,7 @@ class RecsModel(kserve.Model):
         done: dict[api.Query, Outcome] = {}
         for q in queries:
             if q in done:
+                metrics.REPEATED.labels(self.name).inc()
                 continue
             deadline.check()
             try:

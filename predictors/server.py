@@ -40,6 +40,7 @@ from predictors.app import RequestGuard, add_legacy_routes
 from predictors.errors import NotFound, add_exception_handlers
 from predictors.model import RecsModel
 from predictors.routes import register_routes
+from predictors.warm_up import warming
 from predictors.work_queue import Limits
 from startup_recs.core.errors import ConfigError
 from startup_recs.serving import api
@@ -143,10 +144,11 @@ class RecsModelServer(ModelServer):
 
 def build_models(bundles: Sequence[str], *, loader: Loader = default_loader,
                  cache_dir: str | None = None) -> list[RecsModel]:
-    """One loaded (or not-ready) :class:`RecsModel` per use case named by ``bundles``."""
+    """One loaded (or not-ready) :class:`RecsModel` per use case named by ``bundles``; every
+    bundle is warmed up before it is served (:mod:`predictors.warm_up`)."""
     models = []
     for use_case, source in expand_sources(bundles).items():
-        slot = BundleSlot(source, use_case, loader=loader, cache_root=cache_dir)
+        slot = BundleSlot(source, use_case, loader=warming(loader), cache_root=cache_dir)
         model = RecsModel(slot)
         slot._on_swap = model.on_swap
         model.load()
