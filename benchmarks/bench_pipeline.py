@@ -4,7 +4,7 @@ Two runs on the same synthetic marketplace (default: ``demo`` size, both reverse
 
 - ``kfp.local``: ``recs pipeline run-local`` in a child process (caching off, so every step runs);
   each step is its own subprocess, as in a cluster each is its own pod;
-- ``direct``: the same ``startup_recs.pipeline.steps`` functions called in one process, in DAG order.
+- ``direct``: the same ``startup_recs.pipeline`` step functions called in one process, in DAG order.
 
 Peak memory is the largest resident set of any single process of the run (``ru_maxrss`` of the
 waited-for process tree), i.e. what one pod/laptop process needed. Prints a table.
@@ -32,21 +32,21 @@ USE_CASES = ["startup_developer", "startup_investor"]
 def run_direct(db: str, work: Path, use_cases: list[str], p: dict[str, Any]) -> dict[str, float]:
     """Every pipeline step for ``use_cases`` in this process, in the DAG's order; returns the
     headline NDCG@10 per use case (to check it is the same computation)."""
-    from startup_recs.pipeline import steps
+    from startup_recs.pipeline import data_steps, evaluate_steps, publish_steps, train_steps, tune_steps
 
     split = {k: p[k] for k in ("split_at", "test_days", "val_days")}
-    wm = steps.probe_source(db_url=db)
+    wm = data_steps.probe_source(db_url=db)
     snap = str(work / "snapshot")
-    steps.extract(snap, watermark=wm, db_url=db)
+    data_steps.extract(snap, watermark=wm, db_url=db)
     out: dict[str, float] = {}
     for uc in use_cases:
         d = work / uc
-        steps.dataset_two_tower(snap, uc, str(d / "ds_tt"), negative_samples=p["negative_samples"],
+        data_steps.dataset_two_tower(snap, uc, str(d / "ds_tt"), negative_samples=p["negative_samples"],
                                 min_interactions=p["min_interactions"], seed=p["seed"], **split)
         for window in ("train", "trainval"):
-            steps.dataset_als(snap, uc, str(d / f"ds_als_{window}"), fit_window=window,
+            data_steps.dataset_als(snap, uc, str(d / f"ds_als_{window}"), fit_window=window,
                               min_interactions=p["min_interactions"], **split)
-        steps.dataset_ranker(snap, uc, str(d / "ds_rk"), neg_ratio=p["neg_ratio"],
+        data_steps.dataset_ranker(snap, uc, str(d / "ds_rk"), neg_ratio=p["neg_ratio"],
                              propensity_clip=p["propensity_clip"], seed=p["seed"], **split)
         tune = {"tt": ("two-tower", p["tune_two_tower_trials"],
                        {"embedding_dim": p["embedding_dim"], "lr": p["tt_lr"], "temperature": p["tt_temperature"],
@@ -57,24 +57,24 @@ def run_direct(db: str, work: Path, use_cases: list[str], p: dict[str, Any]) -> 
                 "i2i": ("item2item", p["tune_item2item_trials"],
                         {"method": p["i2i_method"], "lam": p["i2i_lam"], "neighbours": p["i2i_neighbours"]})}
         for key, (model, trials, dflt) in tune.items():
-            steps.tune(snap, uc, model, str(d / f"tune_{key}"), defaults=dflt, trials=trials,
+            tune_steps.tune(snap, uc, model, str(d / f"tune_{key}"), defaults=dflt, trials=trials,
                        timeout_s=p["tune_timeout_s"], seed=p["seed"], **split)
         for window in ("train", "trainval"):
-            steps.train_two_tower(str(d / "ds_tt"), uc, str(d / f"tt_{window}"), window=window,
+            train_steps.train_two_tower(str(d / "ds_tt"), uc, str(d / f"tt_{window}"), window=window,
                                   epochs=p["tt_epochs"], batch_size=p["tt_batch_size"], device=p["device"],
                                   seed=p["seed"], params_dir=str(d / "tune_tt"))
-            steps.train_als(str(d / f"ds_als_{window}"), uc, str(d / f"als_{window}"), params_dir=str(d / "tune_als"))
-            steps.train_item2item(str(d / f"ds_als_{window}"), uc, str(d / f"i2i_{window}"),
+            train_steps.train_als(str(d / f"ds_als_{window}"), uc, str(d / f"als_{window}"), params_dir=str(d / "tune_als"))
+            train_steps.train_item2item(str(d / f"ds_als_{window}"), uc, str(d / f"i2i_{window}"),
                                   memory_gb=p["i2i_memory_gb"], params_dir=str(d / "tune_i2i"))
-        steps.train_ranker(str(d / "ds_rk"), str(d / "tt_train"), str(d / "als_train"), snap, uc,
+        train_steps.train_ranker(str(d / "ds_rk"), str(d / "tt_train"), str(d / "als_train"), snap, uc,
                            str(d / "stage1"), epochs=p["ranker_epochs"], batch_size=p["ranker_batch_size"],
                            lr=p["ranker_lr"], item2item_dir=str(d / "i2i_train"), **split)
-        info = steps.evaluate(snap, str(d / "tt_trainval"), str(d / "als_trainval"), str(d / "stage1"), uc,
+        info = evaluate_steps.evaluate(snap, str(d / "tt_trainval"), str(d / "als_trainval"), str(d / "stage1"), uc,
                               str(d / "models"), str(d / "evaluation"), k=p["eval_k"],
                               item2item_dir=str(d / "i2i_trainval"),
                               tuning_dirs=[str(d / f"tune_{k}") for k in tune], **split)
-        if steps.gate(str(d / "evaluation"), str(work / "models"), uc, margin=p["gate_margin"]) == "publish":
-            steps.publish(str(d / "models"), str(d / "evaluation"), snap, str(work / "models"), uc,
+        if publish_steps.gate(str(d / "evaluation"), str(work / "models"), uc, margin=p["gate_margin"]) == "publish":
+            publish_steps.publish(str(d / "models"), str(d / "evaluation"), snap, str(work / "models"), uc,
                           margin=p["gate_margin"])
         out[uc] = info["headline"].get("routed_ranked-ndcg@10", float("nan"))
     return out

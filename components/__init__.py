@@ -1,4 +1,4 @@
-"""KFP v2 components: one thin typed adapter per pipeline step over ``startup_recs.pipeline.steps``.
+"""KFP v2 components: one thin typed adapter per pipeline step over ``startup_recs.pipeline``.
 
 Each component is a ``@dsl.component`` on the project's own image (no ``packages_to_install``,
 ``install_kfp_package=False``): typed ``Input``/``Output`` artifacts, ``import startup_recs``

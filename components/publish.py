@@ -7,19 +7,41 @@ from components.images import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def gate(evaluation: dsl.Input[dsl.Artifact], models_uri: str, use_case: str, margin: float = 0.02) -> str:
-    """``"publish"`` when routed_ranked NDCG@10 beats popularity and is at most ``margin``
-    (relative) below the published bundle's; ``"skip"`` otherwise (the reason is logged)."""
-    from startup_recs.pipeline import steps
+    """Decides whether the evaluated models may replace the published bundle (the reason is logged).
 
-    return steps.gate(evaluation.path, models_uri, use_case, margin=margin)
+    Args:
+        evaluation: The evaluate step's folder (its ``metrics.json``).
+        models_uri: Where bundles are published (``<models_uri>/<use_case>/v<N>``, local or
+            ``s3://``); the published ``latest`` is the comparison.
+        use_case: The use case to decide for.
+        margin: How far (relative) routed_ranked NDCG@10 may fall below the published bundle's.
+
+    Returns:
+        Output: ``"publish"`` when routed_ranked NDCG@10 beats popularity and is at most
+            ``margin`` below the published bundle's; ``"skip"`` otherwise.
+    """
+    from startup_recs.pipeline import publish_steps
+
+    return publish_steps.gate(evaluation.path, models_uri, use_case, margin=margin)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def publish(models: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact], snapshot: dsl.Input[dsl.Dataset],
             models_uri: str, use_case: str, bundle: dsl.Output[dsl.Artifact], margin: float = 0.02):
-    """``<models_uri>/<use_case>/v<N>/`` + manifest.json, then ``latest`` -> vN (atomic). ``bundle``
-    holds a copy of the manifest; its metadata names the published URI and version."""
-    from startup_recs.pipeline import steps
+    """``<models_uri>/<use_case>/v<N>/`` + manifest.json, then ``latest`` -> vN (atomic).
 
-    bundle.metadata.update(steps.publish(models.path, evaluation.path, snapshot.path, models_uri, use_case,
-                                         margin=margin, record=bundle.path))
+    Args:
+        models: The evaluate step's servable folder.
+        evaluation: The evaluate step's folder (metrics, report and plots go into the bundle).
+        snapshot: The extract step's snapshot folder (its watermark goes into the manifest).
+        models_uri: Where bundles are published (local path or ``s3://``).
+        use_case: The use case of the bundle.
+        margin: The gate's margin, checked again before anything is written.
+
+    Returns:
+        bundle: A copy of the published manifest; its metadata names the bundle's URI and version.
+    """
+    from startup_recs.pipeline import publish_steps
+
+    bundle.metadata.update(publish_steps.publish(models.path, evaluation.path, snapshot.path, models_uri, use_case,
+                                                 margin=margin, record=bundle.path))

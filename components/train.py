@@ -1,5 +1,9 @@
 """Trainers: two-tower (GPU image; CUDA when present, CPU otherwise), ALS, item-to-item, the ranker.
-Tuned hyperparameters arrive as the tuning step's ``best_params.json`` (``tuned``)."""
+Tuned hyperparameters arrive as the tuning step's ``best_params.json`` (``tuned``).
+
+The hyperparameter defaults below are literals because KFP ships only the function's source to
+the pod; ``tests/unit/test_config_defaults.py`` checks each against its trainer config dataclass.
+"""
 
 from kfp import dsl
 
@@ -10,33 +14,74 @@ from components.images import CPU_IMAGE, GPU_IMAGE
 def train_two_tower(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], use_case: str,
                     model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics], window: str = "train",
                     epochs: int = 50, batch_size: int = 256, device: str = "auto", seed: int = 0):
-    """Two-tower retrieval model fitted on one window (train = stage 1, trainval = final)."""
-    from startup_recs.pipeline import steps
+    """Two-tower retrieval model fitted on one window (train = stage 1, trainval = final).
 
-    info = steps.train_two_tower(dataset.path, use_case, model.path, window=window, epochs=epochs,
-                                 batch_size=batch_size, device=device, seed=seed, params_dir=tuned.path)
+    Args:
+        dataset: The two-tower dataset (pairs, sidecars, vocabulary).
+        tuned: The two-tower tuning step's output; its ``best_params.json`` values (embedding dim,
+            learning rate, temperature, hard negatives) replace the trainer's defaults.
+        use_case: The use case of the dataset.
+        window: ``train`` (stage 1: early stopping on validation) or ``trainval`` (final refit
+            on train + validation).
+        epochs: Maximum epochs (stage 1 stops early on validation Recall@K).
+        batch_size: Pairs per step; the other pairs of a batch are the in-batch negatives.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        seed: Seed of initialisation, shuffling and negative sampling.
+
+    Returns:
+        model: The trainer's output folder: weights, encoder, entity and candidate embeddings,
+            history and ``_config.json``.
+        metrics: Best validation Recall@K and the epochs run, for the Kubeflow UI.
+    """
+    from startup_recs.pipeline import step, train_steps
+
+    info = train_steps.train_two_tower(dataset.path, use_case, model.path, window=window, epochs=epochs,
+                                       batch_size=batch_size, device=device, seed=seed, params_dir=tuned.path)
     model.metadata.update(info)
-    steps.log_metrics(metrics, {k: v for k, v in info.items() if k.startswith(("best_val", "epochs_run"))})
+    step.log_metrics(metrics, {k: v for k, v in info.items() if k.startswith(("best_val", "epochs_run"))})
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def train_als(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], use_case: str,
               model: dsl.Output[dsl.Model]):
-    """Implicit-feedback ALS on the dataset's CSR matrix (its fit window decides the stage)."""
-    from startup_recs.pipeline import steps
+    """Implicit-feedback ALS on the dataset's CSR matrix (its fit window decides the stage).
 
-    model.metadata.update(steps.train_als(dataset.path, use_case, model.path, params_dir=tuned.path))
+    Args:
+        dataset: The ALS dataset of one fit window (matrix and id mappings).
+        tuned: The ALS tuning step's output; its ``best_params.json`` values (factors,
+            regularization, alpha, iterations, weighting) are the hyperparameters.
+        use_case: The use case of the dataset.
+
+    Returns:
+        model: ``als{sfx}_v1_*``: user and item factors, id mappings and ``_config.json``.
+    """
+    from startup_recs.pipeline import train_steps
+
+    model.metadata.update(train_steps.train_als(dataset.path, use_case, model.path, params_dir=tuned.path))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def train_item2item(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], use_case: str,
                     model: dsl.Output[dsl.Model], memory_gb: float = 4.0):
     """Item-to-item retriever (EASE where its n x n solve fits ``memory_gb``, else item-kNN) on the
-    ALS dataset's matrix of one fit window."""
-    from startup_recs.pipeline import steps
+    ALS dataset's matrix of one fit window.
 
-    model.metadata.update(steps.train_item2item(dataset.path, use_case, model.path, memory_gb=memory_gb,
-                                                params_dir=tuned.path))
+    Args:
+        dataset: The ALS dataset of one fit window (matrix and id mappings).
+        tuned: The item-to-item tuning step's output; its ``best_params.json`` values (method,
+            lambda, neighbours) are the hyperparameters.
+        use_case: The use case of the dataset.
+        memory_gb: Memory budget of the EASE solve in GiB; past the candidate count it allows,
+            BM25 item-kNN is fitted instead.
+
+    Returns:
+        model: ``item2item{sfx}_v1_*``: EASE weights or the kNN similarity, the candidate mapping
+            and ``_config.json``.
+    """
+    from startup_recs.pipeline import train_steps
+
+    model.metadata.update(train_steps.train_item2item(dataset.path, use_case, model.path, memory_gb=memory_gb,
+                                                      params_dir=tuned.path))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -47,11 +92,31 @@ def train_ranker(dataset: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model
                  val_days: float = 14.0):
     """Re-ranker on validation-window pairs scored by the stage-1 retrievers (never saw the labels).
     The output folder holds the stage-1 retrievers, their serving data and the ranker: evaluate's
-    validation models."""
-    from startup_recs.pipeline import steps
+    validation models.
 
-    info = steps.train_ranker(dataset.path, two_tower.path, als.path, snapshot.path, use_case, model.path,
-                              epochs=epochs, batch_size=batch_size, lr=lr, split_at=split_at,
-                              test_days=test_days, val_days=val_days, item2item_dir=item2item.path)
+    Args:
+        dataset: The ranker dataset (session pairs with propensities).
+        two_tower: The stage-1 two-tower model (fitted on the train window).
+        als: The stage-1 ALS model (train window).
+        item2item: The stage-1 item-to-item model (train window).
+        snapshot: The extract step's snapshot folder (serving data until the validation start).
+        use_case: The use case of the dataset.
+        epochs: Maximum training epochs (early stopping on a held-out set of entities).
+        batch_size: Lists per optimiser step.
+        lr: Adam learning rate.
+        split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the last event.
+        test_days: Length of the test window in days when ``split_at`` is empty.
+        val_days: Length of the validation window in days (the ranker learns from it).
+
+    Returns:
+        model: The stage-1 folder: the three stage-1 retrievers, their ``serving/`` data and the
+            ranker (``ranker{sfx}_v1*``).
+        metrics: The ranker's holdout NDCG values, for the Kubeflow UI.
+    """
+    from startup_recs.pipeline import step, train_steps
+
+    info = train_steps.train_ranker(dataset.path, two_tower.path, als.path, snapshot.path, use_case, model.path,
+                                    epochs=epochs, batch_size=batch_size, lr=lr, split_at=split_at,
+                                    test_days=test_days, val_days=val_days, item2item_dir=item2item.path)
     model.metadata.update(info)
-    steps.log_metrics(metrics, {k: v for k, v in info.items() if "ndcg" in k})
+    step.log_metrics(metrics, {k: v for k, v in info.items() if "ndcg" in k})

@@ -5,7 +5,7 @@ this Python (the venv has ``startup_recs``), artifacts under ``<workdir>/kfp_roo
 file cache under ``<workdir>/kfp_cache`` (a rerun on the same data reuses every cached step).
 Accelerator and resource settings are ignored locally (kfp warns); the trainer picks CUDA when
 present. A failing step fails the run with that step's message (read back from the file named
-by ``RECS_STEP_ERROR_FILE``, which ``startup_recs.pipeline.steps`` appends to).
+by ``RECS_STEP_ERROR_FILE``, which ``startup_recs.pipeline.step`` appends to).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from startup_recs.core import storage
 from startup_recs.core.errors import ConfigError, RecsError
 from startup_recs.core.usecases import get_use_case
-from startup_recs.pipeline.steps import STEP_ERROR_ENV
+from startup_recs.pipeline.step import STEP_ERROR_ENV
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def pipeline_arguments(*, models_uri: str, use_cases: list[str], db_url: str | N
         get_use_case(uc)
     args: dict[str, Any] = {"models_uri": models_uri, "use_cases": list(use_cases)}
     if db_url:
-        from startup_recs.pipeline.steps import check_db_url
+        from startup_recs.pipeline.urls import check_db_url
 
         url = check_db_url(db_url)
         path = url.removeprefix("sqlite:///")

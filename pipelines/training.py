@@ -7,6 +7,9 @@ ranker's validation pairs and choose the warm route; final retrievers are refit 
 
 Cluster settings that are not run parameters (the GPU pool's node label and taint, resource
 requests, fan-out) are :class:`CompileOptions`, applied when the pipeline is built.
+
+The trainers' hyperparameter defaults are literals in the signature below (KFP reads them from
+there); ``tests/unit/test_config_defaults.py`` checks each against its trainer config dataclass.
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -152,6 +155,65 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
         gate_margin: float = 0.02,
         oracle_uri: str = "",
     ) -> list[dsl.Artifact]:
+        """Trains, evaluates and (gated) publishes the recommenders of every use case in ``use_cases``.
+
+        Args:
+            models_uri: Where bundles are published: ``<models_uri>/<use_case>/v<N>`` and its
+                ``latest`` pointer (local path or ``s3://``).
+            use_cases: The use cases to train, one DAG each (``startup_developer``,
+                ``startup_investor``, ``developer_startup``, ``investor_startup``).
+            db_url: SQLAlchemy URL of the app database (``postgresql+psycopg://...`` or
+                ``sqlite:///file``); give it or ``events_uri``. Messages mask its password.
+            events_uri: An interaction log to import instead (Parquet or CSV, local or ``s3://``).
+            events_use_case: The use case the imported log's events belong to (with ``events_uri``).
+            entity_col: The imported log's entity id column.
+            candidate_col: The imported log's candidate id column.
+            time_col: The imported log's event-time column.
+            event_col: The imported log's event-name column.
+            weight_col: The imported log's per-event weight column.
+            event_weights: JSON object ``{event: weight}`` replacing the default event weights.
+            split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the
+                newest event.
+            test_days: Length of the test window in days when ``split_at`` is empty.
+            val_days: Length of the validation window in days, just before the test window.
+            seed: Seed of the datasets' negative draws, the tuners and the two-tower trainer.
+            negative_samples: Two-tower dataset: negatives per positive.
+            min_interactions: Entities with fewer training events are dropped from the datasets.
+            neg_ratio: Ranker dataset: negatives per positive within a session.
+            propensity_clip: Ranker dataset: lower clip of the position propensity.
+            tt_epochs: Two-tower: maximum epochs (stage 1 stops early on validation).
+            tt_batch_size: Two-tower: pairs per step (in-batch negatives).
+            tt_lr: Two-tower: learning rate (the tuner's starting value).
+            embedding_dim: Two-tower: embedding size (the tuner's starting value).
+            device: Two-tower: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+            als_factors: ALS: latent factors (the tuner's starting value).
+            als_iterations: ALS: sweeps (the tuner's starting value).
+            als_regularization: ALS: L2 regularization (the tuner's starting value).
+            als_alpha: ALS: confidence scale, confidence = 1 + alpha * f(weight).
+            als_weighting: ALS: confidence weighting ``linear``, ``binary``, ``log`` or ``bm25``.
+            tt_temperature: Two-tower: softmax temperature (the tuner's starting value).
+            tt_hard_negatives: Two-tower: hard negatives per positive (the tuner's starting value).
+            i2i_method: Item-to-item: ``auto`` (EASE where it fits in ``i2i_memory_gb``, BM25
+                item-kNN past that), ``cosine`` or ``bm25``.
+            i2i_lam: Item-to-item: EASE L2 strength.
+            i2i_neighbours: Item-to-item: item-kNN neighbours (K).
+            i2i_memory_gb: Item-to-item: memory budget of the EASE solve in GiB.
+            tune_two_tower_trials: Two-tower tuning trials; 0 passes the values above through.
+            tune_als_trials: ALS tuning trials; 0 passes the values above through.
+            tune_item2item_trials: Item-to-item tuning trials; 0 passes the values above through.
+            tune_timeout_s: Wall-clock budget of each tuning step in seconds; 0 = no limit.
+            ranker_epochs: Ranker: maximum epochs (early stopping on held-out entities).
+            ranker_batch_size: Ranker: lists per optimiser step.
+            ranker_lr: Ranker: learning rate.
+            eval_k: Comma-separated cut-offs of the ranking metrics.
+            gate_margin: How far (relative) routed_ranked NDCG@10 may fall below the published
+                bundle's and still be published.
+            oracle_uri: ``oracle.parquet`` of a synthetic marketplace: the report adds the
+                planted-affinity ceiling; empty for real data.
+
+        Returns:
+            Output: Every use case's evaluation folder (metrics.json, report.md, plots).
+        """
         split = {"split_at": split_at, "test_days": test_days, "val_days": val_days}
         probe = _cpu_step(c.probe_source(db_url=db_url, events_uri=events_uri, time_col=time_col),
                           opts, "probe-source", cache=False)
@@ -175,7 +237,7 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
                 snapshot=snapshot, use_case=uc, neg_ratio=neg_ratio, propensity_clip=propensity_clip,
                 seed=seed, **split), opts, "dataset-ranker")
 
-            # issue 7: a tuning step before each trainer (train -> validation); 0 trials = the values above
+            # a tuning step before each trainer (train -> validation); 0 trials = the values above
             tune = {
                 "two_tower": _gpu_step(c.tune_two_tower(
                     snapshot=snapshot, use_case=uc, embedding_dim=embedding_dim, lr=tt_lr,

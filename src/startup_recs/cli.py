@@ -2,8 +2,10 @@
 ``train_two_tower.py``, ``train_als_reverse.py``, ``train_ranker.py``).
 
 Each subcommand is declared here and dispatched lazily to one core function, so ``recs --help``
-stays fast and a missing optional dependency only affects the command that needs it. Any
-:class:`~startup_recs.core.errors.RecsError` becomes a one-line ``error: ...`` and exit code 2.
+stays fast and a missing optional dependency only affects the command that needs it. Trainer
+flags take their defaults from the trainer's config dataclass (:class:`ConfigDefault`), read
+only when that command runs. Any :class:`~startup_recs.core.errors.RecsError` becomes a
+one-line ``error: ...`` and exit code 2.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from startup_recs import __version__
 from startup_recs.core.errors import RecsError
@@ -21,11 +24,63 @@ Handler = Callable[[argparse.Namespace], int | None]
 USE_CASE_HELP = "startup_developer | startup_investor | developer_startup | investor_startup"
 
 
+class ConfigDefault:
+    """A flag default that is a field of a trainer's config dataclass, looked up when needed.
+
+    The parser holds this placeholder instead of the value because importing a trainer (torch,
+    for two-tower and the ranker) would make every ``recs`` call slow; :func:`resolve_defaults`
+    puts the field's default in its place just before the command runs, and a help text's
+    ``%(default)s`` shows it (importing the trainer only when that help is printed).
+    """
+
+    def __init__(self, module: str, config: str, field: str, convert: Callable[[Any], Any] | None = None) -> None:
+        self.module, self.config, self.field, self.convert = module, config, field, convert
+
+    def value(self) -> Any:
+        import importlib
+
+        from startup_recs.train.params import config_defaults
+
+        cls = getattr(importlib.import_module(f"startup_recs.{self.module}"), self.config)
+        value = config_defaults(cls)[self.field]
+        return self.convert(value) if self.convert else value
+
+    def __str__(self) -> str:
+        return str(self.value())
+
+    def __repr__(self) -> str:
+        return f"{self.config}.{self.field}"
+
+
+def _two_tower(field: str) -> ConfigDefault:
+    return ConfigDefault("train.two_tower", "TwoTowerConfig", field)
+
+
+def _als(field: str) -> ConfigDefault:
+    return ConfigDefault("train.als", "ALSConfig", field)
+
+
+def _ranker(field: str, convert: Callable[[Any], Any] | None = None) -> ConfigDefault:
+    return ConfigDefault("train.ranker", "RankerTrainConfig", field, convert)
+
+
+def _item2item(field: str, convert: Callable[[Any], Any] | None = None) -> ConfigDefault:
+    return ConfigDefault("train.item2item", "Item2ItemConfig", field, convert)
+
+
+def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Replace every :class:`ConfigDefault` left in ``args`` (flag not given) by its value."""
+    for name, value in vars(args).items():
+        if isinstance(value, ConfigDefault):
+            setattr(args, name, value.value())
+    return args
+
+
 def _lazy(module: str, func: str) -> Handler:
     def run(args: argparse.Namespace) -> int | None:
         import importlib
 
-        return getattr(importlib.import_module(f"startup_recs.{module}"), func)(args)
+        return getattr(importlib.import_module(f"startup_recs.{module}"), func)(resolve_defaults(args))
 
     return run
 
@@ -104,32 +159,39 @@ def _dataset(sub: argparse._SubParsersAction) -> None:
     rk.set_defaults(func=_lazy("datasets.ranker", "cli_build"))
 
 
-# --- training (two-tower: E1, ALS: E2, ranker: E3) ---------------------------------------------
+# --- training: defaults from each trainer's config dataclass ------------------------------------
 def _train_two_tower(tr: argparse._SubParsersAction) -> None:
     p = tr.add_parser("two-tower", help="two-tower retrieval model (legacy train_two_tower.py)")
     p.add_argument("--data", required=True, help="two-tower dataset Parquet (recs dataset two-tower)")
     p.add_argument("--use-case", default=None, help=USE_CASE_HELP)
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=0.001)
-    p.add_argument("--embedding-dim", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=_two_tower("epochs"), help="default %(default)s")
+    p.add_argument("--batch-size", type=int, default=_two_tower("batch_size"), help="default %(default)s")
+    p.add_argument("--lr", type=float, default=_two_tower("lr"), help="default %(default)s")
+    p.add_argument("--embedding-dim", type=int, default=_two_tower("embedding_dim"), help="default %(default)s")
     p.add_argument("--output-dir", default="models")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=_two_tower("device"))
     p.add_argument("--resume", action="store_true", help="continue from the _latest checkpoint")
     p.add_argument("--evaluate", action="store_true", help="evaluate a saved model instead of training")
     p.add_argument("--model", default=None, help="with --evaluate: checkpoint .pth")
     p.add_argument("--config", default=None, help="with --evaluate: config .json")
-    p.add_argument("--fit-on", choices=["train", "trainval"], default="train",
+    p.add_argument("--fit-on", choices=["train", "trainval"], default=_two_tower("fit_on"),
                    help="train: early stopping on val; trainval: train+val for exactly --epochs")
-    p.add_argument("--patience", type=int, default=None, help="epochs without val improvement (default 5)")
-    p.add_argument("--temperature", type=float, default=None, help="softmax temperature (default 0.2)")
-    p.add_argument("--hard-negatives", type=int, default=None, help="hard negatives per positive (default 2)")
-    p.add_argument("--no-log-q", dest="log_q", action="store_false", help="disable the popularity correction")
-    p.add_argument("--id-dropout", type=float, default=None, help="prob. of training on features only (0.1)")
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--val-k", type=int, default=None, help="early stopping on Recall@K (default 20)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    p.add_argument("--patience", type=int, default=_two_tower("patience"),
+                   help="epochs without val improvement (default %(default)s)")
+    p.add_argument("--temperature", type=float, default=_two_tower("temperature"),
+                   help="softmax temperature (default %(default)s)")
+    p.add_argument("--hard-negatives", type=int, default=_two_tower("hard_negatives"),
+                   help="hard negatives per positive (default %(default)s)")
+    p.add_argument("--no-log-q", dest="log_q", action="store_false", default=_two_tower("log_q"),
+                   help="disable the popularity correction")
+    p.add_argument("--id-dropout", type=float, default=_two_tower("id_dropout"),
+                   help="prob. of training on features only (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=_two_tower("weight_decay"), help="default %(default)s")
+    p.add_argument("--val-k", type=int, default=_two_tower("val_k"),
+                   help="early stopping on Recall@K (default %(default)s)")
+    p.add_argument("--seed", type=int, default=_two_tower("seed"))
+    p.add_argument("--compile", action="store_true", default=_two_tower("compile"),
+                   help="torch.compile the training step")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_lazy("train.two_tower", "cli_train"))
 
@@ -140,16 +202,16 @@ def _train_als(tr: argparse._SubParsersAction) -> None:
     p.add_argument("--user-mapping", required=True, help="entity id -> row JSON")
     p.add_argument("--item-mapping", required=True, help="candidate id -> column JSON")
     p.add_argument("--use-case", required=True, help=USE_CASE_HELP)
-    p.add_argument("--factors", type=int, default=128)
-    p.add_argument("--iterations", type=int, default=10)
-    p.add_argument("--regularization", type=float, default=0.01)
-    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--factors", type=int, default=_als("factors"), help="default %(default)s")
+    p.add_argument("--iterations", type=int, default=_als("iterations"), help="default %(default)s")
+    p.add_argument("--regularization", type=float, default=_als("regularization"), help="default %(default)s")
+    p.add_argument("--alpha", type=float, default=_als("alpha"), help="default %(default)s")
     p.add_argument("--output-dir", default="models")
     p.add_argument("--model-name", default=None, help="default als{_reverse}_v1")
-    p.add_argument("--weighting", choices=["linear", "binary", "log", "bm25"], default="linear",
+    p.add_argument("--weighting", choices=["linear", "binary", "log", "bm25"], default=_als("weighting"),
                    help="confidence = 1 + alpha * f(weight)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seed", type=int, default=_als("seed"))
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=_als("device"))
     p.set_defaults(func=_lazy("train.als", "cli_train"))
 
 
@@ -157,31 +219,35 @@ def _train_ranker(tr: argparse._SubParsersAction) -> None:
     p = tr.add_parser("ranker", help="neural re-ranker (legacy train_ranker.py)")
     p.add_argument("--data", required=True, help="ranker dataset Parquet (recs dataset ranker)")
     p.add_argument("--use-case", default=None, help=USE_CASE_HELP)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--epochs", type=int, default=_ranker("epochs"), help="default %(default)s")
+    p.add_argument("--batch-size", type=int, default=_ranker("batch_size"), help="lists per step (default %(default)s)")
+    p.add_argument("--lr", type=float, default=_ranker("lr"), help="default %(default)s")
     p.add_argument("--output-dir", default="models", help="also where the retrievers' models are read")
     p.add_argument("--retrievers", default=None,
                    help="stage-1 models (fit before the validation start) that give the features; default --output-dir")
     p.add_argument("--serving-data", default=None, help="stage-1 ServingData folder (default <retrievers>/serving)")
     p.add_argument("--snapshot", default=None,
                    help="else build the stage-1 serving data from this snapshot (default: the dataset's recorded one)")
-    p.add_argument("--hidden", default="64,32", help="MLP hidden sizes, comma-separated")
-    p.add_argument("--loss", choices=["listwise", "pairwise"], default="listwise",
+    p.add_argument("--hidden", default=_ranker("hidden", lambda sizes: ",".join(str(h) for h in sizes)),
+                   help="MLP hidden sizes, comma-separated (default %(default)s)")
+    p.add_argument("--loss", choices=["listwise", "pairwise"], default=_ranker("loss"),
                    help="within-list loss: softmax cross-entropy or RankNet pairs")
-    p.add_argument("--lists", choices=["pool", "entity", "session"], default="pool",
+    p.add_argument("--lists", choices=["pool", "entity", "session"], default=_ranker("lists"),
                    help="what one list spans: the entity's routed top --retrieve-k (what serving re-ranks), "
                         "all of its validation rows, or one logged session")
-    p.add_argument("--extra-negatives", type=int, default=20,
+    p.add_argument("--extra-negatives", type=int, default=_ranker("extra_negatives"),
                    help="pool: negatives kept per list for the loss (0 = all); entity: retrieved-but-not-acted "
                         "candidates added per list (0 = logged rows only)")
-    p.add_argument("--retrieve-k", type=int, default=200, help="re-rank depth the extra negatives come from")
-    p.add_argument("--positives", choices=["dataset", "both"], default="both",
+    p.add_argument("--retrieve-k", type=int, default=_ranker("retrieve_k"),
+                   help="re-rank depth the extra negatives come from (default %(default)s)")
+    p.add_argument("--positives", choices=["dataset", "both"], default=_ranker("positives"),
                    help="learn from the dataset's session positives only, or also every validation-window "
                         "positive event (organic ones too; pool/entity lists)")
-    p.add_argument("--holdout", type=float, default=0.2, help="fraction of entities held out for the best checkpoint")
-    p.add_argument("--patience", type=int, default=5, help="epochs without holdout gain before stopping")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--holdout", type=float, default=_ranker("holdout"),
+                   help="fraction of entities held out for the best checkpoint (default %(default)s)")
+    p.add_argument("--patience", type=int, default=_ranker("patience"),
+                   help="epochs without holdout gain before stopping (default %(default)s)")
+    p.add_argument("--seed", type=int, default=_ranker("seed"))
     p.set_defaults(func=_lazy("train.ranker", "cli_train"))
 
 
@@ -191,10 +257,11 @@ def _train_item2item(tr: argparse._SubParsersAction) -> None:
     p.add_argument("--user-mapping", required=True)
     p.add_argument("--item-mapping", required=True)
     p.add_argument("--use-case", required=True, help=USE_CASE_HELP)
-    p.add_argument("--method", choices=["auto", "ease", "cosine", "bm25"], default="auto")
-    p.add_argument("--lam", type=float, default=200.0, help="EASE L2 strength")
-    p.add_argument("--neighbours", type=int, default=100, help="item-kNN K")
-    p.add_argument("--memory-gb", type=float, default=4.0, help="EASE memory budget (sets its candidate limit)")
+    p.add_argument("--method", choices=["auto", "ease", "cosine", "bm25"], default=_item2item("method"))
+    p.add_argument("--lam", type=float, default=_item2item("lam"), help="EASE L2 strength (default %(default)s)")
+    p.add_argument("--neighbours", type=int, default=_item2item("neighbours"), help="item-kNN K (default %(default)s)")
+    p.add_argument("--memory-gb", type=float, default=_item2item("memory_budget", lambda b: b / 1024**3),
+                   help="EASE memory budget in GiB, which sets its candidate limit (default %(default)s)")
     p.add_argument("--output-dir", default="models")
     p.set_defaults(func=_lazy("train.item2item", "cli_train"))
 
@@ -206,7 +273,7 @@ def _train(sub: argparse._SubParsersAction) -> None:
         add(tr)
 
 
-# --- evaluation (E2) -----------------------------------------------------------------------------
+# --- evaluation ----------------------------------------------------------------------------------
 def _evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="ranking metrics of every model and the routed system")
     p.add_argument("--snapshot", required=True)
@@ -221,7 +288,7 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_lazy("evaluation.protocol", "cli_evaluate"))
 
 
-# --- serving (F): `recs serve`, dispatched lazily into predictors/ (the core never imports kserve) --
+# --- serving: `recs serve`, dispatched lazily into predictors/ (the core never imports kserve) ------
 def _run_serve(args: argparse.Namespace) -> int | None:
     from startup_recs.serving.reload import expand_sources
 
@@ -238,7 +305,7 @@ def _serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_serve)
 
 
-# --- pipeline (G): `recs pipeline ...`, `recs demo`, dispatched lazily into pipelines/ (kfp) -------
+# --- pipeline: `recs pipeline ...`, `recs demo`, dispatched lazily into pipelines/ (kfp) -----------
 def _lazy_pipelines(func: str) -> Handler:
     def run(args: argparse.Namespace) -> int | None:
         import importlib
@@ -304,7 +371,7 @@ def _demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_lazy_pipelines("cli_demo"))
 
 
-# --- hyperparameter search (issue 7) -------------------------------------------------------------
+# --- hyperparameter search ------------------------------------------------------------------------
 def _tune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="validation-based hyperparameter search (Optuna TPE)")
     p.add_argument("--snapshot", default=None)
@@ -334,8 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Sections are registered in this order; later issues append theirs (train, evaluate, tune,
-# serve, pipeline, demo) as functions of the same shape.
+# Sections are registered in this order; a new command adds a function of the same shape here.
 REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset, _train, _evaluate, _serve, _pipeline, _demo, _tune]
 
 

@@ -35,7 +35,7 @@ def test_extract_is_cached_until_new_events_arrive(work: Path) -> None:
 
     from startup_recs import synth
     from startup_recs.data import appdb
-    from startup_recs.pipeline import steps
+    from startup_recs.pipeline import data_steps
 
     tables = synth.generate("tiny", 0)
     db = work / "m.db"
@@ -48,7 +48,7 @@ def test_extract_is_cached_until_new_events_arrive(work: Path) -> None:
     again = extract_only(db_url=url).output
     assert again.uri == first.uri  # cache hit: the same artifact, extract did not run
     wm1 = first.metadata["data_watermark"]
-    assert wm1 == steps.probe_source(db_url=url)
+    assert wm1 == data_steps.probe_source(db_url=url)
 
     engine = sa.create_engine(url)
     with engine.begin() as conn:

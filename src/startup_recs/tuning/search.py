@@ -6,8 +6,9 @@ full ranking of all candidates, seen ones excluded; see :mod:`startup_recs.evalu
 window is never read. The chosen parameters are then refit on train + validation by the caller
 (pipeline or ``recs train``) and scored once on test.
 
-The search spaces live in :data:`SEARCH_SPACES`, the one definition that both Optuna and the Katib
-``Experiment`` manifest (:func:`katib_experiment`) are generated from.
+The search spaces live in :data:`startup_recs.tuning.spaces.SEARCH_SPACES`, the one definition that
+both Optuna and the Katib ``Experiment`` manifest (:func:`katib_experiment`) are generated from;
+each search's starting values are the trainer config's defaults (``spaces.default_params``).
 
 Outputs (``--out``): ``best_params.json`` (best and default parameters, their validation scores,
 every trial) and ``trials.csv``.
@@ -33,58 +34,17 @@ import scipy.sparse as sp
 from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import ConfigError, DataError
 from startup_recs.core.usecases import get_use_case
+from startup_recs.tuning.spaces import (
+    MODELS,
+    SEARCH_SPACES,
+    check_search_params,
+    default_params,
+    suggest,
+)
 
 log = logging.getLogger(__name__)
 
 METRIC = "ndcg@10"
-
-# name -> {param: spec}. spec: ("int"|"float", low, high, log) or ("cat", [choices]).
-SEARCH_SPACES: dict[str, dict[str, tuple]] = {
-    "als": {
-        "factors": ("int", 16, 256, True),
-        "regularization": ("float", 1e-3, 10.0, True),
-        "alpha": ("float", 0.1, 100.0, True),
-        "iterations": ("int", 5, 30, False),
-        "weighting": ("cat", ["linear", "binary", "log", "bm25"]),
-    },
-    "item2item": {
-        "method": ("cat", ["ease", "cosine", "bm25"]),
-        "lam": ("float", 1.0, 5000.0, True),
-        "neighbours": ("int", 10, 500, True),
-    },
-    "two-tower": {
-        "embedding_dim": ("cat", [32, 64, 128]),
-        "lr": ("float", 1e-4, 1e-2, True),
-        "temperature": ("float", 0.03, 0.5, True),
-        "hard_negatives": ("int", 0, 5, False),
-    },
-    "ranker": {
-        "lr": ("float", 1e-4, 3e-2, True),
-        "hidden": ("cat", ["32", "64,32", "128,64", "128,64,32"]),
-    },
-}
-# The defaults each search is compared with (the trainers' CLI defaults).
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "als": {"factors": 128, "regularization": 0.01, "alpha": 1.0, "iterations": 10, "weighting": "linear"},
-    "item2item": {"method": "ease", "lam": 200.0, "neighbours": 100},
-    "two-tower": {"embedding_dim": 128, "lr": 1e-3, "temperature": 0.2, "hard_negatives": 2},
-    "ranker": {"lr": 1e-3, "hidden": "64,32"},
-}
-MODELS = tuple(SEARCH_SPACES)
-
-
-def suggest(trial: Any, model: str) -> dict[str, Any]:
-    """Draw one parameter set for ``model`` from :data:`SEARCH_SPACES`."""
-    out: dict[str, Any] = {}
-    for name, spec in SEARCH_SPACES[model].items():
-        if spec[0] == "int":
-            out[name] = trial.suggest_int(name, spec[1], spec[2], log=spec[3])
-        elif spec[0] == "float":
-            out[name] = trial.suggest_float(name, spec[1], spec[2], log=spec[3])
-        else:
-            out[name] = trial.suggest_categorical(name, spec[1])
-    return out
-
 
 # --- the validation task: train-window data and the validation target ------------------------
 @dataclass
@@ -156,8 +116,9 @@ def objective_als(task: ValidationTask, params: dict[str, Any], trial: Any = Non
     from threadpoolctl import threadpool_limits
 
     from startup_recs.train.als import ALSConfig, confidence, make_backend
+    from startup_recs.train.params import from_params
 
-    cfg = ALSConfig(**params, track_loss=False).validate()
+    cfg = from_params(ALSConfig, params, tunable=SEARCH_SPACES["als"], track_loss=False).validate()
     conf = confidence(task.matrix, cfg.alpha, cfg.weighting)
     state: dict[str, Any] = {}
 
@@ -192,11 +153,13 @@ def objective_als(task: ValidationTask, params: dict[str, Any], trial: Any = Non
 
 def objective_item2item(task: ValidationTask, params: dict[str, Any], trial: Any = None) -> dict[str, dict[str, float]]:
     from startup_recs.train.item2item import Item2ItemConfig, fit_item2item
+    from startup_recs.train.params import from_params
 
     # "ease" means EASE where it fits: the model's own "auto" rule (BM25 kNN past the memory limit)
     method = "auto" if params["method"] == "ease" else params["method"]
-    model = fit_item2item(task.matrix, Item2ItemConfig(task.use_case, method=method, lam=params["lam"],
-                                                       neighbours=params["neighbours"]))
+    cfg = from_params(Item2ItemConfig, {**params, "method": method}, tunable=SEARCH_SPACES["item2item"],
+                      use_case=task.use_case)
+    model = fit_item2item(task.matrix, cfg)
     log.info("item2item trial ran %s", model.config.chosen)
 
     def fn(ids: list[str]) -> np.ndarray:
@@ -220,12 +183,13 @@ class _TwoTowerObjective:
         import torch
 
         from startup_recs.serving.retrievers import load_retrievers
+        from startup_recs.train.params import from_params
         from startup_recs.train.two_tower import TwoTowerConfig, fit
 
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
         out = self.workdir / f"trial-{getattr(trial, 'number', 'x')}"
-        cfg = TwoTowerConfig(use_case=task.use_case, epochs=self.max_epochs, patience=self.patience,
-                             fit_on="train", progress=False, device="auto", **params)
+        cfg = from_params(TwoTowerConfig, params, tunable=SEARCH_SPACES["two-tower"], use_case=task.use_case,
+                          epochs=self.max_epochs, patience=self.patience, fit_on="train", progress=False)
         fit(cfg, self.data_uri, str(out))
         retriever = load_retrievers(str(out), task.data).get("two_tower")
         if retriever is None:
@@ -246,10 +210,12 @@ class _RankerObjective:
     def __call__(self, task: ValidationTask, params: dict[str, Any], trial: Any = None) -> dict[str, dict[str, float]]:
         from dataclasses import replace
 
-        from startup_recs.train.ranker import fit
+        from startup_recs.train.params import check_params
+        from startup_recs.train.ranker import RankerTrainConfig, fit
 
         hidden = tuple(int(h) for h in str(params["hidden"]).split(","))
-        result = fit(self.lists, replace(self.base, lr=params["lr"], hidden=hidden))
+        tuned = check_params(RankerTrainConfig, {**params, "hidden": hidden}, SEARCH_SPACES["ranker"])
+        result = fit(self.lists, replace(self.base, **tuned))
         return {"all": {METRIC: float(result.metrics.get("holdout_ndcg@10", 0.0))}}
 
 
@@ -260,14 +226,16 @@ def tune(snapshot: str, use_case: str, model: str, out: str, *, trials: int = 20
          patience: int = 3, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the search; write ``best_params.json`` and ``trials.csv`` into ``out``; return the summary.
 
-    Trial 0 always runs ``defaults`` (the trainer's CLI defaults unless given), so the summary can
-    say how much the search gained over them on validation."""
+    Trial 0 always runs ``defaults`` (the trainer config's, :func:`default_params`, unless given;
+    a key that is not searched raises :class:`ConfigError`), so the summary can say how much the
+    search gained over them on validation."""
     import optuna
 
     if model not in SEARCH_SPACES:
         raise ConfigError(f"unknown model {model!r}; expected one of: {', '.join(MODELS)}")
     if trials < 1:
         raise ConfigError("--trials must be >= 1")
+    baseline = {**default_params(model), **check_search_params(model, defaults, "default")}
     t0 = time.perf_counter()
     task = ValidationTask.build(snapshot, use_case, split_at, test_days, val_days)
     log.info("tune %s/%s: %d train entities x %d candidates, %d validation entities", use_case, model,
@@ -301,7 +269,6 @@ def tune(snapshot: str, use_case: str, model: str, out: str, *, trials: int = 20
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0))
-    baseline = {**DEFAULTS[model], **(defaults or {})}
     study.enqueue_trial(baseline)  # trial 0 = the defaults: the baseline the search must beat
     study.optimize(run, n_trials=trials, timeout=timeout, catch=())
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -412,16 +379,14 @@ def katib_experiment(model: str, use_case: str = "startup_developer", *, image: 
 
 
 def run_single(snapshot: str, use_case: str, model: str, params: dict[str, Any], **kw: Any) -> float:
-    """One fit with fixed ``params`` (a Katib trial); returns the validation NDCG@10."""
+    """One fit with fixed ``params`` (a Katib trial); returns the validation NDCG@10. A key that
+    is not searched raises :class:`ConfigError` naming it, before any data is read."""
+    if model not in ("als", "item2item"):
+        raise ConfigError(f"--trial-params supports als and item2item; use the pipeline for {model}")
+    full = {**default_params(model), **check_search_params(model, params)}
     task = ValidationTask.build(snapshot, use_case, kw.get("split_at"), kw.get("test_days", 14.0),
                                 kw.get("val_days", 14.0))
-    full = {**DEFAULTS[model], **params}
-    if model == "als":
-        metrics = objective_als(task, full)
-    elif model == "item2item":
-        metrics = objective_item2item(task, full)
-    else:
-        raise ConfigError(f"--trial-params supports als and item2item; use the pipeline for {model}")
+    metrics = objective_als(task, full) if model == "als" else objective_item2item(task, full)
     return float(metrics["all"][METRIC])
 
 

@@ -1,0 +1,69 @@
+"""The gate (publish or skip) and publishing a versioned bundle with an atomic ``latest``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from startup_recs import __version__
+from startup_recs.core import storage
+from startup_recs.core.artifacts import METRICS, ROUTING
+from startup_recs.core.usecases import get_use_case
+from startup_recs.pipeline.evaluate_steps import headline_metrics
+from startup_recs.pipeline.folders import watermark_of
+from startup_recs.pipeline.step import step
+
+log = logging.getLogger(__name__)
+
+
+@step("gate")
+def gate(eval_dir: str, models_uri: str, use_case: str, *, margin: float = 0.02) -> str:
+    """``"publish"`` or ``"skip"`` (reason logged): :func:`startup_recs.core.bundle.check_gate`."""
+    from startup_recs.core import bundle
+
+    get_use_case(use_case)
+    metrics = storage.read_json(storage.join(eval_dir, METRICS))
+    result = bundle.check_gate(metrics, models_uri, use_case, margin)
+    log.info("gate %s for %s: %s", "passed" if result.passed else "refused", use_case, result.reason)
+    return "publish" if result.passed else "skip"
+
+
+@step("publish")
+def publish(models_dir: str, eval_dir: str, snapshot: str, models_uri: str, use_case: str, *,
+            margin: float | None = 0.02, record: str | None = None) -> dict[str, Any]:
+    """Stage the servable folder + metrics.json + report.md (+ plots), publish ``v<N>`` and move
+    ``latest``. The gate is checked again inside :func:`bundle.publish` (nothing is written when it
+    fails). ``record`` receives a copy of the manifest."""
+    import tempfile
+
+    from startup_recs.core import bundle
+
+    get_use_case(use_case)
+    metrics = storage.read_json(storage.join(eval_dir, METRICS))
+    with tempfile.TemporaryDirectory(prefix="recs-stage-") as tmp:
+        staging = Path(tmp) / "bundle"
+        shutil.copytree(models_dir, staging)
+        for f in Path(eval_dir).iterdir():  # metrics.json, report.md, plots, tuning/
+            if (staging / f.name).exists():
+                continue
+            if f.is_dir():
+                shutil.copytree(f, staging / f.name)
+            elif f.is_file():
+                shutil.copy2(f, staging / f.name)
+        manifest = bundle.publish(staging, models_uri, use_case, metrics=metrics, watermark=watermark_of(snapshot),
+                                  extra={"routing": _routing(staging)}, gate_margin=margin)
+    uri = storage.join(models_uri, use_case, f"v{manifest['version']}")
+    if record:
+        Path(record).write_text(json.dumps(manifest, indent=2))
+    log.info("published %s v%d (%d files) at %s", use_case, manifest["version"], len(manifest["files"]), uri)
+    return {"uri": uri, "bundle_version": manifest["version"], "use_case": use_case,
+            "data_watermark": manifest.get("data_watermark"), "package_version": __version__,
+            "files": len(manifest["files"]), **headline_metrics(metrics)}
+
+
+def _routing(folder: Path) -> dict[str, Any]:
+    f = folder / ROUTING
+    return json.loads(f.read_text()) if f.is_file() else {}
