@@ -214,7 +214,8 @@ def extract_db(db_url: str, out_uri: str, since: str | None = None, chunk_size: 
                     names = [c.name for c in stmt.selected_columns]
                     seen_sessions = _sessions_at_watermark(run) if table == "impressions" else set()
 
-                    def chunks(stmt=stmt, names=names, table=table, seen=seen_sessions) -> Iterator[pa.Table]:
+                    def chunks(stmt: sa.Select = stmt, names: list[str] = names, table: str = table,
+                               seen: set[str] = seen_sessions) -> Iterator[pa.Table]:
                         for part in _stream(conn, stmt, chunk_size):
                             tbl = _rows_to_table(table, names, part)
                             if seen:
