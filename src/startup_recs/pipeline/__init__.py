@@ -13,6 +13,7 @@ watermark, and for models a content-derived version.
   ``train_ranker``;
 - :mod:`~startup_recs.pipeline.evaluate_steps`: ``evaluate``, ``headline_metrics``;
 - :mod:`~startup_recs.pipeline.publish_steps`: ``gate``, ``publish``;
+- :mod:`~startup_recs.pipeline.two_tower_job`: the two-tower step as a Kubeflow PyTorchJob;
 - shared: :mod:`~startup_recs.pipeline.step` (the ``@step`` decorator, ``log_metrics``),
   :mod:`~startup_recs.pipeline.folders` (artifact folders, provenance, ``dir_digest``),
   :mod:`~startup_recs.pipeline.urls` (database URL check and masking),
