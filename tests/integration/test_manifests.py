@@ -164,7 +164,11 @@ def test_overlay_renders_the_expected_objects(rendered: dict[str, list[dict[str,
             c = pod["containers"][0]
             assert c["name"] == "pytorch"  # the operator's required container name
             assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
-            assert "torchrun" in c["args"][0] and "-m startup_recs.cli train two-tower" in c["args"][0]
+            # the pipeline's own two-tower step under torchrun, on the data the published bundle records
+            assert c["command"][:4] == ["python", "-m", "startup_recs.pipeline.two_tower_job", "run"]
+            assert "--from-bundle=$(MODELS_URI)" in c["command"]
+            env = {e["name"]: e.get("value") for e in c["env"]}
+            assert env["MODELS_URI"] == "s3://models/startup_developer"
             assert c["image"].split("/")[-1].startswith("startup-recs-trainer-gpu:")
         assert set(by_kind(docs, "PodDisruptionBudget")) == {"startup-developer-predictor", "startup-investor-predictor"}
 

@@ -8,7 +8,8 @@ Three parts:
   one pod per node, ``gpus`` GPUs each, the GPU pool's node selector and tolerations). Every pod
   runs ``python -m startup_recs.pipeline.two_tower_job run ...`` (:func:`main`).
 - :func:`main` inside each pod: ``fetch`` the dataset artifact (and the tuning step's
-  ``best_params.json``) from object storage to ``/tmp``, ``torchrun`` the same
+  ``best_params.json``) from object storage to ``/tmp`` (``--from-bundle``: the ones a published
+  bundle's manifest records, for a retrain outside the pipeline), ``torchrun`` the same
   :func:`startup_recs.pipeline.train_steps.train_two_tower` the one-node step calls (the trainer
   wraps the model in DistributedDataParallel when ``WORLD_SIZE > 1``; global rank 0 writes), then
   rank 0 uploads the model folder (+ ``job_info.json``) to ``output_uri``.
@@ -254,7 +255,31 @@ def run_job(body: Mapping[str, Any], namespace: str, *, api: Any = None, poll_s:
 
 
 # --- inside each pod -----------------------------------------------------------------------------
+DATA_KEY = "data"  # manifest.json: {"data": {"snapshot": uri, "two_tower_dataset": uri, "two_tower_tuned": uri}}
+
+
+def bundle_data_uris(uri: str) -> dict[str, str]:
+    """The data URIs a published bundle was trained on (``manifest.json["data"]``, recorded by the
+    publish step): ``snapshot``, ``two_tower_dataset``, ``two_tower_tuned``. ``uri``: a bundle, a
+    use-case folder with ``latest``, or the pointer."""
+    from startup_recs.core import bundle
+
+    target = bundle.resolve(uri)
+    manifest = storage.read_json(storage.join(target, bundle.MANIFEST))
+    data = manifest.get(DATA_KEY) or {}
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{target}: the manifest records no training data URIs (published before they were)")
+    return {k: str(v) for k, v in data.items() if v}
+
+
 def _fetch(args: argparse.Namespace, work: Path) -> tuple[Path, Path | None]:
+    if args.from_bundle:
+        uris = bundle_data_uris(args.from_bundle)
+        if "two_tower_dataset" not in uris:
+            raise ConfigError(f"{args.from_bundle}: no two-tower dataset URI in its manifest")
+        args.dataset_uri = uris["two_tower_dataset"]
+        args.tuned_uri = args.tuned_uri or uris.get("two_tower_tuned", "")
+        log.info("training data of %s: %s", args.from_bundle, uris)
     data = storage.download(args.dataset_uri, work / "dataset")
     tuned = storage.download(args.tuned_uri, work / "tuned") if args.tuned_uri else None
     return data, tuned
@@ -292,7 +317,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="fetch, torchrun the two-tower step, upload (one pod)")
     run.add_argument("--use-case", required=True)
-    run.add_argument("--dataset-uri", required=True)
+    src = run.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset-uri", help="the two-tower dataset artifact (folder) the pipeline wrote")
+    src.add_argument("--from-bundle", help="a published bundle / use-case URI: its manifest names the dataset")
     run.add_argument("--output-uri", required=True)
     run.add_argument("--tuned-uri", default="")
     run.add_argument("--nproc-per-node", type=int, default=1)
