@@ -2,7 +2,7 @@
 
 Synthetic serving data (developer profiles with skills and location, power-law popularity),
 ALS-style factors for the warm/hot routes, content for cold. Reports p50/p99 in ms and requests/s
-of one thread; the predictor's HTTP overhead comes on top (benchmarks of issue 5).
+of one thread; the predictor's HTTP overhead comes on top.
 
     .venv/bin/python benchmarks/bench_recommender.py [--candidates 100000 --dim 64 --requests 300]
 """

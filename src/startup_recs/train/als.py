@@ -220,17 +220,20 @@ def _dataset_use_case(data: str) -> str | None:
 
 
 def train_als(data: str, user_mapping: str, item_mapping: str, use_case: str, output_dir: str, *,
-              factors: int = 128, iterations: int = 10, regularization: float = 0.01, alpha: float = 1.0,
-              weighting: str = "linear", seed: int = 0, device: str = "auto", model_name: str | None = None,
+              factors: int | None = None, iterations: int | None = None, regularization: float | None = None,
+              alpha: float | None = None, weighting: str | None = None, seed: int | None = None,
+              device: str | None = None, model_name: str | None = None,
               show_progress: bool = False) -> dict[str, Any]:
     """File to file: read the ALS dataset, fit, write ``<model_name>_*``; returns a summary dict
-    (model name, shapes, fit seconds, diagnostics) for logs and pipeline metadata."""
+    (model name, shapes, fit seconds, diagnostics) for logs and pipeline metadata. A ``None``
+    hyperparameter takes the :class:`ALSConfig` default (the only place defaults live)."""
     uc = get_use_case(use_case)
     recorded = _dataset_use_case(data)
     if recorded is not None and recorded != uc.name:
         raise ModelMismatchError(f"{data} was built for use case {recorded!r}, not {uc.name!r}")
-    config = ALSConfig(factors=factors, iterations=iterations, regularization=regularization, alpha=alpha,
-                       weighting=weighting, seed=seed, device=device).validate()
+    given = {"factors": factors, "iterations": iterations, "regularization": regularization, "alpha": alpha,
+             "weighting": weighting, "seed": seed, "device": device}
+    config = ALSConfig(**{k: v for k, v in given.items() if v is not None}).validate()
     matrix, users, items = load_matrix(data, user_mapping, item_mapping)
     model = fit_als(matrix, users, items, config, use_case=uc.name, show_progress=show_progress)
     name = model_name or artifacts.als_files(uc).stem
@@ -239,15 +242,15 @@ def train_als(data: str, user_mapping: str, item_mapping: str, use_case: str, ou
     if any(math.isnan(v) for v in d.values()):
         log.warning("ALS diagnostics undefined (degenerate matrix)")
     return {"model_name": name, "entities": len(users), "candidates": len(items), "interactions": int(matrix.nnz),
-            "factors": factors, "fit_seconds": model.config["fit_seconds"], **d}
+            "factors": config.factors, "fit_seconds": model.config["fit_seconds"], **d}
 
 
 def cli_train(args: argparse.Namespace) -> int:
     """``recs train als``: legacy flags, implicit ALS, artifacts named ``<model-name>_*``."""
     info = train_als(args.data, args.user_mapping, args.item_mapping, args.use_case, args.output_dir,
                      factors=args.factors, iterations=args.iterations, regularization=args.regularization,
-                     alpha=args.alpha, weighting=getattr(args, "weighting", "linear"),
-                     seed=getattr(args, "seed", 0), device=getattr(args, "device", "auto"),
+                     alpha=args.alpha, weighting=getattr(args, "weighting", None),
+                     seed=getattr(args, "seed", None), device=getattr(args, "device", None),
                      model_name=args.model_name, show_progress=True)
     print(f"ALS {info['model_name']}: {info['entities']} entities x {info['candidates']} candidates, "
           f"{info['interactions']} interactions, {info['factors']} factors, {info['fit_seconds']:.2f}s; "

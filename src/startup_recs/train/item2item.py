@@ -110,18 +110,20 @@ def fit_item2item(x: sp.csr_matrix, config: Item2ItemConfig) -> Item2ItemModel:
 
 
 def train_item2item(data: str, user_mapping: str, item_mapping: str, use_case: str, output_dir: str, *,
-                    method: str = "auto", lam: float = 200.0, neighbours: int = 100, binary: bool = True,
-                    memory_budget: int = DEFAULT_EASE_BUDGET, name: str | None = None) -> dict:
+                    method: str | None = None, lam: float | None = None, neighbours: int | None = None,
+                    binary: bool | None = None, memory_budget: int | None = None,
+                    name: str | None = None) -> dict:
     """File to file over the ALS dataset (same entity x candidate matrix and mappings): fit, write
-    ``item2item{sfx}_v1_*`` (or ``name``); returns a summary for logs and pipeline metadata."""
+    ``item2item{sfx}_v1_*`` (or ``name``); returns a summary for logs and pipeline metadata. A
+    ``None`` setting takes the :class:`Item2ItemConfig` default (the only place defaults live)."""
     matrix, _users, items = load_matrix(data, user_mapping, item_mapping)
-    cfg = Item2ItemConfig(use_case, method=method, lam=lam, neighbours=neighbours, binary=binary,
-                          memory_budget=memory_budget)
+    given = {"method": method, "lam": lam, "neighbours": neighbours, "binary": binary, "memory_budget": memory_budget}
+    cfg = Item2ItemConfig(use_case, **{k: v for k, v in given.items() if v is not None})
     model = fit_item2item(matrix, cfg)
     name = name or artifacts.item2item_files(use_case).stem
     model.save(output_dir, name, {c: i for i, c in enumerate(items)})
     return {"model_name": name, "method": cfg.chosen, "candidates": cfg.n_candidates,
-            "ease_max_candidates": ease_max_candidates(memory_budget), "fit_seconds": cfg.fit_seconds}
+            "ease_max_candidates": ease_max_candidates(cfg.memory_budget), "fit_seconds": cfg.fit_seconds}
 
 
 def cli_train(args: argparse.Namespace) -> int:
