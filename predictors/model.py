@@ -15,6 +15,7 @@ a request whose every instance is unknown answers 404. All model work goes throu
 from __future__ import annotations
 
 import logging
+import struct
 import time
 import uuid
 from collections.abc import Sequence
@@ -120,9 +121,13 @@ class RecsModel(kserve.Model):
         version = b.version
         t0 = time.perf_counter()
         done: dict[api.Query, Outcome] = {}
+        batched = self._answer_batch(b, queries, deadline)
         for q in queries:
             if q in done:
                 metrics.REPEATED.labels(self.name).inc()
+                continue
+            if q in batched:
+                done[q] = batched[q]
                 continue
             deadline.check()
             try:
@@ -144,6 +149,22 @@ class RecsModel(kserve.Model):
         if not answers:  # nothing to answer with: the first instance's error is the request's
             raise next((f for f in failed if not isinstance(f, EntityNotFound)), failed[0])
         return outcomes, b
+
+    @staticmethod
+    def _answer_batch(b: LoadedBundle, queries: Sequence[api.Query], deadline: Deadline) -> dict[api.Query, Outcome]:
+        """Every distinct query answered by one ``recommend_batch`` call (one matrix product or
+        ANN search per route), or ``{}``: a single query, a model without batching, or any
+        failure (an unknown id, a fault), which the per-query loop then answers one by one."""
+        todo = list(dict.fromkeys(queries))
+        batch = getattr(b.model, "recommend_batch", None)
+        if batch is None or len(todo) < 2:
+            return {}
+        deadline.check()
+        try:
+            answers = batch([q.entity_id for q in todo], [q.limit for q in todo])
+        except Exception:  # noqa: BLE001 - per-instance outcomes (404s, logged faults) come from the loop
+            return {}
+        return dict(zip(todo, answers, strict=True))
 
     def count(self, endpoint: str, code: int) -> None:
         b = self.slot.current
@@ -190,7 +211,7 @@ class RecsModel(kserve.Model):
         except (api.InvalidRequest, BadRequest, InvalidInput) as exc:
             self.count("v2", 400)
             raise BadRequest(str(exc)) from None
-        except (ValueError, TypeError, OverflowError) as exc:  # gRPC: kserve could not decode the tensor bytes
+        except (ValueError, TypeError, OverflowError, struct.error) as exc:  # gRPC: undecodable tensor bytes
             self.count("v2", 400)
             raise BadRequest(f"undecodable input tensor: {str(exc)[:200]}") from None
         outcomes, b = await self.run([api.Query(i, limit) for i in ids], "v2")

@@ -270,6 +270,18 @@ def _match_block(use_case: str, entity_ids: Sequence[str], offsets: np.ndarray,
     ent = data.entity_features
     if n == 0 or ent is None:
         return out
+    if len(entity_ids) == 1:  # one request's list: the candidates' side is encoded once per data
+        from startup_recs.serving.candidate_match import match_table
+
+        table = match_table(data)
+        if not table.knows(entity_ids[0]):
+            return out
+        m, names = table.features(entity_ids[0], cand_idx)
+        if list(names) != _match_names(data):
+            raise DataError(f"match features changed shape: {names} vs {_match_names(data)}")
+        out[:, 0] = 1.0
+        out[:, 1:] = m
+        return out
     sizes = np.diff(offsets)
     has = np.array([e in ent.index for e in entity_ids], dtype=bool)
     rows_has = np.repeat(has, sizes)

@@ -22,6 +22,7 @@ import numpy as np
 from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import ModelMismatchError
 from startup_recs.models.als import ALSModel
+from startup_recs.serving import ann
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.index import CandidateIndex, build_index, top_k
 
@@ -69,6 +70,8 @@ class EmbeddingRetriever(Retriever):
         encode_entities: optional fallback ``ids -> [n, d]`` (rows of zeros where impossible)
             for entities outside ``entity_ids``, e.g. the two-tower's feature-only tower.
         can_encode: which unknown entities the fallback really covers.
+        index: a prebuilt index over ``candidate_vectors`` (the bundle's ANN index,
+            :func:`startup_recs.serving.ann.load`); default: ``build_index(candidate_vectors, index_kind)``.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class EmbeddingRetriever(Retriever):
         encode_entities: Callable[[list[str]], np.ndarray] | None = None,
         can_encode: Callable[[str], bool] | None = None,
         index_kind: str = "exact",
+        index: CandidateIndex | None = None,
         meta: dict | None = None,
     ) -> None:
         super().__init__(data)
@@ -96,7 +100,10 @@ class EmbeddingRetriever(Retriever):
             raise ModelMismatchError(
                 f"{name}: entity dim {self.entity_vectors.shape[1]} != candidate dim {candidate_vectors.shape[1]}"
             )
-        self.index: CandidateIndex = build_index(candidate_vectors, index_kind)
+        if index is not None and (index.size != candidate_vectors.shape[0] or index.dim != candidate_vectors.shape[1]):
+            raise ModelMismatchError(f"{name}: index over {index.size} x {index.dim} for "
+                                     f"{candidate_vectors.shape[0]} x {candidate_vectors.shape[1]} candidate vectors")
+        self.index: CandidateIndex = index if index is not None else build_index(candidate_vectors, index_kind)
         self._encode = encode_entities
         self._can_encode = can_encode
         self.meta = meta or {}
@@ -266,8 +273,10 @@ def load_two_tower(models_dir: str, data: ServingData) -> Retriever | None:
         def encode(ids: list[str]) -> np.ndarray:
             return np.asarray(model.encode_entities(ids, feats.loc[ids]), np.float32)
 
+    index = ann.load(models_dir, "two_tower", cand_mat)  # the bundle's ANN index, if it has one
     return EmbeddingRetriever("two_tower", data, ent_ids, ent, cand_mat, encode_entities=encode,
-                              can_encode=can_encode, meta={"model": model is not None})
+                              can_encode=can_encode, index=index,
+                              meta={"model": model is not None, "index": _index_label(index)})
 
 
 @register_retriever("als")
@@ -280,8 +289,16 @@ def load_als(models_dir: str, data: ServingData) -> Retriever | None:
     config = model.config
     _check_use_case("als", config, data)
     cand_mat, _ = align_rows(model.item_ids, model.item_factors, data)
-    return EmbeddingRetriever("als", data, model.user_ids, model.user_factors, cand_mat,
-                              meta={k: config[k] for k in ("factors", "alpha", "regularization") if k in config})
+    index = ann.load(models_dir, "als", cand_mat)  # the bundle's ANN index, if it has one
+    return EmbeddingRetriever("als", data, model.user_ids, model.user_factors, cand_mat, index=index,
+                              meta={**{k: config[k] for k in ("factors", "alpha", "regularization") if k in config},
+                                    "index": _index_label(index)})
+
+
+def _index_label(index: CandidateIndex | None) -> str:
+    """``exact`` or the ANN kind and search breadth, for the load log and ``info``."""
+    info = getattr(index, "info", None)
+    return "exact" if info is None else f"{info.kind} {info.search}"
 
 
 @register_retriever("popularity")
