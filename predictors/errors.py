@@ -19,7 +19,14 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotLive, ServerNotReady
+from kserve.errors import (
+    InferenceError,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServerNotLive,
+    ServerNotReady,
+)
 from starlette.exceptions import HTTPException
 
 log = logging.getLogger("predictors")
@@ -31,22 +38,23 @@ class PredictorError(Exception):
     status = 500
 
     def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+        Exception.__init__(self, message)
+        self.message = self.reason = message  # ``reason``: what kserve's gRPC interceptor reports
         self.headers = dict(headers or {})
 
     def __str__(self) -> str:
         return self.message
 
 
-class BadRequest(PredictorError):
-    """The request is malformed; the message names the field and the problem (400)."""
+class BadRequest(PredictorError, InvalidInput):
+    """The request is malformed; the message names the field and the problem (400; gRPC:
+    INVALID_ARGUMENT, as kserve's ``InvalidInput``, which it also is)."""
 
     status = 400
 
 
-class NotFound(PredictorError):
-    """No such route, model, model version or entity (404)."""
+class NotFound(PredictorError, ModelNotFound):
+    """No such route, model, model version or entity (404; gRPC: NOT_FOUND)."""
 
     status = 404
 
@@ -65,14 +73,15 @@ class PayloadTooLarge(PredictorError):
     status = 413
 
 
-class InternalError(PredictorError):
+class InternalError(PredictorError, InferenceError):
     """The model failed on a valid request: a predictor bug, logged with its traceback (500)."""
 
     status = 500
 
 
-class Overloaded(PredictorError):
-    """The model work queue is full or the request's deadline passed (503 with ``Retry-After``).
+class Overloaded(PredictorError, ServerNotReady):
+    """The model work queue is full or the request's deadline passed (503 with ``Retry-After``;
+    gRPC: UNAVAILABLE).
 
     The client did nothing wrong: the same request may succeed after ``retry_after_s`` seconds.
     """
@@ -80,7 +89,7 @@ class Overloaded(PredictorError):
     status = 503
 
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+        PredictorError.__init__(self, message, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
