@@ -44,6 +44,7 @@ from predictors.warm_up import warming
 from predictors.work_queue import Limits
 from startup_recs.core.errors import ConfigError
 from startup_recs.serving import api
+from startup_recs.serving.experiments import Experiment, parse_experiments
 from startup_recs.serving.flags import add_serve_flags
 from startup_recs.serving.reload import BundleSlot, Loader, Poller, default_loader, expand_sources
 
@@ -143,13 +144,24 @@ class RecsModelServer(ModelServer):
 
 
 def build_models(bundles: Sequence[str], *, loader: Loader = default_loader,
-                 cache_dir: str | None = None) -> list[RecsModel]:
+                 cache_dir: str | None = None, experiments: Sequence[str] = ()) -> list[RecsModel]:
     """One loaded (or not-ready) :class:`RecsModel` per use case named by ``bundles``; every
-    bundle is warmed up before it is served (:mod:`predictors.warm_up`)."""
+    bundle is warmed up before it is served (:mod:`predictors.warm_up`). ``experiments``
+    (``--experiment`` values): the use case's model answers through
+    :class:`~startup_recs.serving.experiments.Experiment` (its treatment slot: ``model.experiment``)."""
     models = []
-    for use_case, source in expand_sources(bundles).items():
-        slot = BundleSlot(source, use_case, loader=warming(loader), cache_root=cache_dir)
+    sources = expand_sources(bundles)
+    specs = parse_experiments(experiments, sources)
+    for use_case, source in sources.items():
+        model_loader, experiment = warming(loader), None
+        if use_case in specs:
+            treatment = BundleSlot(specs[use_case].source, use_case, loader=model_loader, cache_root=cache_dir)
+            experiment = Experiment(specs[use_case], treatment)
+            treatment.refresh()
+            model_loader = experiment.wrap(model_loader)
+        slot = BundleSlot(source, use_case, loader=model_loader, cache_root=cache_dir)
         model = RecsModel(slot)
+        model.experiment = experiment
         slot._on_swap = model.on_swap
         model.load()
         models.append(model)
@@ -159,18 +171,22 @@ def build_models(bundles: Sequence[str], *, loader: Loader = default_loader,
 def serve(bundles: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, reload_interval: float = 30.0,
           cache_dir: str | None = None, max_body_bytes: int = api.MAX_BODY_BYTES,
           limits: Limits | None = None, loader: Loader = default_loader, models: list[Any] | None = None,
-          **server_kwargs: Any) -> None:
+          experiments: Sequence[str] = (), **server_kwargs: Any) -> None:
     """Load the bundles and serve them until SIGINT/SIGTERM. ``reload_interval <= 0`` disables
     polling. ``limits``: the work queue's (default: from the environment). ``models`` (instead
     of ``bundles``) serves ready-made models: the benchmark's trivial model goes through exactly
     this path."""
     queue = work_queue.configure(limits or Limits.from_env())
     if models is None:
-        models = build_models(bundles, loader=loader, cache_dir=cache_dir)
+        models = build_models(bundles, loader=loader, cache_dir=cache_dir, experiments=experiments)
     app = kms.app
     app.add_middleware(RequestGuard, max_bytes=max_body_bytes)
     add_legacy_routes(app, {m.use_case.name: m for m in models})
     slots = [m.slot for m in models if isinstance(m, RecsModel)]
+    running = [e for e in (getattr(m, "experiment", None) for m in models) if e is not None]
+    slots += [e.treatment for e in running]  # the treatment hot-reloads like the control
+    for e in running:
+        log.info("experiment %s", e.describe())
     poller = Poller(slots, reload_interval) if reload_interval > 0 and slots else None
     server_kwargs.setdefault("enable_grpc", False)
     server_kwargs.setdefault("enable_latency_logging", False)
@@ -206,7 +222,8 @@ def cli_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1..65535, got {args.port}")
     serve(args.bundle, host=args.host, port=args.port, reload_interval=args.reload_interval,
-          cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes, limits=limits_of(args))
+          cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes, limits=limits_of(args),
+          experiments=getattr(args, "experiment", None) or ())
     return 0
 
 
@@ -241,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     serve(args.bundle, host=args.host, port=args.http_port, reload_interval=args.reload_interval,
           cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes, limits=limits_of(args),
-          grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
+          experiments=args.experiment, grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
           max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
           enable_docs_url=args.enable_docs_url, enable_latency_logging=args.enable_latency_logging,
           access_log_format=args.access_log_format, event_loop=args.event_loop,

@@ -290,9 +290,11 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
 
 # --- serving: `recs serve`, dispatched lazily into predictors/ (the core never imports kserve) ------
 def _run_serve(args: argparse.Namespace) -> int | None:
+    from startup_recs.serving.experiments import parse_experiments
     from startup_recs.serving.reload import expand_sources
 
-    expand_sources(args.bundle)  # a wrong --bundle fails here, before kserve and torch are imported
+    # a wrong --bundle or --experiment fails here, before kserve and torch are imported
+    parse_experiments(args.experiment, expand_sources(args.bundle))
     from predictors.server import cli_serve
 
     return cli_serve(args)

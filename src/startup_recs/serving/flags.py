@@ -10,6 +10,9 @@ def add_serve_flags(p: argparse.ArgumentParser, *, default_host: str = "127.0.0.
     p.add_argument("--bundle", action="append", required=True, metavar="URI",
                    help="bundle (.../<use_case>/vN), use-case folder with a 'latest' pointer, models root, "
                         "or USE_CASE=URI; local path or s3:// (AWS_ENDPOINT_URL honoured); repeatable")
+    p.add_argument("--experiment", action="append", default=[], metavar="USE_CASE=URI:PERCENT[:NAME]",
+                   help="A/B experiment: serve the bundle URI to PERCENT %% of the use case's entities (sticky "
+                        "per entity, by a hash of NAME and the id); repeatable, one per use case; docs/online.md")
     p.add_argument("--host", default=default_host, help="address the REST server binds")
     p.add_argument("--reload-interval", type=float, default=30.0,
                    help="seconds between polls of the 'latest' pointers (0 disables hot reload)")
