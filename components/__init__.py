@@ -11,13 +11,13 @@ from components.datasets import dataset_als, dataset_ranker, dataset_two_tower
 from components.evaluate import evaluate
 from components.extract import extract, probe_source
 from components.publish import gate, publish
-from components.train import train_als, train_item2item, train_ranker, train_two_tower
+from components.train import train_als, train_item2item, train_ranker, train_two_tower, train_two_tower_ddp
 from components.tune import tune_als, tune_item2item, tune_two_tower
 
 __all__ = [
     "probe_source", "extract",
     "dataset_two_tower", "dataset_als", "dataset_ranker",
     "tune_two_tower", "tune_als", "tune_item2item",
-    "train_two_tower", "train_als", "train_item2item", "train_ranker",
+    "train_two_tower", "train_two_tower_ddp", "train_als", "train_item2item", "train_ranker",
     "evaluate", "gate", "publish",
 ]

@@ -8,7 +8,7 @@ from components.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def dataset_two_tower(snapshot: dsl.Input[dsl.Dataset], use_case: str, dataset: dsl.Output[dsl.Dataset],
                       negative_samples: int = 5, min_interactions: int = 1, seed: int = 0,
-                      split_at: str = "", test_days: float = 14.0, val_days: float = 14.0):
+                      split_at: str = "", test_days: float = 14.0, val_days: float = 14.0) -> str:
     """Pairs with hard negatives and a time-split column (Parquet) + vocabularies fitted on train.
 
     Args:
@@ -24,6 +24,8 @@ def dataset_two_tower(snapshot: dsl.Input[dsl.Dataset], use_case: str, dataset: 
     Returns:
         dataset: ``two_tower{sfx}.parquet`` with its entity/candidate sidecars, the train-window
             vocabulary and ``_meta.json``.
+        Output: The dataset's object-store URI, recorded in the published bundle's manifest
+            (what a PyTorchJob outside the pipeline trains on).
     """
     from startup_recs.pipeline import data_steps
 
@@ -31,6 +33,7 @@ def dataset_two_tower(snapshot: dsl.Input[dsl.Dataset], use_case: str, dataset: 
         snapshot.path, use_case, dataset.path, negative_samples=negative_samples,
         min_interactions=min_interactions, seed=seed, split_at=split_at, test_days=test_days,
         val_days=val_days))
+    return dataset.uri
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -27,7 +27,8 @@ def gate(evaluation: dsl.Input[dsl.Artifact], models_uri: str, use_case: str, ma
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def publish(models: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact], snapshot: dsl.Input[dsl.Dataset],
-            models_uri: str, use_case: str, bundle: dsl.Output[dsl.Artifact], margin: float = 0.02):
+            models_uri: str, use_case: str, bundle: dsl.Output[dsl.Artifact], margin: float = 0.02,
+            tuned_two_tower: dsl.Input[dsl.Artifact] = None, two_tower_dataset_uri: str = ""):
     """``<models_uri>/<use_case>/v<N>/`` + manifest.json, then ``latest`` -> vN (atomic).
 
     Args:
@@ -37,11 +38,19 @@ def publish(models: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact], s
         models_uri: Where bundles are published (local path or ``s3://``).
         use_case: The use case of the bundle.
         margin: The gate's margin, checked again before anything is written.
+        tuned_two_tower: The two-tower tuning step's output (its URI goes into the manifest).
+        two_tower_dataset_uri: The two-tower dataset's URI (into the manifest, with the snapshot's).
 
     Returns:
         bundle: A copy of the published manifest; its metadata names the bundle's URI and version.
     """
     from startup_recs.pipeline import publish_steps
+    from startup_recs.pipeline.two_tower_job import s3_uri
 
+    def object_uri(uri: str) -> str:  # KFP's minio:// is the same store as s3:// (AWS_ENDPOINT_URL)
+        return s3_uri(uri) if uri.startswith(("minio://", "s3://")) else uri
+
+    data = {"snapshot": object_uri(snapshot.uri), "two_tower_dataset": object_uri(two_tower_dataset_uri),
+            "two_tower_tuned": object_uri(tuned_two_tower.uri) if tuned_two_tower is not None else ""}
     bundle.metadata.update(publish_steps.publish(models.path, evaluation.path, snapshot.path, models_uri, use_case,
-                                                 margin=margin, record=bundle.path))
+                                                 margin=margin, record=bundle.path, data_uris=data))

@@ -120,3 +120,54 @@ def train_ranker(dataset: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model
                                     test_days=test_days, val_days=val_days, item2item_dir=item2item.path)
     model.metadata.update(info)
     step.log_metrics(metrics, {k: v for k, v in info.items() if "ndcg" in k})
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def train_two_tower_ddp(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], use_case: str,
+                        model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics], workers: int, image: str,
+                        window: str = "train", epochs: int = 50, batch_size: int = 256, device: str = "auto",
+                        seed: int = 0, gpus_per_worker: int = 1, node_selector: str = "{}", tolerations: str = "[]",
+                        cpu: str = "4", memory: str = "16Gi", s3_secret: str = "recs-s3",
+                        storage_config_map: str = "recs-storage", namespace: str = "",
+                        timeout_s: float = 21600.0):
+    """The two-tower fit of :func:`train_two_tower` across ``workers`` nodes: a Kubeflow Training
+    Operator PyTorchJob (DDP under torchrun) created through the Kubernetes API and waited on.
+
+    Args:
+        dataset: The two-tower dataset; the job's pods read it from its object-store URI.
+        tuned: The two-tower tuning step's output (``best_params.json``), read the same way.
+        use_case: The use case of the dataset.
+        workers: Pods (nodes) of the job, the Master included (2 or more).
+        image: The trainer image of the job's pods (the GPU image).
+        window: ``train`` (stage 1) or ``trainval`` (final refit).
+        epochs: Maximum epochs.
+        batch_size: Pairs per step on each process.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        seed: Seed of initialisation, shuffling and negative sampling.
+        gpus_per_worker: GPUs (torchrun processes) per pod; 0 = CPU pods (gloo).
+        node_selector: JSON object: the GPU pool's node labels.
+        tolerations: JSON list: the GPU pool's taints tolerated.
+        cpu: CPU request and limit of each pod.
+        memory: Memory request and limit of each pod.
+        s3_secret: Secret with the object store's credentials ("" = none, e.g. IRSA).
+        storage_config_map: ConfigMap with AWS_ENDPOINT_URL and friends ("" = none).
+        namespace: Where the job runs ("" = this step's own namespace).
+        timeout_s: Longest wait before the job is deleted and the step fails.
+
+    Returns:
+        model: The same folder the one-node step writes (global rank 0's output).
+        metrics: Best validation Recall@K and the epochs run, for the Kubeflow UI.
+    """
+    import json
+
+    from startup_recs.pipeline import step, two_tower_job
+
+    settings = two_tower_job.JobSettings(
+        use_case=use_case, dataset_uri=dataset.uri, tuned_uri=tuned.uri, output_uri=model.uri.rstrip("/") + "_ddp",
+        image=image, workers=workers, gpus=gpus_per_worker,
+        train={"window": window, "epochs": epochs, "batch_size": batch_size, "device": device, "seed": seed},
+        node_selector=json.loads(node_selector or "{}"), tolerations=json.loads(tolerations or "[]"), cpu=cpu,
+        memory=memory, secret=s3_secret, config_map=storage_config_map)
+    info = two_tower_job.train_distributed(settings, model.path, namespace=namespace, timeout_s=timeout_s)
+    model.metadata.update(info)
+    step.log_metrics(metrics, {k: v for k, v in info.items() if k.startswith(("best_val", "epochs_run"))})

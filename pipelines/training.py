@@ -44,6 +44,9 @@ class CompileOptions:
     step_cpu: str = "1"
     step_memory: str = "4G"
     parallelism: int = 0  # use cases trained at once; 0 = all
+    # > 1: each two-tower fit is a Kubeflow Training Operator PyTorchJob of this many GPU-pool pods
+    # (DDP under torchrun; gpu_count GPUs each), created and waited on by a CPU step; 1 = one pod.
+    tt_workers: int = 1
     # S3 access of every step (bundles, s3:// inputs): env from a Secret and a ConfigMap, both
     # optional (IRSA / Workload Identity need neither); "" leaves them out of the YAML.
     s3_secret: str = "recs-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
@@ -61,7 +64,7 @@ class CompileOptions:
             key = key.strip().replace("-", "_")
             if not sep or key not in known:
                 raise ConfigError(f"bad compile option {pair!r}; expected KEY=VALUE with KEY one of: {', '.join(known)}")
-            values[key] = int(value) if key in ("gpu_count", "parallelism") else value
+            values[key] = int(value) if key in ("gpu_count", "parallelism", "tt_workers") else value
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
@@ -101,6 +104,27 @@ def _gpu_step(task: dsl.PipelineTask, opts: CompileOptions, name: str) -> dsl.Pi
             task, key=opts.gpu_toleration_key, operator="Equal" if opts.gpu_toleration_value else "Exists",
             value=opts.gpu_toleration_value or None, effect=opts.gpu_toleration_effect)
     return task
+
+
+def _job_args(opts: CompileOptions) -> dict[str, Any]:
+    """The two-tower PyTorchJob's pods: trainer image, the GPU pool's node selector and toleration
+    (the same as :func:`_gpu_step`'s), size and S3 access."""
+    import json
+
+    from components.images import GPU_IMAGE
+
+    selector, tolerations = {}, []
+    if opts.gpu_count > 0:
+        selector = {opts.gpu_node_label_key: opts.gpu_node_label_value}
+        tol = {"key": opts.gpu_toleration_key, "operator": "Equal" if opts.gpu_toleration_value else "Exists",
+               "effect": opts.gpu_toleration_effect}
+        if opts.gpu_toleration_value:
+            tol["value"] = opts.gpu_toleration_value
+        tolerations = [tol]
+    return {"workers": opts.tt_workers, "image": GPU_IMAGE, "gpus_per_worker": opts.gpu_count,
+            "node_selector": json.dumps(selector), "tolerations": json.dumps(tolerations),
+            "cpu": opts.trainer_cpu, "memory": opts.trainer_memory, "s3_secret": opts.s3_secret,
+            "storage_config_map": opts.storage_config_map}
 
 
 def build_pipeline(opts: CompileOptions | None = None) -> Any:
@@ -256,10 +280,16 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
 
             tt, als, i2i = {}, {}, {}
             for window, stage in (("train", "stage1"), ("trainval", "final")):
-                tt[window] = _gpu_step(c.train_two_tower(
-                    dataset=ds_tt.outputs["dataset"], tuned=tuned["two_tower"], use_case=uc, window=window,
-                    epochs=tt_epochs, batch_size=tt_batch_size, device=device, seed=seed),
-                    opts, f"train-two-tower-{stage}")
+                if opts.tt_workers > 1:  # past one node: a PyTorchJob on the GPU pool, waited on here
+                    tt[window] = _cpu_step(c.train_two_tower_ddp(
+                        dataset=ds_tt.outputs["dataset"], tuned=tuned["two_tower"], use_case=uc, window=window,
+                        epochs=tt_epochs, batch_size=tt_batch_size, device=device, seed=seed, **_job_args(opts)),
+                        opts, f"train-two-tower-{stage}")
+                else:
+                    tt[window] = _gpu_step(c.train_two_tower(
+                        dataset=ds_tt.outputs["dataset"], tuned=tuned["two_tower"], use_case=uc, window=window,
+                        epochs=tt_epochs, batch_size=tt_batch_size, device=device, seed=seed),
+                        opts, f"train-two-tower-{stage}")
                 als[window] = _cpu_step(c.train_als(
                     dataset=ds_als[window].outputs["dataset"], tuned=tuned["als"], use_case=uc),
                     opts, f"train-als-{stage}")
@@ -284,7 +314,9 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
                                         margin=gate_margin), opts, "gate", cache=False)
             with dsl.If(decision.output == "publish", name="gate-passed"):
                 _cpu_step(c.publish(models=ev.outputs["models"], evaluation=ev.outputs["evaluation"],
-                                    snapshot=snapshot, models_uri=models_uri, use_case=uc, margin=gate_margin),
+                                    snapshot=snapshot, models_uri=models_uri, use_case=uc, margin=gate_margin,
+                                    tuned_two_tower=tuned["two_tower"],
+                                    two_tower_dataset_uri=ds_tt.outputs["Output"]),
                           opts, "publish", cache=False)
 
         # Every use case's evaluation folder (metrics.json, report.md): run-local copies them out.

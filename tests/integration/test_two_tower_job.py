@@ -196,3 +196,23 @@ def test_vanished_job_and_refused_create_are_errors(fake_api) -> None:
     with pytest.raises(tj.JobFailed, match="cannot read"):
         tj.run_job(tj.job_spec("j5", _settings()), NS, api=fake_api, poll_s=0, sleep=lambda s: None,
                    max_api_errors=3)
+
+
+def test_train_distributed_brings_rank0_output_to_the_model_artifact(fake_api, s3_bucket, tmp_path) -> None:
+    """What the component does: run the job, then copy the job's output (uploaded by the Master
+    pod) into the step's own model folder, which KFP uploads as the model artifact."""
+    from startup_recs.core import storage
+
+    out_uri = f"{s3_bucket}/v2/artifacts/run-1/train-two-tower-final/9/model_ddp"
+    src = tmp_path / "rank0"
+    src.mkdir()
+    (src / "two_tower_reverse_v1_config.json").write_text("{}")
+    (src / tj.JOB_INFO).write_text(json.dumps({"best_val": 0.5, "epochs_run": 3}))
+    storage.upload_dir(src, out_uri)
+    FakeApi.script = [{"conditions": [_cond("Succeeded")]}]
+    s = _settings(output_uri=out_uri)
+    info = tj.train_distributed(s, str(tmp_path / "model"), namespace=NS, api=fake_api, poll_s=0)
+    assert info["best_val"] == 0.5 and info["workers"] == 3 and info["pytorchjob"].startswith(f"{NS}/two-tower-ddp-")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["two_tower_reverse_v1_config.json"]
+    (post,) = [r for r in FakeApi.requests if r["method"] == "POST"]
+    assert post["body"]["metadata"]["name"] == tj.job_name(out_uri)

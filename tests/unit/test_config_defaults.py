@@ -36,6 +36,9 @@ COMPONENT_PARAMS: dict[str, dict[str, tuple]] = {
     "train_two_tower": {"window": ("two_tower", "fit_on"), "epochs": ("two_tower", "epochs"),
                         "batch_size": ("two_tower", "batch_size"), "device": ("two_tower", "device"),
                         "seed": ("two_tower", "seed")},
+    "train_two_tower_ddp": {"window": ("two_tower", "fit_on"), "epochs": ("two_tower", "epochs"),
+                            "batch_size": ("two_tower", "batch_size"), "device": ("two_tower", "device"),
+                            "seed": ("two_tower", "seed")},
     "train_item2item": {"memory_gb": ("item2item", "memory_budget", _gib)},
     "train_ranker": {"epochs": ("ranker", "epochs"), "batch_size": ("ranker", "batch_size"), "lr": ("ranker", "lr")},
 }

@@ -10,7 +10,7 @@ from typing import Any
 
 from startup_recs import __version__
 from startup_recs.core import storage
-from startup_recs.core.artifacts import METRICS, ROUTING
+from startup_recs.core.artifacts import METRICS, ROUTING, SERVING_DIR
 from startup_recs.core.usecases import get_use_case
 from startup_recs.pipeline.evaluate_steps import headline_metrics
 from startup_recs.pipeline.folders import watermark_of
@@ -33,10 +33,15 @@ def gate(eval_dir: str, models_uri: str, use_case: str, *, margin: float = 0.02)
 
 @step("publish")
 def publish(models_dir: str, eval_dir: str, snapshot: str, models_uri: str, use_case: str, *,
-            margin: float | None = 0.02, record: str | None = None) -> dict[str, Any]:
-    """Stage the servable folder + metrics.json + report.md (+ plots), publish ``v<N>`` and move
-    ``latest``. The gate is checked again inside :func:`bundle.publish` (nothing is written when it
-    fails). ``record`` receives a copy of the manifest."""
+            margin: float | None = 0.02, record: str | None = None,
+            data_uris: dict[str, str] | None = None) -> dict[str, Any]:
+    """Stage the servable folder + metrics.json + report.md (+ plots), build the learned
+    retrievers' ANN indexes into it (``ann/``, see :mod:`startup_recs.serving.ann_build`), publish
+    ``v<N>`` and move ``latest``. The gate is checked again inside :func:`bundle.publish` (nothing
+    is written when it fails). ``record`` receives a copy of the manifest. ``data_uris`` (the
+    snapshot / two-tower dataset / tuned parameters the models were trained on, as object-store
+    URIs) goes into ``manifest["data"]``: what a Katib experiment or a PyTorchJob outside the
+    pipeline reads."""
     import tempfile
 
     from startup_recs.core import bundle
@@ -53,8 +58,15 @@ def publish(models_dir: str, eval_dir: str, snapshot: str, models_uri: str, use_
                 shutil.copytree(f, staging / f.name)
             elif f.is_file():
                 shutil.copy2(f, staging / f.name)
+        extra: dict[str, Any] = {"routing": _routing(staging)}
+        if (staging / SERVING_DIR).is_dir():
+            from startup_recs.serving.ann_build import build_indexes
+
+            extra["ann"] = build_indexes(staging)
+        if data_uris:
+            extra["data"] = {k: v for k, v in data_uris.items() if v}
         manifest = bundle.publish(staging, models_uri, use_case, metrics=metrics, watermark=watermark_of(snapshot),
-                                  extra={"routing": _routing(staging)}, gate_margin=margin)
+                                  extra=extra, gate_margin=margin)
     uri = storage.join(models_uri, use_case, f"v{manifest['version']}")
     if record:
         Path(record).write_text(json.dumps(manifest, indent=2))

@@ -254,6 +254,25 @@ def run_job(body: Mapping[str, Any], namespace: str, *, api: Any = None, poll_s:
         sleep(poll_s)
 
 
+def train_distributed(settings: JobSettings, model_dir: str, *, namespace: str = "", timeout_s: float = 6 * 3600.0,
+                      poll_s: float = 15.0, api: Any = None) -> dict[str, Any]:
+    """The KFP component's body: run the job over ``settings`` and bring global rank 0's model
+    folder to ``model_dir`` (the component's output artifact, uploaded by KFP as usual). Returns
+    the two-tower step's provenance dict (``job_info.json``) plus the job's name."""
+    name = job_name(s3_uri(settings.output_uri))
+    ns = namespace or current_namespace()
+    run_job(job_spec(name, settings), ns, api=api, poll_s=poll_s, timeout_s=timeout_s)
+    out = Path(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    storage.download(s3_uri(settings.output_uri), out)
+    info_file = out / JOB_INFO
+    if not info_file.is_file():
+        raise JobFailed(f"{KIND} {ns}/{name} succeeded but left no {JOB_INFO} in {settings.output_uri}")
+    info = json.loads(info_file.read_text())
+    info_file.unlink()  # the model folder holds the trainer's files only, as the one-node step's
+    return {**info, "pytorchjob": f"{ns}/{name}", "workers": settings.workers}
+
+
 # --- inside each pod -----------------------------------------------------------------------------
 DATA_KEY = "data"  # manifest.json: {"data": {"snapshot": uri, "two_tower_dataset": uri, "two_tower_tuned": uri}}
 
