@@ -67,6 +67,9 @@ def test_metrics_shape(evaluated):
             assert m["routing"].get(seg, m["routing"]["warm"]) == head
     assert m["validation"]["segment_entities"]["warm"] >= 0
     assert "validation" in m and m["validation"]["split_at"] == m["split_at"]
+    # exact vs ANN side by side per learned retriever (the tiny catalogue is too small for an IVF index)
+    assert {"als", "two_tower"} <= set(m["ann"]) and all("skipped" in v or "ann_recall@200" in v
+                                                           for v in m["ann"].values())
     out = evaluated["out"]
     assert (out / "report.md").read_text().count("| routed |") >= 2
     assert (out / "ndcg_at_10.png").stat().st_size > 1000

@@ -243,6 +243,11 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
         "models": scored,
         "seconds": {**seconds, "total": time.perf_counter() - t_start},
     }
+    from startup_recs.evaluation import ann_check
+
+    # exact vs approximate retrieval of each learned retriever: ann_recall@200 and the NDCG change
+    metrics["ann"] = ann_check.compare(data, retrievers, t.entity_ids,
+                                       lambda top: summarize_target(top, t, data.n_candidates, ks), ks)
     if validation is not None:
         metrics["validation"] = validation
     storage.write_json(storage.join(out, artifacts.METRICS), metrics)
