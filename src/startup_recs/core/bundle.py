@@ -127,6 +127,15 @@ def resolve(uri: str) -> str:
     return target
 
 
+def trained_on(uri: str) -> dict[str, str]:
+    """The data URIs the bundle ``uri`` (a bundle, a use-case folder with ``latest``, the pointer)
+    was trained on: its manifest's ``"data"`` (``snapshot``, ``two_tower_dataset``,
+    ``two_tower_tuned``; the publish step records them), ``{}`` when it records none."""
+    manifest = storage.read_json(storage.join(resolve(uri), MANIFEST))
+    data = manifest.get("data") or {}
+    return {str(k): str(v) for k, v in data.items() if v} if isinstance(data, dict) else {}
+
+
 def verify_dir(path: str | Path) -> dict[str, Any]:
     """Check every file the manifest lists (size and sha256); return the manifest."""
     root = Path(path)

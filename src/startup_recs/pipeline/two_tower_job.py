@@ -274,21 +274,16 @@ def train_distributed(settings: JobSettings, model_dir: str, *, namespace: str =
 
 
 # --- inside each pod -----------------------------------------------------------------------------
-DATA_KEY = "data"  # manifest.json: {"data": {"snapshot": uri, "two_tower_dataset": uri, "two_tower_tuned": uri}}
-
-
 def bundle_data_uris(uri: str) -> dict[str, str]:
     """The data URIs a published bundle was trained on (``manifest.json["data"]``, recorded by the
     publish step): ``snapshot``, ``two_tower_dataset``, ``two_tower_tuned``. ``uri``: a bundle, a
     use-case folder with ``latest``, or the pointer."""
     from startup_recs.core import bundle
 
-    target = bundle.resolve(uri)
-    manifest = storage.read_json(storage.join(target, bundle.MANIFEST))
-    data = manifest.get(DATA_KEY) or {}
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{target}: the manifest records no training data URIs (published before they were)")
-    return {k: str(v) for k, v in data.items() if v}
+    data = bundle.trained_on(uri)
+    if not data:
+        raise ConfigError(f"{uri}: the manifest records no training data URIs (published before they were)")
+    return data
 
 
 def _fetch(args: argparse.Namespace, work: Path) -> tuple[Path, Path | None]:

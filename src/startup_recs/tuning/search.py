@@ -315,11 +315,13 @@ def trials_table(summary: dict[str, Any], limit: int = 15) -> str:
 
 # --- Katib ---------------------------------------------------------------------------------------
 def katib_experiment(model: str, use_case: str = "startup_developer", *, image: str | None = None,
-                     max_trials: int = 40, parallel: int = 4) -> dict[str, Any]:
+                     max_trials: int = 40, parallel: int = 4, models_uri: str = "s3://models") -> dict[str, Any]:
     """A Katib ``Experiment`` (kubeflow.org/v1beta1) with the same search space as Optuna.
 
     Each Katib trial runs ``recs tune --trial-params '{...}'`` which fits once and prints
-    ``ndcg_at_10=<value>`` for Katib's stdout metrics collector.
+    ``ndcg_at_10=<value>`` for Katib's stdout metrics collector. Its data is the snapshot the
+    bundle published under ``<models_uri>/<use_case>`` was trained on (the publish step records
+    it in the manifest; pipeline snapshots are run artifacts without a fixed path).
     """
     from startup_recs.core.images import image as image_of
 
@@ -361,7 +363,8 @@ def katib_experiment(model: str, use_case: str = "startup_developer", *, image: 
                         "containers": [{
                             "name": "training-container",
                             "image": image or image_of("base"),
-                            "command": ["recs", "tune", "--snapshot", "s3://mlpipeline/snapshots/latest",
+                            # the snapshot the published bundle was trained on (its manifest's "data")
+                            "command": ["recs", "tune", "--snapshot", f"{models_uri.rstrip('/')}/{use_case}",
                                         "--use-case", use_case, "--model", model, "--out", "/tmp/tune",
                                         "--trial-params", json_params],
                             "envFrom": [{"configMapRef": {"name": "recs-storage"}},
@@ -403,6 +406,23 @@ def katib_manifests() -> dict[str, str]:
             for m in ("als", "item2item")}
 
 
+def snapshot_of(uri: str) -> str:
+    """``uri`` itself when it is a snapshot; for a published bundle or use-case folder (what a
+    Katib trial is given: the pipeline's snapshots are run artifacts with no fixed path), the
+    snapshot its manifest records it was trained on."""
+    from startup_recs.core import bundle
+    from startup_recs.core.errors import BundleError
+
+    try:
+        data = bundle.trained_on(uri)
+    except BundleError:
+        return uri  # not a bundle: a snapshot folder
+    if "snapshot" not in data:
+        raise ConfigError(f"{uri} is a published bundle whose manifest records no snapshot")
+    log.info("snapshot of %s: %s", uri, data["snapshot"])
+    return data["snapshot"]
+
+
 def cli_tune(args: argparse.Namespace) -> int:
     if args.katib_manifest:
         import yaml
@@ -411,6 +431,7 @@ def cli_tune(args: argparse.Namespace) -> int:
         return 0
     if not args.snapshot:
         raise ConfigError("--snapshot is required")
+    args.snapshot = snapshot_of(args.snapshot)
     if args.trial_params:
         try:
             params = json.loads(args.trial_params)
