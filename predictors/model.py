@@ -35,6 +35,7 @@ from startup_recs.serving.reload import BundleSlot, LoadedBundle
 
 log = logging.getLogger("predictors")
 OUTPUTS = ("candidate_ids", "scores", "route", "error")
+BATCH_CHUNK = 32  # queries per recommend_batch call: a batch overruns its deadline by one chunk at most
 Outcome = dict[str, Any] | PredictorError  # one instance's answer, or why it has none
 
 
@@ -116,18 +117,21 @@ class RecsModel(kserve.Model):
     # --- answering -----------------------------------------------------------------------------
     def answer(self, queries: Sequence[api.Query], endpoint: str, deadline: Deadline) -> tuple[list[Outcome], LoadedBundle]:
         """One outcome per query, all from *one* bundle (read once: a hot swap mid-request cannot
-        mix versions). Runs on the model thread; :class:`Overloaded` once ``deadline`` passes."""
+        mix versions). Runs on the model thread; :class:`Overloaded` once ``deadline`` passes.
+
+        Distinct queries are answered through the model's ``recommend_batch`` in chunks of
+        :data:`BATCH_CHUNK` (one matrix product or ANN search per route and chunk), the deadline
+        checked before each chunk; a chunk that fails (an unknown id, a fault) and a model without
+        batching are answered one query at a time, which gives each query its own outcome."""
         b = self.bundle()
         version = b.version
         t0 = time.perf_counter()
-        done: dict[api.Query, Outcome] = {}
-        batched = self._answer_batch(b, queries, deadline)
-        for q in queries:
+        todo = list(dict.fromkeys(queries))
+        if len(queries) > len(todo):
+            metrics.REPEATED.labels(self.name).inc(len(queries) - len(todo))
+        done = self._answer_batched(b, todo, deadline)
+        for q in todo:
             if q in done:
-                metrics.REPEATED.labels(self.name).inc()
-                continue
-            if q in batched:
-                done[q] = batched[q]
                 continue
             deadline.check()
             try:
@@ -150,21 +154,33 @@ class RecsModel(kserve.Model):
             raise next((f for f in failed if not isinstance(f, EntityNotFound)), failed[0])
         return outcomes, b
 
-    @staticmethod
-    def _answer_batch(b: LoadedBundle, queries: Sequence[api.Query], deadline: Deadline) -> dict[api.Query, Outcome]:
-        """Every distinct query answered by one ``recommend_batch`` call (one matrix product or
-        ANN search per route), or ``{}``: a single query, a model without batching, or any
-        failure (an unknown id, a fault), which the per-query loop then answers one by one."""
-        todo = list(dict.fromkeys(queries))
+    def _answer_batched(self, b: LoadedBundle, todo: Sequence[api.Query], deadline: Deadline) -> dict[api.Query, Outcome]:
+        """The answers ``recommend_batch`` gives, chunk by chunk, and the unknown ids that the
+        model's ``check_entity`` names up front (so one of them does not fail a chunk); ``{}`` for
+        a single query or a model without batching. A failing chunk is left to the per-query loop."""
         batch = getattr(b.model, "recommend_batch", None)
+        done: dict[api.Query, Outcome] = {}
         if batch is None or len(todo) < 2:
-            return {}
-        deadline.check()
-        try:
-            answers = batch([q.entity_id for q in todo], [q.limit for q in todo])
-        except Exception:  # noqa: BLE001 - per-instance outcomes (404s, logged faults) come from the loop
-            return {}
-        return dict(zip(todo, answers, strict=True))
+            return done
+        check = getattr(b.model, "check_entity", None)
+        if check is not None:
+            for q in todo:
+                try:
+                    check(q.entity_id)
+                except self._unknown:
+                    done[q] = EntityNotFound(self.name, q.entity_id)
+                except Exception:  # noqa: BLE001 - the per-query loop reports it
+                    pass
+        known = [q for q in todo if q not in done]
+        for start in range(0, len(known), BATCH_CHUNK):
+            chunk = known[start:start + BATCH_CHUNK]
+            deadline.check()
+            try:
+                answers = batch([q.entity_id for q in chunk], [q.limit for q in chunk])
+            except Exception:  # noqa: BLE001 - per-instance outcomes (404s, logged faults) come from the loop
+                continue
+            done.update(zip(chunk, answers, strict=True))
+        return done
 
     def count(self, endpoint: str, code: int) -> None:
         b = self.slot.current
