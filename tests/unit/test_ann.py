@@ -132,9 +132,10 @@ def test_index_round_trips_through_a_bundle(built, tmp_path: Path) -> None:
     record = json.loads((local / "ann" / "als.json").read_text())
     assert record["recall"] == pytest.approx(info.recall) and record["kind"] == "ivf_flat"
     a = index.search(q_test[:20], K)
-    b = loaded.search(q_test[:20], K)
-    np.testing.assert_array_equal(a[0], b[0])
-    np.testing.assert_array_equal(a[1], b[1])
+    for mmap in (False, True):  # in memory (default) or the IVF lists mapped from the file
+        b = ann.load(str(local), "als", x, mmap=mmap).search(q_test[:20], K)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
     # an index built on other vectors is refused, not served
     with pytest.raises(ModelMismatchError):
         ann.load(str(local), "als", x[::-1].copy())
