@@ -373,6 +373,40 @@ def _demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_lazy_pipelines("cli_demo"))
 
 
+# --- online evaluation: the traffic simulator and the monitor --------------------------------------
+def _simulate_traffic(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate-traffic", help="the planted world answers the slates of a predictor or a baseline")
+    p.add_argument("--db", required=True, help="the app database recs synth wrote (SQLAlchemy URL or SQLite path)")
+    p.add_argument("--size", choices=["tiny", "small", "demo", "bench"], required=True,
+                   help="the world's size (checked against the database's synth_meta)")
+    p.add_argument("--seed", type=int, required=True, help="the world's seed (checked against synth_meta)")
+    p.add_argument("--use-case", required=True, help=USE_CASE_HELP)
+    p.add_argument("--sessions", type=int, required=True, help="sessions to simulate")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--url", help="a running predictor (recs serve --log-sessions on this database)")
+    who.add_argument("--policy", choices=["random", "popularity"], help="a baseline without a predictor")
+    p.add_argument("--days", type=float, default=7.0, help="virtual days the sessions spread over (default 7)")
+    p.add_argument("--traffic-seed", type=int, default=0, help="seed of the traffic and the response (default 0)")
+    p.add_argument("--limit", type=int, default=10, help="slate size asked (default 10)")
+    p.add_argument("--batch", type=int, default=32, help="sessions per predictor request (default 32)")
+    p.set_defaults(func=_lazy("synth.traffic", "cli_simulate_traffic"))
+
+
+def _monitor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("monitor", help="online evaluation: contact rate per model version / arm, with intervals")
+    p.add_argument("--db", required=True, help="the app database (SQLAlchemy URL or SQLite path)")
+    p.add_argument("--use-case", required=True, help=USE_CASE_HELP)
+    p.add_argument("--since", default=None, help="first session time (ISO-8601, naive = UTC)")
+    p.add_argument("--until", default=None, help="sessions before this time (ISO-8601)")
+    p.add_argument("--window-days", type=float, default=7.0, help="attribution window after a session (default 7)")
+    p.add_argument("--experiment", default=None, metavar="NAME:PERCENT",
+                   help="arms by this experiment's assignment (e.g. an A/A test) instead of by model version")
+    p.add_argument("--baseline", default=None, help="compare every arm with this one (default: every pair)")
+    p.add_argument("--n-boot", type=int, default=2000, help="entity bootstrap resamples (default 2000)")
+    p.add_argument("--out", required=True, help="where metrics.json, report.md and the plots go")
+    p.set_defaults(func=_lazy("evaluation.online", "cli_monitor"))
+
+
 # --- hyperparameter search ------------------------------------------------------------------------
 def _tune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="validation-based hyperparameter search (Optuna TPE)")
@@ -404,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Sections are registered in this order; a new command adds a function of the same shape here.
-REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset, _train, _evaluate, _serve, _pipeline, _demo, _tune]
+REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset, _train, _evaluate, _serve, _pipeline, _demo, _tune,
+                                                               _simulate_traffic, _monitor]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

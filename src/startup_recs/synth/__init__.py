@@ -17,6 +17,10 @@ Modules:
   (:func:`simulate`);
 - :mod:`~startup_recs.synth.tables`: the app tables and the oracle (:func:`generate`,
   :func:`oracle_table`), summaries (:func:`segment_counts`, :func:`event_counts`);
+- :mod:`~startup_recs.synth.meta`: the ``synth_meta`` row naming the world of a database
+  (:func:`write_meta`, :func:`read_meta`, :func:`check_meta`);
+- :mod:`~startup_recs.synth.traffic`: ``recs simulate-traffic``, the planted world answering a
+  predictor's (or a baseline policy's) slates;
 - :mod:`~startup_recs.synth.cli`: ``recs synth`` (:func:`cli_synth`).
 
 Storage in the app database: list columns (``skills_needed``, ``skills``, ``sectors``,
@@ -28,7 +32,8 @@ from __future__ import annotations
 
 from startup_recs.synth.affinity import Shortlist, World, build_world, match_factors, role_of, shortlist
 from startup_recs.synth.cli import cli_synth, default_oracle_path
-from startup_recs.synth.sessions import simulate
+from startup_recs.synth.meta import check_meta, read_meta, write_meta
+from startup_recs.synth.sessions import examination, respond, session_activity, simulate
 from startup_recs.synth.tables import ORACLE_SCHEMA, event_counts, generate, oracle_table, segment_counts
 from startup_recs.synth.world import (
     A_FEAT,
@@ -53,6 +58,7 @@ from startup_recs.synth.world import (
 __all__ = [
     "A_FEAT", "B_TASTE", "C_QUAL", "DAY_US", "EXAM_POWER", "FORWARD", "LOCATIONS", "ORACLE_SCHEMA", "REVERSE",
     "SECTORS", "SIZES", "SKILLS", "STAGES", "T0_US", "WINDOW_DAYS", "Shortlist", "SizeSpec", "Startups", "Users",
-    "World", "build_world", "cli_synth", "default_oracle_path", "event_counts", "generate", "match_factors",
-    "oracle_table", "role_of", "segment_counts", "shortlist", "simulate",
+    "World", "build_world", "check_meta", "cli_synth", "default_oracle_path", "event_counts", "examination",
+    "generate", "match_factors", "oracle_table", "read_meta", "respond", "role_of", "segment_counts",
+    "session_activity", "shortlist", "simulate", "write_meta",
 ]

@@ -1,7 +1,7 @@
 """``recs synth``: generate a marketplace, write it into the app database and the oracle beside it.
 
 What: :func:`cli_synth` writes the six app tables (SQLite file or PostgreSQL URL, ``--force`` to
-replace) and ``oracle.parquet`` (``--oracle``, default: beside a SQLite file, else
+replace), the ``synth_meta`` row naming the world (:mod:`startup_recs.synth.meta`) and ``oracle.parquet`` (``--oracle``, default: beside a SQLite file, else
 ``data/oracle.parquet``), then prints rows per table, startups per segment and the time taken
 (seconds of wall time).
 """
@@ -15,6 +15,7 @@ from startup_recs.core import storage
 from startup_recs.core.errors import StorageError
 from startup_recs.data import schema
 from startup_recs.data.appdb import db_url, mask_url, sqlite_path, write_db
+from startup_recs.synth.meta import write_meta
 from startup_recs.synth.tables import generate, segment_counts
 
 
@@ -31,6 +32,7 @@ def cli_synth(args: argparse.Namespace) -> int:
     t_gen = time.perf_counter() - t0
     url = db_url(args.db)
     write_db({k: v for k, v in tables.items() if k != "oracle"}, url, replace=args.force)
+    write_meta(url, args.size, args.seed)  # the world that made it: recs simulate-traffic checks it
     oracle_uri = args.oracle or default_oracle_path(url)
     try:
         storage.write_table(tables["oracle"], oracle_uri)

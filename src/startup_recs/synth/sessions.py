@@ -14,6 +14,11 @@ index arrays of events, sessions and impressions.
 * Counts per entity are Poisson, scaled by its Pareto activity and the share of the window it
   exists, so startups arriving late stay cold.
 
+The same response model answers slates someone else chose: :func:`respond` runs the
+examination curve (:func:`examination`) and the cascade on shown (entity, candidate, position)
+triples, and :func:`session_activity` gives the per-entity session weights; ``recs
+simulate-traffic`` (:mod:`startup_recs.synth.traffic`) drives a predictor with them.
+
 Shapes and units: every array is 1-d and aligned; entities and candidates are row indices into
 :class:`~startup_recs.synth.world.Startups` / :class:`~startup_recs.synth.world.Users`; times are
 int64 microseconds since the epoch; a session index of -1 means "no session". Work is chunked
@@ -92,6 +97,11 @@ class Events:
         return {k: v[order] for k, v in out.items()}
 
 
+def examination(pos: np.ndarray) -> np.ndarray:
+    """Probability that a slot at position ``pos`` (0 = top) is examined: ``1 / (1 + pos) ** EXAM_POWER``."""
+    return 1.0 / (1.0 + np.asarray(pos, dtype=np.float64)) ** EXAM_POWER
+
+
 def _cascade(rng: np.random.Generator, aff: np.ndarray, exam: np.ndarray,
              steps: tuple[tuple[str, float], ...]) -> list[tuple[str, np.ndarray]]:
     """Event cascade per impression: examined & viewed, then each next step given the previous.
@@ -114,7 +124,7 @@ FWD_STEPS = {"developer": (("view", 0.0), ("click", -2.6), ("save", -2.4), ("app
 STEP_SECONDS = {"view": 5, "click": 30, "save": 90, "contact": 300, "apply": 600}
 
 
-def _candidates(w: World, use_case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def candidates(w: World, use_case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(candidate indices, their quality, their created_at) for ``use_case``."""
     if use_case in REVERSE:
         c = w.users_of(role_of(use_case))
@@ -149,14 +159,14 @@ def _sessions(rng: np.random.Generator, w: World, use_case: str, sl: Shortlist, 
     retriever finds) plus popularity-sampled ones; shown = top ``SLATE`` by noisy affinity +
     popularity. Returns impressions (session index, candidate index, position).
     """
-    cands, qual, created = _candidates(w, use_case)
+    cands, qual, created = candidates(w, use_case)
     p_pop = np.exp(0.8 * qual.astype(np.float64))
     p_pop /= p_pop.sum()
     qual_of = w.U.quality if use_case in REVERSE else w.S.quality
     created_of = w.U.created if use_case in REVERSE else w.S.created
     n_short = (w.spec.pool * 3) // 5
     out: dict[str, list[np.ndarray]] = {"session": [], "cand": [], "pos": []}
-    exam = (1.0 / (1.0 + np.arange(SLATE)) ** EXAM_POWER)[None, :]
+    exam = examination(np.arange(SLATE))[None, :]
     chunk = 10_000  # (chunk, pool, d) float32 gathers stay ~100 MB
     for lo in range(0, len(ent), chunk):
         e, t, rr = ent[lo:lo + chunk], ts[lo:lo + chunk], row[lo:lo + chunk]
@@ -198,7 +208,7 @@ def _organic(rng: np.random.Generator, w: World, use_case: str, sl: Shortlist, r
     """Organic (search/browse) events outside sessions, no ``session_id``: with probability
     ``1 - explore`` a shortlist candidate drawn by softmax(temperature x affinity), otherwise a
     uniformly random candidate; then the event cascade (``steps``, default the use case's)."""
-    cands, _, created = _candidates(w, use_case)
+    cands, _, created = candidates(w, use_case)
     created_of = w.U.created if use_case in REVERSE else w.S.created
     chunk = 50_000
     for lo in range(0, len(ent), chunk):
@@ -224,6 +234,40 @@ def _organic(rng: np.random.Generator, w: World, use_case: str, sl: Shortlist, r
                 ev_fwd.add(c[r], e[r], event, when, -1)
                 if event == "apply":
                     ev_rev.add(c[r], e[r], "apply_received", when, -1)
+
+
+def respond(rng: np.random.Generator, w: World, use_case: str, ent: np.ndarray, cand: np.ndarray,
+            pos: np.ndarray, t: np.ndarray, session: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """The planted world's response to shown slates, with the sessions' own model: each shown
+    ``(ent[i], cand[i])`` at position ``pos[i]`` (0 = top) and time ``t[i]`` (us) is examined with
+    :func:`examination` and runs the use case's event cascade on its true affinity.
+
+    ``ent``/``cand`` are row indices of the use case's entity / candidate side (startups or
+    users), ``session`` a session index per impression. Returns ``{"rev", "fwd"}`` like
+    :func:`simulate` (columns ``s``, ``u``, ``event``, ``ts``, ``session``, sorted by ``ts``).
+    """
+    ent, cand = np.asarray(ent, dtype=np.int64), np.asarray(cand, dtype=np.int64)
+    pos, t = np.asarray(pos, dtype=np.int64), np.asarray(t, dtype=np.int64)
+    aff = w.affinity(use_case, ent, cand) if use_case in REVERSE else w.affinity(use_case, cand, ent)
+    ev_rev, ev_fwd = Events.new(), Events.new()
+    _emit(rng, use_case, ent, cand, aff, examination(pos), t, np.asarray(session, dtype=np.int64), pos,
+          ev_rev, ev_fwd)
+    return {"rev": ev_rev.cat(), "fwd": ev_fwd.cat()}
+
+
+# reverse sessions: startups seeking money search investors more often in early stages
+INVESTOR_SEARCH_BY_STAGE = np.array([1.6, 1.3, 1.0, 0.7, 0.5, 0.4])
+
+
+def session_activity(w: World, use_case: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(entity row indices, relative session rate)`` of ``use_case``: startups' Pareto activity
+    (x the stage's investor-search bias for ``startup_investor``), users' activity for the forward
+    use cases. :func:`simulate` draws its session counts from it (times per-entity noise)."""
+    if use_case in REVERSE:
+        mult = INVESTOR_SEARCH_BY_STAGE[w.S.stage] if use_case == "startup_investor" else np.ones(len(w.S.ids))
+        return np.arange(len(w.S.ids)), w.S.activity * mult
+    pool = w.users_of(role_of(use_case))
+    return pool, w.U.activity[pool]
 
 
 def simulate(w: World, rng: np.random.Generator,
@@ -262,16 +306,16 @@ def simulate(w: World, rng: np.random.Generator,
         n_sess += len(ent)
 
     # reverse sessions: each startup searches developers and investors; early stages seek money
-    inv_bias = np.array([1.6, 1.3, 1.0, 0.7, 0.5, 0.4])[S.stage]
-    for k, (use_case, mult) in enumerate(zip(REVERSE, (np.ones(len(S.ids)), inv_bias), strict=True)):
-        act = S.activity * mult * rng.lognormal(0.0, 0.3, len(S.ids))
+    for k, use_case in enumerate(REVERSE):
+        _, rate = session_activity(w, use_case)
+        act = rate * rng.lognormal(0.0, 0.3, len(S.ids))
         counts, start = _alive_counts(rng, S.created, act, spec.rev_sessions[k])
         ent = np.repeat(np.arange(len(S.ids)), counts)
         run_sessions(use_case, ent, _times_after(rng, np.repeat(start, counts)))
     # forward sessions: developers and investors browsing startups
     for use_case in FORWARD:
-        pool = w.users_of(role_of(use_case))
-        counts, start = _alive_counts(rng, U.created[pool], U.activity[pool], spec.fwd_sessions)
+        pool, rate = session_activity(w, use_case)
+        counts, start = _alive_counts(rng, U.created[pool], rate, spec.fwd_sessions)
         run_sessions(use_case, np.repeat(pool, counts), _times_after(rng, np.repeat(start, counts)))
     # organic reverse: startups looking at profiles outside recommendations
     for use_case in REVERSE:
