@@ -21,10 +21,13 @@ from starlette.datastructures import Headers
 
 from predictors import fields, json_body
 from predictors.errors import BadRequest
+from startup_recs.serving import api
 
 _CE_HEADERS = ("ce-specversion", "ce-id", "ce-source", "ce-type")
 _STRUCTURED_KEYS = ("specversion", "id", "source", "type", "time", "data")
 SPEC_VERSIONS = ("1.0", "0.3")
+MAX_FIELDS = 8  # of the body and of each instance: a valid one has 1 and 2
+MAX_EVENT_FIELDS = 64  # of a structured CloudEvent
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def decode(body: bytes, headers: Headers) -> V1Request:
             raise BadRequest(f"ce-specversion must be one of {', '.join(SPEC_VERSIONS)}")
         if not body:
             raise BadRequest("the CloudEvent has no data: its body must be the JSON request")
-        return V1Request(json_body.loads(body, what="the CloudEvent data"), attrs, True)
+        return V1Request(_bounded(json_body.loads(body, what="the CloudEvent data")), attrs, True)
     if not body:
         raise BadRequest("empty body: expected a JSON object with an 'instances' list")
     obj = json_body.loads(body)
@@ -57,7 +60,21 @@ def decode(body: bytes, headers: Headers) -> V1Request:
             raise BadRequest("a structured CloudEvent needs 'specversion', 'id', 'source', 'type' and 'data'")
         if "specversion" in obj:
             return _structured(obj)
-    return V1Request(obj)
+    return V1Request(_bounded(obj))
+
+
+def _bounded(payload: Any) -> Any:
+    """``payload``, refused when an object in it has so many fields that listing the unexpected
+    ones (``api.parse_v1`` names them) would cost more than the request is worth."""
+    if isinstance(payload, dict):
+        if len(payload) > MAX_FIELDS:
+            raise BadRequest(f"the body has {len(payload)} fields; expected 'instances'")
+        instances = payload.get("instances")
+        if isinstance(instances, list) and len(instances) <= api.MAX_BATCH:
+            for i, inst in enumerate(instances):
+                if isinstance(inst, dict) and len(inst) > MAX_FIELDS:
+                    raise BadRequest(f"instances[{i}] has {len(inst)} fields; expected an id and 'limit'")
+    return payload
 
 
 def _structured(obj: dict[str, Any]) -> V1Request:
@@ -68,10 +85,12 @@ def _structured(obj: dict[str, Any]) -> V1Request:
         raise BadRequest(f"the CloudEvent's 'specversion' must be one of {', '.join(SPEC_VERSIONS)}")
     if obj.get("data") is None:
         raise BadRequest("the CloudEvent has no 'data': it must hold the JSON request")
+    if len(obj) > MAX_EVENT_FIELDS:
+        raise BadRequest(f"the CloudEvent has {len(obj)} attributes, at most {MAX_EVENT_FIELDS} are read")
     data = obj["data"]
     if isinstance(data, str):  # data sent as JSON text
         data = json_body.loads(data, what="the CloudEvent data")
-    return V1Request(data, {k: v for k, v in obj.items() if k != "data"}, False)
+    return V1Request(_bounded(data), {k: v for k, v in obj.items() if k != "data"}, False)
 
 
 def encode_event(model_name: str, response: dict[str, Any], req: V1Request) -> tuple[dict[str, str], bytes]:

@@ -7,12 +7,18 @@ end in a 500 deep inside it. Here every field kserve or the model will touch is 
 problem is a :class:`BadRequest` naming the field. What passes holds only plain lists, bytes and
 numpy arrays of the declared shape, so nothing downstream can fail on the client's input.
 Which inputs the model wants (``entity_id``, ``limit``) is still :func:`api.parse_v2`'s rule.
+
+Every list or object is length-checked before it is iterated (at most :data:`MAX_INPUTS` inputs,
+:data:`MAX_PARAMETERS` parameters, one request per output name, :data:`MAX_VALUES` values of
+JSON data nested no deeper than the shape), so a hostile body costs the event loop little more
+than its JSON parse.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +34,8 @@ MAX_DIMS = 8
 MAX_DIM = 2**31 - 1
 MAX_NAME_CHARS = 64
 MAX_REQUEST_ID_CHARS = 256
+MAX_PARAMETERS = 32  # per parameters object
+MAX_VALUES = 4096  # list nodes and values in one input's JSON data (a valid request has at most 256)
 DTYPES: dict[str, np.dtype] = {name: np.dtype(t) for name, t in {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
     "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
@@ -58,7 +66,7 @@ def decode(body: bytes, headers: Headers, model_name: str, output_names: Sequenc
     obj = json_body.loads(header, what=what)
     if not isinstance(obj, dict):
         raise BadRequest(f"{what} must be a JSON object with an 'inputs' list")
-    extra = set(obj) - _TOP_KEYS
+    extra = obj.keys() - _TOP_KEYS
     if extra:
         raise BadRequest(f"unexpected field(s) in the request: {_names(extra)}")
     request_id = obj.get("id")
@@ -87,7 +95,7 @@ def _input(raw: Any, where: str, tail: bytes, pos: int) -> tuple[InferInput, int
     """One input tensor and the number of binary bytes it takes from ``tail`` at ``pos``."""
     if not isinstance(raw, dict):
         raise BadRequest(f"{where} must be an object with 'name', 'datatype' and 'shape'")
-    extra = set(raw) - _INPUT_KEYS
+    extra = raw.keys() - _INPUT_KEYS
     if extra:
         raise BadRequest(f"{where} has unexpected field(s): {_names(extra)}")
     name, datatype, shape = raw.get("name"), raw.get("datatype"), raw.get("shape")
@@ -111,8 +119,7 @@ def _input(raw: Any, where: str, tail: bytes, pos: int) -> tuple[InferInput, int
             raise BadRequest(f"{where}: data must be a list")
         if datatype == "FP16":
             raise BadRequest(f"{where}: FP16 data must be sent as binary")
-        if datatype in DTYPES:
-            _check_numbers(data, DTYPES[datatype], datatype, where)
+        _check_data(data, len(shape), DTYPES.get(datatype), datatype, where)
         return InferInput(name, shape, datatype, data=data, parameters=params), 0
     if not isinstance(size, int) or isinstance(size, bool) or size < 0 or pos + size > len(tail):
         raise BadRequest(f"{where}: binary_data_size {_short(size)} does not fit the {len(tail) - pos} bytes left")
@@ -127,14 +134,24 @@ def _input(raw: Any, where: str, tail: bytes, pos: int) -> tuple[InferInput, int
     return InferInput(name, shape, datatype, data=values, parameters=params), size
 
 
-def _check_numbers(data: list, dtype: np.dtype, datatype: str, where: str) -> None:
-    """Each element of JSON ``data`` (nested lists allowed) is a value of ``datatype``: a boolean
-    for BOOL, an integer in range for the integer types (``10.0`` counts as 10), a number for FP*."""
-    stack: list[Any] = [data]
+def _check_data(data: list, dims: int, dtype: np.dtype | None, datatype: str, where: str) -> None:
+    """JSON ``data``: flat, or nested row-major no deeper than the shape's ``dims``, at most
+    :data:`MAX_VALUES` nodes in all; for a numeric ``datatype`` each value is one of it: a
+    boolean for BOOL, an integer in range for the integer types (``10.0`` counts as 10), a
+    number for FP*."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    seen = 0
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
         if isinstance(node, list):
-            stack.extend(node)
+            seen += len(node)
+            if seen > MAX_VALUES:
+                raise BadRequest(f"{where}: data holds more than {MAX_VALUES} values")
+            if depth > max(1, dims):
+                raise BadRequest(f"{where}: data nests deeper than its {dims}-dimensional shape")
+            stack.extend((child, depth + 1) for child in node)
+            continue
+        if dtype is None:  # BYTES: each element is checked where it is read (api.parse_v2)
             continue
         if dtype.kind == "b":
             ok = isinstance(node, bool)
@@ -173,8 +190,10 @@ def _parameters(raw: Any, where: str) -> Parameters:
     """V2 parameters: an object of string, boolean or integer values (the protocol's three types)."""
     if raw is None:
         return {}
-    if not isinstance(raw, dict) or not all(isinstance(v, str | bool | int) for v in raw.values()):
-        raise BadRequest(f"{where} must be an object of string, boolean or integer values")
+    if not isinstance(raw, dict) or len(raw) > MAX_PARAMETERS or not all(
+        isinstance(v, str | bool | int) for v in raw.values()
+    ):
+        raise BadRequest(f"{where} must be an object of at most {MAX_PARAMETERS} string, boolean or integer values")
     if "binary_data" in raw and not isinstance(raw["binary_data"], bool):
         raise BadRequest(f"{where}.binary_data must be a boolean")
     return dict(raw)
@@ -185,6 +204,8 @@ def _outputs(raw: Any, names: Sequence[str]) -> list[RequestedOutput] | None:
         return None
     if not isinstance(raw, list):
         raise BadRequest("'outputs' must be a list of {'name': ...} objects")
+    if len(raw) > len(names):
+        raise BadRequest(f"at most {len(names)} outputs, got {len(raw)}")
     out, seen = [], set()
     for i, o in enumerate(raw):
         if not isinstance(o, dict) or set(o) - _OUTPUT_KEYS or not isinstance(o.get("name"), str):
@@ -199,8 +220,9 @@ def _outputs(raw: Any, names: Sequence[str]) -> list[RequestedOutput] | None:
     return out or None
 
 
-def _names(keys: set) -> str:
-    return ", ".join(sorted(_short(k) for k in keys)[:8])
+def _names(keys: Iterable[Any]) -> str:
+    """A few of ``keys`` for a message (not all: there may be thousands)."""
+    return ", ".join(sorted(_short(k) for k in itertools.islice(keys, 8)))
 
 
 def _short(value: Any) -> str:

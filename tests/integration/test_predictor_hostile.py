@@ -91,7 +91,8 @@ CASES = [
     Case("binary-neither-data-nor-size", "POST", V2, 400, "needs 'data' or", binary(
         {"inputs": [{"name": "entity_id", "datatype": "BYTES", "shape": [1]}]})),
     Case("binary-header-200k-brackets", "POST", V2, 400, "not valid JSON", binary(b"[" * 200_000)),
-    Case("binary-header-40-deep", "POST", V2, 400, "nests deeper", binary(b"[" * 40 + b"]" * 40)),
+    Case("binary-header-40-deep", "POST", V2, 400, "must be a JSON object", binary(b"[" * 40 + b"]" * 40)),
+    Case("binary-header-2000-deep", "POST", V2, 400, "not valid JSON", binary(b"[" * 2000 + b"]" * 2000)),
     Case("binary-length-superscript", "POST", V2, 400, "byte count", binary(b"{}", length="²".encode("latin-1"))),
     Case("binary-length-negative", "POST", V2, 400, "byte count", binary(b"{}", length="-2")),
     Case("binary-length-ten-digits", "POST", V2, 400, "byte count", binary(b"{}", length="9999999999")),
@@ -175,8 +176,20 @@ CASES = [
     # deep nesting
     Case("v1-200k-brackets", "POST", V1, 400, "not valid JSON", {"content": b"[" * 200_000, "headers": J}),
     Case("v2-200k-brackets", "POST", V2, 400, "not valid JSON", {"content": b"[" * 200_000, "headers": J}),
-    Case("v1-40-deep", "POST", V1, 400, "nests deeper", {"content": b'{"instances": ' + b"[" * 40 + b"]" * 40 + b"}",
-                                                         "headers": J}),
+    Case("v1-40-deep", "POST", V1, 400, "instances[0] must be an object", {
+        "content": b'{"instances": ' + b"[" * 40 + b"]" * 40 + b"}", "headers": J}),
+    Case("v1-1mib-of-empty-lists", "POST", V1, 400, "JSON object", {"content": b"[" + b"[]," * 349_000 + b"[]]",
+                                                                    "headers": J}),
+    Case("v2-1mib-of-empty-lists", "POST", V2, 400, "JSON object", {"content": b"[" + b"[]," * 349_000 + b"[]]",
+                                                                    "headers": J}),
+    Case("v1-70k-fields", "POST", V1, 400, "70000 fields", {"content": b"{" + b",".join(
+        b'"k%d": 1' % i for i in range(70_000)) + b"}", "headers": J}),
+    Case("v1-instance-70k-fields", "POST", V1, 400, "instances[0] has 70000 fields", {
+        "content": b'{"instances": [{' + b",".join(b'"k%d": 1' % i for i in range(70_000)) + b"}]}", "headers": J}),
+    Case("v2-70k-parameters", "POST", V2, 400, "at most 32", {"content": b'{"inputs": [], "parameters": {' + b",".join(
+        b'"k%d": 1' % i for i in range(70_000)) + b"}}", "headers": J}),
+    Case("v2-data-300k-values", "POST", V2, 400, "more than 4096 values", {"content": b'{"inputs": [{"name": "limit", '
+         b'"datatype": "INT32", "shape": [1], "data": [' + b",".join([b"1"] * 300_000) + b"]}]}", "headers": J}),
     Case("v2-data-40-deep", "POST", V2, 400, "nests deeper", {"content": b'{"inputs": [{"name": "entity_id", '
                                                               b'"datatype": "BYTES", "shape": [1], "data": '
                                                               + b"[" * 40 + b'"s1"' + b"]" * 40 + b"}]}", "headers": J}),
@@ -198,7 +211,7 @@ CASES = [
         bytes_tensor(hot.encode()) + bytes(4))),
     # 10k-instance batches
     Case("v1-10k-instances", "POST", V1, 400, "at most 256 instances", {"json": {"instances": [{"startup_id": "{hot}"}] * 10_000}}),
-    Case("v2-10k-ids", "POST", V2, 400, "1 <= n <= 256", {"json": {"inputs": [_ids(*(["{hot}"] * 10_000))]}}),
+    Case("v2-10k-ids", "POST", V2, 400, "more than 4096 values", {"json": {"inputs": [_ids(*(["{hot}"] * 10_000))]}}),
     Case("v2-binary-10k-ids", "POST", V2, 400, "1 <= n <= 256", lambda hot: binary(
         {"inputs": [_bin_ids(*([hot.encode()] * 10_000))]}, bytes_tensor(*([hot.encode()] * 10_000)))),
     # malformed envelopes
