@@ -178,6 +178,8 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
         eval_k: str = "10,20,50",
         gate_margin: float = 0.02,
         oracle_uri: str = "",
+        monitor_online: bool = False,
+        monitor_window_days: float = 7.0,
     ) -> list[dsl.Artifact]:
         """Trains, evaluates and (gated) publishes the recommenders of every use case in ``use_cases``.
 
@@ -234,6 +236,9 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
                 bundle's and still be published.
             oracle_uri: ``oracle.parquet`` of a synthetic marketplace: the report adds the
                 planted-affinity ceiling; empty for real data.
+            monitor_online: Add the monitor step: online contact rate per served model version
+                (sessions logged by the predictor since the previous run's data watermark).
+            monitor_window_days: The monitor's attribution window after a session, in days.
 
         Returns:
             Output: Every use case's evaluation folder (metrics.json, report.md, plots).
@@ -248,6 +253,9 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
         snapshot = ex.outputs["snapshot"]
 
         with dsl.ParallelFor(use_cases, parallelism=opts.parallelism) as uc:
+            with dsl.If(monitor_online == True, name="monitor-enabled"):  # noqa: E712 - a KFP condition
+                _cpu_step(c.monitor(db_url=db_url, use_case=uc, models_uri=models_uri, watermark=probe.output,
+                                    window_days=monitor_window_days), opts, "monitor", cache=False)
             ds_tt = _cpu_step(c.dataset_two_tower(
                 snapshot=snapshot, use_case=uc, negative_samples=negative_samples,
                 min_interactions=min_interactions, seed=seed, **split), opts, "dataset-two-tower")

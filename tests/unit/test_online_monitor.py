@@ -118,3 +118,25 @@ def test_cli_writes_metrics_report_and_plots(db, tmp_path, capsys):
     assert (out / online.RATE_PLOT).stat().st_size > 1000 and (out / online.POSITION_PLOT).is_file()
     assert "| v1 | 2 | 2 | 5 | 2 | 1 |" in (out / "report.md").read_text()
     assert "v2 vs v1" in capsys.readouterr().out
+
+
+def test_pipeline_step_reads_the_period_since_the_previous_run(db, tmp_path):
+    from startup_recs.core import bundle
+    from startup_recs.pipeline import monitor_steps
+
+    models = tmp_path / "models"
+    for i, wm in enumerate(("2026-06-01T00:00:00+00:00", at(1.5).isoformat(), at(30).isoformat())):
+        staging = tmp_path / f"staging{i}"
+        staging.mkdir()
+        (staging / "x.json").write_text("{}")
+        bundle.publish(staging, str(models), "startup_developer", metrics={}, watermark=wm)
+    # this run's data ends at +30 h and v3 (this run's own publish) already moved latest: the
+    # period starts at v2's watermark (+1.5 h), so only B1 (+2 h) is in it
+    assert monitor_steps.previous_watermark(str(models), "startup_developer", at(30).isoformat()) == at(1.5).isoformat()
+    out, md = tmp_path / "online", tmp_path / "report.md"
+    info = monitor_steps.monitor(db, "startup_developer", str(models), str(out), watermark=at(30).isoformat(),
+                                 report_md=str(md))
+    assert set(json.loads((out / "metrics.json").read_text())["arms"]) == {"v2"}
+    assert info["headline"]["v2_contact_rate"] == 1.0 and info["metadata"]["sessions"] == 1
+    assert "data:image/png;base64," in md.read_text()
+    assert monitor_steps.monitor("", "startup_developer", str(models), str(tmp_path / "none"))["headline"] == {}
