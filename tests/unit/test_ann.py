@@ -159,3 +159,13 @@ def test_top_k_baseline_unchanged() -> None:
     s = np.array([[0.1, 0.9, 0.5, 0.7]], np.float32)
     idx, sc = top_k(s, 2, [np.array([1])])
     np.testing.assert_array_equal(idx, [[3, 2]])
+
+
+def test_exact_index_takes_the_same_allow_mask(built) -> None:
+    _, _, x, q_test = built
+    rng = np.random.default_rng(4)
+    allow = rng.random(N) < 0.3
+    idx, sc = ExactIndex(x).search(q_test[:10], K, None, allow=allow)
+    assert allow[idx[np.isfinite(sc)]].all()
+    kept = np.flatnonzero(allow)
+    np.testing.assert_array_equal(idx, kept[ann.exact_truth(x[kept], q_test[:10], K)])

@@ -98,10 +98,16 @@ class ExactIndex(CandidateIndex):
         return top_k(self.scores(queries), k)
 
     def search(
-        self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
+        self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None,
+        allow: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`CandidateIndex.search`; ``allow`` (bool ``[n_c]``, the ANN index's filter
+        argument too) keeps only those candidates (others score ``-inf``: dropped by callers)."""
         # Exact search masks the exclusions in the score matrix directly: no over-fetch needed.
-        return top_k(self.scores(np.atleast_2d(queries)), k, exclude)
+        scores = self.scores(np.atleast_2d(queries))
+        if allow is not None:
+            scores = np.where(np.asarray(allow, dtype=bool), scores, np.float32(-np.inf))
+        return top_k(scores, k, exclude)
 
 
 # name -> factory(vectors) ; an ANN index registers itself here.
