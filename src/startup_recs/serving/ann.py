@@ -207,19 +207,18 @@ def drop_excluded(idx: np.ndarray, sc: np.ndarray, k: int,
     bad = idx < 0
     if exclude is not None:
         for r, ex in enumerate(exclude):
-            if len(ex):
-                bad[r] |= np.isin(idx[r], ex)
+            if len(ex):  # membership by binary search: cheaper than np.isin for a few hundred ids
+                ex = np.sort(np.asarray(ex, dtype=np.int64))
+                pos = np.minimum(np.searchsorted(ex, idx[r]), len(ex) - 1)
+                bad[r] |= ex[pos] == idx[r]
     if not bad.any():
         return idx[:, :k], sc[:, :k]
-    order = np.argsort(bad, axis=1, kind="stable")[:, :k]  # good ones first, in their order
-    out_i = np.take_along_axis(idx, order, axis=1)
-    out_s = np.take_along_axis(sc, order, axis=1)
-    gone = np.take_along_axis(bad, order, axis=1)
-    out_i[gone], out_s[gone] = -1, -np.inf
-    if out_i.shape[1] < k:  # fewer candidates than k in all
-        pad = k - out_i.shape[1]
-        out_i = np.pad(out_i, ((0, 0), (0, pad)), constant_values=-1)
-        out_s = np.pad(out_s, ((0, 0), (0, pad)), constant_values=-np.inf)
+    out_i = np.full((len(idx), k), -1, np.int64)
+    out_s = np.full((len(idx), k), -np.inf, np.float32)
+    for r in range(len(idx)):  # boolean indexing per row: a few µs, cheaper than take_along_axis
+        good = ~bad[r]
+        ii, ss = idx[r][good][:k], sc[r][good][:k]
+        out_i[r, : len(ii)], out_s[r, : len(ss)] = ii, ss
     return out_i, out_s
 
 
