@@ -25,6 +25,9 @@ POPULARITY_PRIOR = 0.05
 ZERO_WEIGHT_SUFFIXES = ("_overlap", "_log_ratio")
 # Entities scored per vectorised batch (memory: batch x n_c float64 per feature).
 BATCH = 32
+# List vocabularies up to this size also keep per-candidate token bitsets: one entity's overlap
+# with every candidate is then a popcount over n_c x 4 words instead of a sparse product.
+BITSET_MAX_TOKENS = 256
 
 
 def default_weight(name: str) -> float:
@@ -81,12 +84,23 @@ class CandidateMatcher:
                           shape=(len(col), max(len(vocab), 1)))
         return m, np.bincount(rows, minlength=len(col)).astype(np.float64), vocab
 
+    @staticmethod
+    def _bits(m) -> np.ndarray | None:
+        """uint64 ``[rows, words]`` token bitsets of a 0/1 list matrix (None when a row holds a
+        token twice, whose product entry would be 2, or the vocabulary passes 256 tokens)."""
+        if m.shape[1] > BITSET_MAX_TOKENS or (m.nnz and m.data.max() > 1):
+            return None
+        coo = m.tocoo()
+        bits = np.zeros((m.shape[0], (m.shape[1] + 63) // 64), np.uint64)
+        np.bitwise_or.at(bits, (coo.row, coo.col // 64), np.left_shift(np.uint64(1), (coo.col % 64).astype(np.uint64)))
+        return bits
+
     def _prepare(self, kind: str, col: pd.Series) -> dict:
         F = self.F
         startup_side = not self.uc.entity_is_startup  # the candidates are startups
         if kind == "overlap" or (kind == "in_set" and not startup_side):
             m, counts, vocab = self._list_matrix(col)
-            return {"m_t": m.T.tocsr(), "counts": counts, "vocab": vocab}
+            return {"m_t": m.T.tocsr(), "counts": counts, "vocab": vocab, "bits": self._bits(m)}
         if kind in ("same", "in_set"):
             mask, vals = F._strings(col)
             vocab = pd.Index(pd.unique(vals))
@@ -120,7 +134,15 @@ class CandidateMatcher:
         ent_is_startup = self.uc.entity_is_startup
         if kind == "overlap":
             m, counts_e, _ = self._list_matrix(col, c["vocab"])
-            ov = (m @ c["m_t"]).toarray().astype(np.float32) if len(c["vocab"]) else np.zeros((b, self.n_c), np.float32)
+            ebits = self._bits(m) if c["bits"] is not None else None
+            if ebits is not None:  # shared tokens = popcount of the AND of two bitsets: the product's entries
+                ov = np.empty((b, self.n_c), np.float32)
+                for i in range(b):
+                    ov[i] = np.bitwise_count(c["bits"] & ebits[i]).sum(axis=1, dtype=np.uint32)
+            elif len(c["vocab"]):
+                ov = (m @ c["m_t"]).toarray().astype(np.float32)
+            else:
+                ov = np.zeros((b, self.n_c), np.float32)
             ce, cc = counts_e[:, None].astype(np.float32), c["counts"][None, :].astype(np.float32)
             na, nb = (ce, cc) if ent_is_startup else (cc, ce)
             na, nb = np.broadcast_to(na, ov.shape), np.broadcast_to(nb, ov.shape)
