@@ -1,5 +1,7 @@
 """``reverse_recommendation_training``: extract -> datasets -> retrievers -> ranker -> evaluate ->
-gated publish, once per use case (a ``ParallelFor``).
+gated publish, once per use case (a ``ParallelFor``); by default for all four use cases, the reverse
+ones (startups find developers / investors) and their forward twins (developers / investors find
+startups). The name is the legacy one, kept so existing runs and schedules stay recognisable.
 
 Fitting windows (docs/contracts.md): stage-1 retrievers fit on *train* (``< val_start``) score the
 ranker's validation pairs and choose the warm route; final retrievers are refit on *train + val*
@@ -20,7 +22,7 @@ from kfp import dsl, kubernetes
 import components as c
 
 PIPELINE_NAME = "reverse-recommendation-training"
-DEFAULT_USE_CASES = ["startup_developer", "startup_investor"]
+DEFAULT_USE_CASES = ["startup_developer", "startup_investor", "developer_startup", "investor_startup"]
 
 
 @dataclass(frozen=True)

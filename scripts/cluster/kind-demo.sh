@@ -46,7 +46,7 @@ port_forward "${KFP_NS}" svc/ml-pipeline-ui 18080:80
 # random local demo credentials, never for a production database (see docs/cluster.md).
 SUBMIT_JSON="$("${RECS}" pipeline submit --host http://127.0.0.1:18080 \
   --param "db_url=${CLUSTER_DB}" --param models_uri=s3://models \
-  --param 'use_cases=["startup_developer","startup_investor"]' \
+  --param 'use_cases=["startup_developer","startup_investor","developer_startup","investor_startup"]' \
   --option gpu_count=0 --option step_cpu=500m --option step_memory=1G \
   --option trainer_cpu=1 --option trainer_memory=2G \
   --run-name "kind-demo-$(date +%Y%m%d-%H%M%S)")"
@@ -76,7 +76,7 @@ PY
 
 log "5/7 apply the InferenceServices and wait until Ready"
 kubectl apply -k "${ROOT}/manifests/overlays/${OVERLAY}"
-for isvc in startup-developer startup-investor; do
+for isvc in startup-developer startup-investor developer-startup investor-startup; do
   info "waiting up to ${WAIT_SHORT}s for inferenceservice/${isvc} Ready (bundle download + checksum verification) ..."
   kubectl -n "${NS}" wait --for=condition=Ready "inferenceservice/${isvc}" --timeout="${WAIT_SHORT}s" || {
     kubectl -n "${NS}" describe "inferenceservice/${isvc}" | tail -30 >&2

@@ -111,7 +111,9 @@ def pod_specs(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def test_overlay_renders_the_expected_objects(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
     docs = rendered[overlay]
     isvcs = by_kind(docs, "InferenceService")
-    assert set(isvcs) == {"startup-developer", "startup-investor"}
+    reverse = {"startup-developer", "startup-investor"}
+    # the laptop clusters serve all four use cases (components/forward); production the reverse two
+    assert set(isvcs) == (reverse | {"developer-startup", "investor-startup"} if overlay in LOCAL else reverse)
     assert all(d["metadata"].get("namespace") == "recs" for d in docs if d["kind"] != "Namespace")
     sa = by_kind(docs, "ServiceAccount")["recs-predictor"]
     assert {"serving.kserve.io/s3-endpoint", "serving.kserve.io/s3-usehttps"} <= set(sa["metadata"]["annotations"])
@@ -139,6 +141,9 @@ def test_overlay_renders_the_expected_objects(rendered: dict[str, list[dict[str,
         else:
             assert "canaryTrafficPercent" not in pred
             assert bundle == f"--bundle={uc}=s3://models/{uc}/latest"
+        if overlay in LOCAL and name in reverse:  # the forward twin too: reverse answers are reciprocal
+            twin = "_".join(reversed(uc.split("_")))
+            assert c["args"][1] == f"--bundle={twin}=s3://models/{twin}/latest"
         mode = isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
         assert mode == ("Knative" if overlay in ("production-serverless", "canary") else "Standard")
     if overlay in LOCAL:

@@ -197,7 +197,8 @@ def test_parameters_cover_the_legacy_flags(compiled: tuple[dict, dict]) -> None:
               "als_alpha": 1.0}
     for name, default in legacy.items():
         assert params[name]["defaultValue"] == default, name
-    assert params["use_cases"]["defaultValue"] == ["startup_developer", "startup_investor"]
+    assert params["use_cases"]["defaultValue"] == ["startup_developer", "startup_investor", "developer_startup",
+                                                   "investor_startup"]
     assert "defaultValue" not in params["models_uri"]
     assert set(params) >= {"db_url", "events_uri", "split_at", "gate_margin", "entity_col", "candidate_col",
                            "tune_als_trials", "tune_two_tower_trials", "tune_item2item_trials", "tune_timeout_s"}

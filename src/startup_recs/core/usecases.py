@@ -5,6 +5,10 @@ the *candidates* are users of one role; events come from ``startup_interactions`
 Forward twins (``developer_startup``, ``investor_startup``): the entity is a user of one role and
 the candidates are startups; events come from ``user_interactions``.
 
+A startup's ``contact`` and a user's ``apply`` / investor ``contact`` are first moves; the other
+side may answer with ``reply`` (in its own table). :attr:`UseCase.acts` are the events by which
+an entity acts on a candidate (first move or answer): a pair is *mutual* when both sides acted.
+
 Artifact names follow the legacy system: reverse use cases carry ``_reverse``
 (``two_tower_reverse_v1_best.pth``, ``als_interactions_reverse.npz``); forward ones drop it.
 """
@@ -26,6 +30,9 @@ class UseCase:
     positive_events: tuple[str, ...]  # events that count as a positive (ranker labels, eval relevance)
     model_name: str  # KServe model name, e.g. "startup-developer"
     route: str  # legacy REST route template
+    # events by which the entity acts on a candidate of its own accord or answers one: a pair is
+    # *mutual* when the entity did one of its ``acts`` and the candidate one of its twin's
+    acts: tuple[str, ...] = ()
 
     @property
     def suffix(self) -> str:
@@ -51,19 +58,30 @@ USE_CASES: dict[str, UseCase] = {
     for u in (
         UseCase("startup_developer", "reverse", "startup", "developer", "startup_interactions",
                 ("contact", "apply_received"), "startup-developer",
-                "/api/recommendations/developers/for-startup/{id}"),
+                "/api/recommendations/developers/for-startup/{id}", ("contact", "reply")),
         UseCase("startup_investor", "reverse", "startup", "investor", "startup_interactions",
                 ("contact",), "startup-investor",
-                "/api/recommendations/investors/for-startup/{id}"),
+                "/api/recommendations/investors/for-startup/{id}", ("contact", "reply")),
         UseCase("developer_startup", "forward", "developer", "startup", "user_interactions",
                 ("apply", "contact"), "developer-startup",
-                "/api/recommendations/startups/for-developer/{id}"),
+                "/api/recommendations/startups/for-developer/{id}", ("apply", "contact", "reply")),
         UseCase("investor_startup", "forward", "investor", "startup", "user_interactions",
                 ("contact",), "investor-startup",
-                "/api/recommendations/startups/for-investor/{id}"),
+                "/api/recommendations/startups/for-investor/{id}", ("contact", "reply")),
     )
 }
 REVERSE_USE_CASES = ("startup_developer", "startup_investor")
+FORWARD_USE_CASES = ("developer_startup", "investor_startup")
+ALL_USE_CASES = (*REVERSE_USE_CASES, *FORWARD_USE_CASES)  # what the pipeline trains by default
+# The same pair of sides seen from the other one: a reverse use case and its forward twin.
+TWINS: dict[str, str] = {"startup_developer": "developer_startup", "startup_investor": "investor_startup",
+                         "developer_startup": "startup_developer", "investor_startup": "startup_investor"}
+
+
+def twin_of(name: str) -> str:
+    """The use case of the same two sides in the other direction (``startup_developer`` <->
+    ``developer_startup``): the reciprocal scorer and the mutual evaluation pair them."""
+    return TWINS[get_use_case(name).name]
 
 
 def get_use_case(name: str) -> UseCase:
