@@ -5,7 +5,9 @@ this Python (the venv has ``startup_recs``), artifacts under ``<workdir>/kfp_roo
 file cache under ``<workdir>/kfp_cache`` (a rerun on the same data reuses every cached step).
 Accelerator and resource settings are ignored locally (kfp warns); the trainer picks CUDA when
 present. A failing step fails the run with that step's message (read back from the file named
-by ``RECS_STEP_ERROR_FILE``, which ``startup_recs.pipeline.step`` appends to).
+by ``RECS_STEP_ERROR_FILE``, which ``startup_recs.pipeline.step`` appends to) and its log file.
+The run is quiet (:mod:`pipelines.progress`): executor output goes to ``<workdir>/logs/``, the
+console gets one line per pipeline task.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from startup_recs.core.usecases import get_use_case
 from startup_recs.pipeline.step import STEP_ERROR_ENV
 
 log = logging.getLogger(__name__)
+LOG_DIR = "logs"  # under the workdir: the executor logs of the last run
 
 
 class PipelineRunError(RecsError):
@@ -42,6 +46,8 @@ class LocalRun:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # evaluation artifact URI (a cache hit: an older run's)
     published: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    log_dir: Path | None = None  # every task's executor log (<log_dir>/<use_case>/<task>.log) and kfp.log
+    tasks: list[Any] = field(default_factory=list)  # pipelines.progress.TaskResult, in completion order
 
 
 def pipeline_arguments(*, models_uri: str, use_cases: list[str], db_url: str | None = None,
@@ -81,11 +87,18 @@ def pipeline_arguments(*, models_uri: str, use_cases: list[str], db_url: str | N
     return args
 
 
-def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool = True) -> LocalRun:
+def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool = True, parallelism: int = 1,
+              printer: Callable[[str], None] | None = None) -> LocalRun:
     """Run the pipeline through kfp.local; copy each use case's evaluation to
-    ``<workdir>/<use_case>/evaluation/`` (metrics.json, report.md, plots)."""
+    ``<workdir>/<use_case>/evaluation/`` (metrics.json, report.md, plots).
+
+    Quiet (:mod:`pipelines.progress`): executor logs go to ``<workdir>/logs/`` (replaced on each
+    run), and ``printer`` (default: stdout) gets a header and one line per pipeline task.
+    ``parallelism``: use cases trained at once (kfp.local runs them in threads; 0 = all).
+    """
     from kfp import local
 
+    from pipelines.progress import quiet_run
     from pipelines.training import CompileOptions, build_pipeline
 
     work = Path(workdir).resolve()
@@ -95,25 +108,30 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
         models_uri = arguments["models_uri"] = str(storage.local(models_uri).resolve())
     errors = work / "step_errors.jsonl"
     errors.unlink(missing_ok=True)
+    log_dir = work / LOG_DIR
+    shutil.rmtree(log_dir, ignore_errors=True)
     os.environ[STEP_ERROR_ENV] = str(errors)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "kfp_root"),
                raise_on_error=True, enable_caching=caching, cache_root=str(work / "kfp_cache"))
-    # One use case at a time: the laptop's cores go to each step's own threads.
-    pipeline = build_pipeline(CompileOptions(parallelism=1))
-    log.info("kfp.local ignores the compiled resources, accelerator and GPU node selector; "
-             "the two-tower trainer uses CUDA if this machine has it, else the CPU")
+    at_once = parallelism if parallelism > 0 else len(arguments["use_cases"])
+    pipeline = build_pipeline(CompileOptions(parallelism=at_once))
     t0 = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            # one line above says it; kfp repeats it for every task
-            warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner.*")
-            warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")
-            task = pipeline(**arguments)
-    except RuntimeError as exc:
-        raise PipelineRunError(_failure_message(errors, exc)) from None
-    finally:
-        os.environ.pop(STEP_ERROR_ENV, None)
-    run = LocalRun(workdir=work, seconds=time.perf_counter() - t0)
+    with quiet_run(log_dir, arguments["use_cases"], printer, max_parallel=at_once) as progress:
+        log.info("kfp.local ignores the compiled resources, accelerator and GPU node selector; "
+                 "the two-tower trainer uses CUDA if this machine has it, else the CPU")
+        try:
+            with warnings.catch_warnings():
+                # one line above says it; kfp repeats it for every task
+                warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner.*")
+                warnings.filterwarnings("ignore", message=r".*custom or non-Python base image.*")
+                task = pipeline(**arguments)
+        except RuntimeError as exc:
+            failed = [r for r in progress.results if not r.ok]
+            where = f" (log: {failed[0].log or log_dir / 'kfp.log'})" if failed else f" (logs: {log_dir})"
+            raise PipelineRunError(_failure_message(errors, exc) + where) from None
+        finally:
+            os.environ.pop(STEP_ERROR_ENV, None)
+    run = LocalRun(workdir=work, seconds=time.perf_counter() - t0, log_dir=log_dir, tasks=progress.results)
     for artifact in task.output or []:
         src = Path(artifact.uri)
         metrics = json.loads((src / "metrics.json").read_text())
