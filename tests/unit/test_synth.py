@@ -82,7 +82,7 @@ def test_events_respect_time_and_references(tiny_tables):
         assert 0.1 < ev.session_id.isna().mean() < 0.8  # organic events exist beside sessions
     si = _df(tiny_tables, "startup_interactions")
     roles = users.role.reindex(si.user_id).values
-    assert set(si.event[roles == "investor"]) == {"view", "click", "contact"}
+    assert set(si.event[roles == "investor"]) == {"view", "click", "contact", "reply"}  # reply: to investors' contacts
     applied = si[si.event == "apply_received"]
     assert len(applied) > 100 and (users.role.reindex(applied.user_id) == "developer").all()
     ui = _df(tiny_tables, "user_interactions")
@@ -153,7 +153,8 @@ def test_position_bias_visible_in_logged_ctr(tiny_tables):
 
 def test_oracle_shape(tiny_tables):
     o = _df(tiny_tables, "oracle")
-    assert list(o.columns) == ["use_case", "entity_id", "candidate_id", "affinity", "rank"]
+    assert list(o.columns) == ["use_case", "entity_id", "candidate_id", "affinity", "rank", "mutual_affinity",
+                               "mutual_rank"]
     users = _df(tiny_tables, "users").set_index("user_id")
     n_dev = int((users.role == "developer").sum())
     sizes = o.groupby("use_case").entity_id.nunique()

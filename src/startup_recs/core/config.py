@@ -20,6 +20,7 @@ DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     "contact": 5.0,
     "apply": 5.0,
     "apply_received": 5.0,
+    "reply": 3.0,  # an answer to the other side's first move (contact or application)
     "interaction": 1.0,  # an imported log without an event column
 }
 

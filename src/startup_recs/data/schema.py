@@ -76,8 +76,10 @@ SCHEMAS: dict[str, pa.Schema] = {
 # Allowed values of enumerated columns: (table, column) -> allowed set.
 ENUMS: dict[tuple[str, str], frozenset[str]] = {
     ("users", "role"): frozenset({"developer", "investor"}),
-    ("startup_interactions", "event"): frozenset({"view", "click", "contact", "apply_received"}),
-    ("user_interactions", "event"): frozenset({"view", "click", "save", "apply", "contact"}),
+    # ``reply``: the side that was approached answers (a startup an application or an investor's
+    # contact; a user a startup's contact), written in the answering side's own table
+    ("startup_interactions", "event"): frozenset({"view", "click", "contact", "apply_received", "reply"}),
+    ("user_interactions", "event"): frozenset({"view", "click", "save", "apply", "contact", "reply"}),
     ("recommendation_sessions", "use_case"): frozenset(
         {"startup_developer", "startup_investor", "developer_startup", "investor_startup"}
     ),

@@ -4,8 +4,8 @@ What: :func:`generate` (world -> shortlists -> behaviour -> tables) returns the 
 (``startups``, ``users``, ``startup_interactions``, ``user_interactions``,
 ``recommendation_sessions``, ``impressions``; validated against ``startup_recs.data.schema``) plus
 ``"oracle"``: ``use_case, entity_id, candidate_id, affinity (float32, the planted noise-free
-affinity), rank (int32, 1 = best)``, the top-K per entity (K per direction from
-``SizeSpec.oracle_k``). :func:`segment_counts` and :func:`event_counts` summarise a result.
+affinity), rank (int32, 1 = best), mutual_affinity, mutual_rank`` (reverse rows: the mutual
+ceiling; null on forward rows), the top-K per entity (K per direction from ``SizeSpec.oracle_k``). :func:`segment_counts` and :func:`event_counts` summarise a result.
 
 Units: timestamps are ``timestamp[us, UTC]``; ids are strings (``s000042`` startups, ``u0000042``
 users, ``sess00000042`` sessions); list columns are Arrow ``list<string>`` (the app database
@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from startup_recs.core.config import segment_of
 from startup_recs.data import schema
 from startup_recs.synth.affinity import Shortlist, World, build_world, shortlist
+from startup_recs.synth.reciprocity import add_replies, mutual_scores
 from startup_recs.synth.sessions import simulate
 from startup_recs.synth.world import (
     FORWARD,
@@ -138,7 +139,10 @@ def _tables(w: World, sim: dict[str, dict[str, np.ndarray]]) -> dict[str, pa.Tab
 
 def oracle_table(w: World, lists: dict[str, Shortlist]) -> pa.Table:
     """The oracle: each entity's top-K candidates by true affinity (rank 1 = best), from the
-    shortlists; K per direction is ``spec.oracle_k`` (0 = not written)."""
+    shortlists; K per direction is ``spec.oracle_k`` (0 = not written). Reverse rows also carry
+    the mutual ceiling: ``mutual_affinity`` (:func:`~startup_recs.synth.reciprocity.mutual_scores`,
+    the planted log-probability of a contact that is answered) and ``mutual_rank`` (1 = best
+    among the entity's K rows); null on forward rows."""
     parts = []
     k_rev, k_fwd = w.spec.oracle_k
     for use_case in (*REVERSE, *FORWARD):
@@ -149,6 +153,14 @@ def oracle_table(w: World, lists: dict[str, Shortlist]) -> pa.Table:
             continue
         ent_ids, cand_ids = (w.S.ids, w.U.ids) if use_case in REVERSE else (w.U.ids, w.S.ids)
         n = len(sl.rows)
+        if use_case in REVERSE:
+            mutual = mutual_scores(w, use_case, sl.rows, sl.cand[:, :k])
+            order = np.argsort(-mutual, axis=1, kind="stable")
+            mrank = np.empty_like(order)
+            np.put_along_axis(mrank, order, np.arange(1, k + 1)[None, :], axis=1)
+            m_aff, m_rank = pa.array(mutual.ravel()), pa.array(mrank.ravel().astype(np.int32))
+        else:
+            m_aff, m_rank = pa.nulls(n * k, pa.float32()), pa.nulls(n * k, pa.int32())
         parts.append(pa.table({
             "use_case": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n * k, np.int32)),
                                                        pa.array([use_case])).cast(pa.string()),
@@ -156,21 +168,25 @@ def oracle_table(w: World, lists: dict[str, Shortlist]) -> pa.Table:
             "candidate_id": _take(cand_ids, sl.cand[:, :k]),
             "affinity": pa.array(sl.aff[:, :k].ravel().astype(np.float32)),
             "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)),
-        }))
+            "mutual_affinity": m_aff,
+            "mutual_rank": m_rank,
+        }, schema=ORACLE_SCHEMA))
     return pa.concat_tables(parts) if parts else ORACLE_SCHEMA.empty_table()
 
 
 ORACLE_SCHEMA = pa.schema([("use_case", pa.string()), ("entity_id", pa.string()),
                            ("candidate_id", pa.string()), ("affinity", pa.float32()),
-                           ("rank", pa.int32())])
+                           ("rank", pa.int32()), ("mutual_affinity", pa.float32()), ("mutual_rank", pa.int32())])
 
 
 def generate(size: str = "tiny", seed: int = 0) -> dict[str, pa.Table]:
-    """Generate a marketplace: the six app tables (validated) plus ``"oracle"``."""
+    """Generate a marketplace: the six app tables (validated) plus ``"oracle"``. The answers to
+    first moves (``reply`` rows, :mod:`startup_recs.synth.reciprocity`) come last, from their own
+    random stream: the rest of the marketplace is what it was without them."""
     w, rng = build_world(size, seed)
     k_short = w.spec.shortlist_k
     lists = {uc: shortlist(w, uc, k_short, rng) for uc in (*REVERSE, *FORWARD)}
-    tables = _tables(w, simulate(w, rng, lists))
+    tables = _tables(w, add_replies(w, simulate(w, rng, lists), seed))
     tables["oracle"] = oracle_table(w, lists)
     return tables
 
