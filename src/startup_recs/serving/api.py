@@ -37,10 +37,13 @@ class InvalidRequest(RecsError):
 
 @dataclass(frozen=True)
 class Query:
-    """One recommendation question: ``entity_id`` wants ``limit`` candidates."""
+    """One recommendation question: ``entity_id`` wants ``limit`` candidates; ``options``
+    (:class:`startup_recs.serving.options.RequestOptions`: filters, reciprocal, format) or
+    ``None`` for the defaults. Hashable: a batch computes each distinct query once."""
 
     entity_id: str
     limit: int
+    options: Any = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,11 @@ def parse_entity_id(raw: object, *, field: str = "entity_id") -> str:
 
 
 def parse_v1(body: object, use_case: UseCase) -> list[Query]:
-    """The queries of a V1 ``:predict`` body ``{"instances": [{"startup_id": "...", "limit": 10}]}``."""
+    """The queries of a V1 ``:predict`` body ``{"instances": [{"startup_id": "...", "limit": 10}]}``;
+    an instance may also carry the options of :mod:`startup_recs.serving.options` (filters,
+    ``reciprocal``, ``format``)."""
+    from startup_recs.serving.options import OPTION_NAMES, parse_options
+
     if not isinstance(body, Mapping):
         raise InvalidRequest("body must be a JSON object with an 'instances' list")
     extra = set(body) - {"instances"}
@@ -118,11 +125,13 @@ def parse_v1(body: object, use_case: UseCase) -> list[Query]:
         present = [n for n in names if n in inst]
         if len(present) != 1:
             raise InvalidRequest(f"instances[{i}] needs exactly one of {', '.join(map(repr, names))}")
-        extra = set(inst) - {present[0], "limit"}
+        extra = set(inst) - {present[0], "limit", *OPTION_NAMES}
         if extra:
             raise InvalidRequest(f"instances[{i}] has unexpected field(s): {', '.join(sorted(map(str, extra)))}")
+        options = parse_options(inst, use_case, from_text=False, field=f"instances[{i}].")
         queries.append(Query(parse_entity_id(inst[present[0]], field=f"instances[{i}].{present[0]}"),
-                             parse_limit(inst.get("limit"), field=f"instances[{i}].limit", from_text=False)))
+                             parse_limit(inst.get("limit"), field=f"instances[{i}].limit", from_text=False),
+                             options or None))
     return queries
 
 
@@ -221,6 +230,48 @@ def legacy_response(answer: Mapping[str, Any], use_case: UseCase) -> dict[str, A
         for c in answer["candidates"]
     ]
     return out
+
+
+LEGACY_TTL_S = 3600  # expires_at of a legacy-shape answer: created_at + 1 h (how long a client may cache it)
+
+
+def legacy_shape(answer: Mapping[str, Any], use_case: UseCase, now: Any = None) -> dict[str, Any]:
+    """The legacy Flask service's answer (``?format=legacy``), from a :func:`legacy_response` dict::
+
+        {"use_case", "method", "model_version", "user_ids" | "startup_ids": [id, ...] (best first),
+         "scores": {id: score}, "match_reasons": {id: [str, ...]}, "total", "interaction_count",
+         "created_at", "expires_at"}  (+ "recommendation_session_id" when sessions are logged)
+
+    ``user_ids`` when the candidates are users (reverse use cases), ``startup_ids`` when they are
+    startups. Times are ISO-8601 UTC; ``expires_at`` = ``created_at`` + :data:`LEGACY_TTL_S`.
+    ``now`` (a ``datetime``) pins ``created_at`` for tests."""
+    from datetime import UTC, datetime, timedelta
+
+    created = now or datetime.now(UTC)
+    cands = list(answer.get("candidates", []))
+    ids = [str(c["id"]) for c in cands]
+    out: dict[str, Any] = {
+        "use_case": use_case.name,
+        "method": answer.get("method_used"),
+        "model_version": answer.get("model_version"),
+        ("startup_ids" if use_case.candidate_kind == "startup" else "user_ids"): ids,
+        "scores": {str(c["id"]): c["score"] for c in cands},
+        "match_reasons": {str(c["id"]): list(c.get("match_reasons") or []) for c in cands},
+        "total": int(answer.get("total", len(ids))),
+        "interaction_count": int(answer.get("interaction_count", 0)),
+        "created_at": created.isoformat(),
+        "expires_at": (created + timedelta(seconds=LEGACY_TTL_S)).isoformat(),
+    }
+    if answer.get("session_id"):
+        out["recommendation_session_id"] = answer["session_id"]
+    return out
+
+
+def render(answer: Mapping[str, Any], use_case: UseCase, options: Any = None) -> dict[str, Any]:
+    """The JSON object of one answer: :func:`legacy_response`, or :func:`legacy_shape` of it
+    when ``options`` ask for ``format=legacy``."""
+    out = legacy_response(answer, use_case)
+    return legacy_shape(out, use_case) if options is not None and getattr(options, "legacy", False) else out
 
 
 _FIXED_SIZES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "UINT32": 4, "INT32": 4,

@@ -20,6 +20,7 @@ from startup_recs.core.errors import DataError, RecsError
 from startup_recs.core.usecases import get_use_case
 from startup_recs.serving.candidate_match import match_table
 from startup_recs.serving.data import ServingData
+from startup_recs.serving.filters import CandidateFilter
 from startup_recs.serving.index import top_k
 from startup_recs.serving.retrievers import Retriever, load_retrievers
 from startup_recs.serving.router import Router, Routing
@@ -115,14 +116,46 @@ class Recommender:
         scores = gather_scores(self.retrievers, entity_id, cand_idx, self.reranker.retrievers)
         return np.asarray(self.reranker.score(entity_id, cand_idx, scores, self.data), dtype=np.float32)
 
-    def recommend(self, entity_id: str, limit: int = 10) -> dict[str, Any]:
+    def recommend(self, entity_id: str, limit: int = 10, *, filters: CandidateFilter | None = None) -> dict[str, Any]:
         """The answer object of the API (see ``docs/contracts.md``); raises
-        :class:`UnknownEntityError` for an unknown id."""
+        :class:`UnknownEntityError` for an unknown id.
+
+        ``filters`` (:mod:`startup_recs.serving.filters`) keep only the candidates that satisfy
+        them: the routed pool (top :data:`N_RETRIEVE`) is filtered first; when fewer than
+        ``limit`` remain, the route's retriever scores the whole catalogue and the best allowed
+        candidates are taken instead (``filters.widened``). The answer then carries
+        ``filters: {applied, matching, widened, short}``; ``short`` says that fewer than
+        ``limit`` candidates satisfy the filters at all (``total`` < ``limit``)."""
         entity_id = str(entity_id)
         self.check_entity(entity_id)
         segment, route = self.router.route(entity_id)
-        cand, scores = self.retrieve(entity_id, route, max(self.n_retrieve, int(limit)))
-        return self._answer(entity_id, segment, route, cand, scores, int(limit))
+        n = max(self.n_retrieve, int(limit))
+        cand, scores = self.retrieve(entity_id, route, n)
+        info = None
+        if filters:
+            cand, scores, info = self._filtered(entity_id, route, cand, scores, filters, n, int(limit))
+        answer = self._answer(entity_id, segment, route, cand, scores, int(limit))
+        if info is not None:
+            answer["filters"] = {**info, "short": answer["total"] < int(limit)}
+        return answer
+
+    def _filtered(self, entity_id: str, route: str, cand: np.ndarray, scores: np.ndarray, filters: CandidateFilter,
+                  n: int, limit: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """The retrieved pool restricted to ``filters``; widened to the whole catalogue (one full
+        score row of the route's retriever, ``O(n_c)``) when fewer than ``limit`` remain."""
+        from startup_recs.serving.filters import allowed
+
+        ok = allowed(self.data, filters)
+        keep = ok[cand]
+        cand, scores = cand[keep], scores[keep]
+        widened = False
+        if len(cand) < limit:
+            row = np.array(self.retrievers[route].score([entity_id])[0], dtype=np.float32)
+            row[~ok] = -np.inf
+            idx, sc = top_k(row, n, [self.data.exclusions(entity_id)])
+            keep = np.isfinite(sc[0])
+            cand, scores, widened = idx[0][keep], sc[0][keep], True
+        return cand, scores, {"applied": filters.to_dict(), "matching": int(ok.sum()), "widened": widened}
 
     def _answer(self, entity_id: str, segment: str, route: str, cand: np.ndarray, scores: np.ndarray,
                 limit: int) -> dict[str, Any]:
