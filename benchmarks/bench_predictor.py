@@ -9,7 +9,8 @@ Scenarios (each its own server process, started and stopped in this run):
 - ``1m``: 1,000,000 candidates, 50,000 startups, dim 64, re-ranking of the top 200.
 Synthetic bundles use the real classes end to end (ServingData with feature tables resampled
 from the tiny synthetic marketplace, ALS factors, a RankerMLP with random weights, routing.json,
-the publish-time ANN build of serving/ann_build.py, bundle.publish); only the numbers in the
+the publish-time ANN build of serving/ann_build.py and cold entities' content lists of
+serving/content_lists.py, bundle.publish); only the numbers in the
 factors and weights are random. The factors are drawn like trained embeddings (clusters in a
 space whose variance decays over the dimensions), not isotropic noise: isotropic Gaussian vectors
 have no neighbourhood structure, so no ANN index beats a full scan on them. Catalogues of 50k
@@ -113,14 +114,18 @@ def build_bundle(work: Path, n_entities: int, n_candidates: int, *, dim: int = 6
     cfg = RankerConfig(use_case=UC, features=names, hidden=[64, 32], mean=[0.0] * len(names), std=[1.0] * len(names))
     save(RankerMLP(len(names), cfg.hidden, 0.0, cfg.mean, cfg.std), cfg, str(models))
     (models / "routing.json").write_text(json.dumps({"warm": "als", "chosen_on": "default", "val_ndcg@10": {}}))
+    from startup_recs.serving import content_lists
     from startup_recs.serving.ann_build import build_indexes
 
     t_ann = time.time()
     summary = build_indexes(models)  # what the publish step does on its staging copy
     print(f"ann indexes of {n_candidates:,} candidates: {summary} ({time.time() - t_ann:.0f} s)", file=sys.stderr)
+    lists = content_lists.build(models)
+    print(f"content lists: {lists}", file=sys.stderr)
     root = work / f"published-{n_candidates}"
     shutil.rmtree(root, ignore_errors=True)
-    bundle.publish(models, str(root), UC, metrics={"synthetic": True}, watermark=None, extra={"ann": summary})
+    bundle.publish(models, str(root), UC, metrics={"synthetic": True}, watermark=None,
+                   extra={"ann": summary, "content_lists": lists})
     return str(root / UC), random.Random(seed).sample(ent_ids.tolist(), 500)
 
 

@@ -164,3 +164,33 @@ def test_published_ann_index_is_loaded_and_served(models: Path, tmp_path: Path) 
     assert recall >= 0.9
     for e in ids:  # never a seen candidate or the entity itself
         assert not np.isin(rec.retrieve(e, "als")[0], rec.data.exclusions(e)).any()
+
+
+def test_materialized_content_lists_equal_live_content_scoring(models: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from startup_recs.core.errors import ModelMismatchError
+    from startup_recs.serving import content_lists
+    from startup_recs.serving.content import load_lists
+
+    staging = tmp_path / "staging"
+    shutil.copytree(models, staging)
+    info = content_lists.build(staging, batch=7)  # batches cut across entities on purpose
+    rec = Recommender.load(str(staging))
+    live = Recommender.load(str(models))  # no lists: scans every candidate
+    cold = [e for e in rec.data.known_entities() if rec.router.route(e)[1] == "content"]
+    assert info["entities"] == len(cold) > 10
+    content = rec.retrievers["content"]
+    assert content.lists is not None and live.retrievers["content"].lists is None
+    for e in cold:
+        a_i, a_s = content.top([e], 200)
+        b_i, b_s = content.top([e], 200, use_lists=False)
+        ok = np.isfinite(b_s[0])
+        np.testing.assert_array_equal(np.isfinite(a_s[0]), ok)
+        np.testing.assert_array_equal(a_i[0][ok], b_i[0][ok])
+        np.testing.assert_array_equal(a_s[0][ok], b_s[0][ok])
+        assert rec.recommend(e, 10) == live.recommend(e, 10)
+    other = ServingData.load(str(staging / "serving"))
+    other.popularity[:] += 1.0  # lists of this bundle do not fit other serving data
+    with pytest.raises(ModelMismatchError):
+        load_lists(str(staging), other)

@@ -36,7 +36,8 @@ def publish(models_dir: str, eval_dir: str, snapshot: str, models_uri: str, use_
             margin: float | None = 0.02, record: str | None = None,
             data_uris: dict[str, str] | None = None) -> dict[str, Any]:
     """Stage the servable folder + metrics.json + report.md (+ plots), build the learned
-    retrievers' ANN indexes into it (``ann/``, see :mod:`startup_recs.serving.ann_build`), publish
+    retrievers' ANN indexes into it (``ann/``, see :mod:`startup_recs.serving.ann_build`) and the
+    cold entities' content lists (``content/``, :mod:`startup_recs.serving.content_lists`), publish
     ``v<N>`` and move ``latest``. The gate is checked again inside :func:`bundle.publish` (nothing
     is written when it fails). ``record`` receives a copy of the manifest. ``data_uris`` (the
     snapshot / two-tower dataset / tuned parameters the models were trained on, as object-store
@@ -60,9 +61,11 @@ def publish(models_dir: str, eval_dir: str, snapshot: str, models_uri: str, use_
                 shutil.copy2(f, staging / f.name)
         extra: dict[str, Any] = {"routing": _routing(staging)}
         if (staging / SERVING_DIR).is_dir():
+            from startup_recs.serving import content_lists
             from startup_recs.serving.ann_build import build_indexes
 
             extra["ann"] = build_indexes(staging)
+            extra["content_lists"] = content_lists.build(staging)  # cold entities' answers, once
         if data_uris:
             extra["data"] = {k: v for k, v in data_uris.items() if v}
         manifest = bundle.publish(staging, models_uri, use_case, metrics=metrics, watermark=watermark_of(snapshot),

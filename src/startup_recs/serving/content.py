@@ -10,6 +10,7 @@ tables (an id-only imported log) or for an entity without a profile, the score i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -187,8 +188,9 @@ class ContentRetriever(Retriever):
     name = "content"
 
     def __init__(self, data: ServingData, weights: dict[str, float] | None = None,
-                 popularity_prior: float = POPULARITY_PRIOR) -> None:
+                 popularity_prior: float = POPULARITY_PRIOR, lists: ContentLists | None = None) -> None:
         super().__init__(data)
+        self.lists = lists
         self.weights = weights or {}
         pop = np.log1p(np.maximum(data.popularity, 0)).astype(np.float32)
         self._prior = (pop / pop.max()).astype(np.float32) if pop.size and pop.max() > 0 else pop
@@ -243,6 +245,18 @@ class ContentRetriever(Retriever):
             out[r] = self._combine(feats, names, self._prior)
         return out
 
+    def top(self, entity_ids: Sequence[str], n: int, *, exclude_seen: bool = True,
+            use_lists: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`Retriever.top`; from the bundle's materialized lists
+        (:mod:`startup_recs.serving.content_lists`) when every entity has one and ``n`` is their
+        depth, else by scoring every candidate."""
+        if use_lists and exclude_seen and self.lists is not None and n == self.lists.k:
+            rows = [self.lists.row.get(e) for e in entity_ids]
+            if all(r is not None for r in rows):
+                idx = self.lists.idx[rows].astype(np.int64)
+                return idx, self.lists.scores[rows]
+        return super().top(entity_ids, n, exclude_seen=exclude_seen)
+
     def score_at(self, entity_id: str, cand_idx: np.ndarray) -> np.ndarray:
         cand_idx = np.asarray(cand_idx, dtype=np.int64)
         if not self.uses_features(entity_id):
@@ -251,6 +265,54 @@ class ContentRetriever(Retriever):
         return self._combine(feats, names, self._prior[cand_idx])
 
 
+@dataclass(frozen=True)
+class ContentLists:
+    """Materialized top-``k`` of cold entities: ``idx`` int32 ``[n, k]`` (-1 pads), ``scores``
+    float32 ``[n, k]`` (-inf pads), ``row``: entity id -> row."""
+
+    k: int
+    idx: np.ndarray
+    scores: np.ndarray
+    row: dict[str, int]
+
+
+def data_fingerprint(data: ServingData) -> str:
+    """sha256 of what the lists depend on besides the entity: the candidate space, popularity."""
+    import hashlib
+
+    n = data.n_candidates
+    pick = np.unique(np.linspace(0, max(n - 1, 0), min(n, 4096)).astype(np.int64))
+    h = hashlib.sha256(f"{data.use_case}|{n}|{len(data.entity_counts)}".encode())
+    if n:
+        h.update("|".join(data.candidate_ids[pick].tolist()).encode())
+        h.update(np.ascontiguousarray(data.popularity[pick]).tobytes())
+    return h.hexdigest()
+
+
+def load_lists(models_dir: str, data: ServingData) -> ContentLists | None:
+    """The bundle's ``content/`` lists, or None. Raises :class:`ModelMismatchError` when they were
+    built on other serving data."""
+    import io
+
+    from startup_recs.core import storage
+    from startup_recs.core.errors import ModelMismatchError
+    from startup_recs.serving.content_lists import CONTENT_DIR
+
+    meta_uri = storage.join(models_dir, CONTENT_DIR, "lists.json")
+    if not storage.exists(meta_uri):
+        return None
+    meta = storage.read_json(meta_uri)
+    if meta.get("n_candidates") != data.n_candidates or meta.get("fingerprint") != data_fingerprint(data):
+        raise ModelMismatchError(f"{models_dir}: content lists were built on other serving data")
+
+    def npy(name: str) -> np.ndarray:
+        return np.load(io.BytesIO(storage.read_bytes(storage.join(models_dir, CONTENT_DIR, name))),
+                       allow_pickle=False)
+
+    ids = [str(e) for e in meta["entities"]]
+    return ContentLists(int(meta["k"]), npy("top_idx.npy"), npy("top_scores.npy"), {e: i for i, e in enumerate(ids)})
+
+
 @register_retriever("content")
 def load_content(models_dir: str, data: ServingData) -> Retriever:
-    return ContentRetriever(data)
+    return ContentRetriever(data, lists=load_lists(models_dir, data))
