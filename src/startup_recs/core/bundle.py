@@ -10,6 +10,15 @@ Publishing uploads every file, then the manifest, then replaces ``latest`` in on
 (a single PUT on S3, a rename locally). A run that fails or is gated out before that last step
 leaves the previous bundle and pointer untouched; a half-uploaded ``v<N>`` has no manifest, so
 no reader takes it for whole, and the next publish skips past its number.
+
+Concurrent publishers (:mod:`startup_recs.core.bundle_pointer`): a version number is claimed
+with a create-if-absent object (``v<N>/.claim``, S3 ``If-None-Match: *``) before anything is
+uploaded into it, and ``latest`` is moved with compare-and-swap and never to a lower version.
+A publish whose files equal the current bundle's (same checksums) writes nothing ("unchanged").
+
+Readers trust the manifest only: it is validated (:func:`check_manifest`), and only the files it
+lists are downloaded, linked into a load folder and verified; anything else in the folder is
+never read, and no listed name may leave the folder.
 """
 
 from __future__ import annotations
@@ -96,12 +105,69 @@ def read_pointer(models_uri: str, use_case: str) -> dict[str, Any] | None:
     return storage.read_json(uri)
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_manifest(obj: Any, where: str) -> dict[str, Any]:
+    """``obj`` if it is a well-formed manifest, else :class:`BundleError`.
+
+    Why: the manifest decides what gets downloaded and loaded; a malformed one (``files`` not a
+    mapping, a size that is a string, a name with ``../``) must refuse the bundle with one clear
+    reason, not surface later as a KeyError or TypeError in a reload loop.
+    """
+    if not isinstance(obj, dict):
+        raise BundleError(f"{where}: corrupt manifest (not a JSON object)")
+    files = obj.get("files")
+    if not isinstance(files, dict):
+        raise BundleError(f"{where}: corrupt manifest ('files' is not an object)")
+    version = obj.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BundleError(f"{where}: corrupt manifest (version {version!r})")
+    for rel, meta in files.items():
+        parts = str(rel).split("/")
+        if (not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel
+                or any(p in ("", ".", "..") for p in parts) or rel == MANIFEST):
+            raise BundleError(f"{where}: corrupt manifest (file name {rel!r})")
+        if (not isinstance(meta, dict) or not isinstance(meta.get("bytes"), int) or meta["bytes"] < 0
+                or not isinstance(meta.get("sha256"), str) or not _SHA256.match(meta["sha256"])):
+            raise BundleError(f"{where}: corrupt manifest (entry of {rel})")
+    return obj
+
+
+def read_manifest(bundle_uri: str) -> dict[str, Any]:
+    """The validated manifest of the bundle at ``bundle_uri``. :class:`StorageError` when storage
+    cannot be reached (an outage: try later), :class:`BundleError` when it is not a manifest."""
+    import json
+
+    uri = storage.join(bundle_uri, MANIFEST)
+    data = storage.read_bytes(uri)
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise BundleError(f"{uri}: corrupt manifest ({exc})") from None
+    return check_manifest(obj, uri)
+
+
 def current_manifest(models_uri: str, use_case: str) -> dict[str, Any] | None:
     """The manifest the ``latest`` pointer names, or None when nothing is published yet."""
     ptr = read_pointer(models_uri, use_case)
     if not ptr:
         return None
     return storage.read_json(storage.join(models_uri, use_case, ptr["path"], MANIFEST))
+
+
+def pointer_path(data: bytes, where: str) -> str:
+    """The ``path`` (``v<N>``) a ``latest`` pointer's bytes name; :class:`BundleError` when the
+    pointer is not JSON, has no such key, or names anything but a ``v<N>`` folder."""
+    import json
+
+    try:
+        path = json.loads(data)["path"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{where}: unreadable '{LATEST}' pointer ({type(exc).__name__}: {exc})") from None
+    if not isinstance(path, str) or not _VERSION_DIR.match(path):
+        raise BundleError(f"{where}: '{LATEST}' names {path!r}, not a v<N> folder")
+    return path
 
 
 def resolve(uri: str) -> str:
@@ -117,11 +183,7 @@ def resolve(uri: str) -> str:
         pointer, base = storage.join(uri, LATEST), uri
     if pointer is None:
         raise BundleError(f"{uri}: no bundle here (no {MANIFEST} and no '{LATEST}' pointer)")
-    try:
-        ptr = storage.read_json(pointer)
-        target = storage.join(base, ptr["path"])
-    except (StorageError, KeyError, TypeError) as exc:
-        raise BundleError(f"{pointer}: unreadable '{LATEST}' pointer ({exc})") from None
+    target = storage.join(base, pointer_path(storage.read_bytes(pointer), pointer))
     if not storage.exists(storage.join(target, MANIFEST)):
         raise BundleError(f"{pointer} points to {target}, which has no {MANIFEST}")
     return target
@@ -145,12 +207,14 @@ def verify_dir(path: str | Path) -> dict[str, Any]:
     try:
         import json
 
-        manifest = json.loads(mpath.read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError) as exc:
+        manifest = check_manifest(json.loads(mpath.read_text()), str(mpath))
+    except ValueError as exc:
         raise BundleError(f"{mpath}: corrupt manifest ({exc})") from None
-    for rel, meta in sorted(files.items()):
-        f = root / rel
+    for rel, meta in sorted(manifest["files"].items()):
+        try:
+            f = storage.contained(root, rel)
+        except StorageError as exc:
+            raise BundleError(f"{root}: {exc}") from None
         if not f.is_file():
             raise BundleError(f"{root}: missing file {rel} listed in the manifest")
         if f.stat().st_size != meta["bytes"] or sha256_file(f) != meta["sha256"]:
@@ -159,18 +223,52 @@ def verify_dir(path: str | Path) -> dict[str, Any]:
 
 
 def fetch_verified(uri: str, dest: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """Resolve ``uri``, bring the bundle to a local folder (``dest`` or a temp dir; local bundles
-    are verified in place) and verify it. Raises :class:`BundleError` when anything is off."""
+    """Resolve ``uri``, bring the files its manifest lists (and only those) to a local folder and
+    verify them; return the folder and the manifest.
+
+    ``s3://``: downloaded into ``dest`` (or a temp dir). Local: with ``dest``, the listed files
+    are hard-linked (symlinked across devices) into it, so a loader reading ``dest`` sees
+    nothing the manifest does not list; without it the bundle is verified in place (manifest
+    readers only). Raises :class:`BundleError` for anything off in the bundle and lets
+    :class:`StorageError` through when storage cannot be reached (an outage, not a bad bundle).
+    """
+    import json
+
     target = resolve(uri)
-    if storage.is_s3(target):
-        local = Path(dest) if dest else Path(tempfile.mkdtemp(prefix="recs-bundle-"))
-        try:
-            storage.download(target, local)
-        except StorageError as exc:
-            raise BundleError(f"cannot download {target}: {exc}") from None
-    else:
+    if not storage.is_s3(target) and dest is None:
         local = storage.local(target)
+        return local, verify_dir(local)
+    manifest = read_manifest(target)
+    local = Path(dest) if dest else Path(tempfile.mkdtemp(prefix="recs-bundle-"))
+    local.mkdir(parents=True, exist_ok=True)
+    rels = sorted(manifest["files"])
+    try:
+        if storage.is_s3(target):
+            storage.download_files(target, rels, local)
+        else:
+            _link_files(storage.local(target), rels, local)
+    except StorageError as exc:
+        if "refused path" in str(exc):
+            raise BundleError(f"{target}: {exc}") from None
+        raise
+    (local / MANIFEST).write_text(json.dumps(manifest))
     return local, verify_dir(local)
+
+
+def _link_files(src: Path, rels: list[str], dest: Path) -> None:
+    """Link each listed file of a local bundle into ``dest`` (hard link, else a symlink)."""
+    import os
+
+    for rel in rels:
+        s, d = storage.contained(src, rel), storage.contained(dest, rel)
+        if not s.is_file():
+            raise BundleError(f"{src}: missing file {rel} listed in the manifest")
+        d.parent.mkdir(parents=True, exist_ok=True)
+        d.unlink(missing_ok=True)
+        try:
+            os.link(s, d)
+        except OSError:
+            os.symlink(s, d)
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -200,26 +298,35 @@ def publish(staging_dir: str | Path, models_uri: str, use_case: str, *, metrics:
     """Publish ``staging_dir`` as the next ``v<N>`` and move ``latest`` to it.
 
     With ``gate_margin`` set, :func:`check_gate` runs first and a failing gate raises
-    :class:`BundleError` before anything is written. Returns the manifest.
+    :class:`BundleError` before anything is written. When every file equals the current
+    bundle's (same names and checksums), nothing is written and the current manifest comes back
+    with ``"unchanged": True``. Safe against a concurrent publisher: the number is claimed
+    before any upload, ``latest`` never moves to a lower version. Returns the manifest.
     """
+    from startup_recs.core.bundle_pointer import claim_version, move_latest
+
     staging = Path(staging_dir)
     if not staging.is_dir() or not any(staging.iterdir()):
         raise BundleError(f"{staging}: nothing to publish")
+    files = build_manifest(staging, use_case, 1, metrics={}, watermark=None)["files"]
+    current = current_manifest(models_uri, use_case)
+    if current is not None and current.get("files") == files:
+        log.info("%s: unchanged (every file equals v%s's checksums); nothing published",
+                 use_case, current.get("version"))
+        return {**current, "unchanged": True}
     if gate_margin is not None:
         gate = check_gate(metrics, models_uri, use_case, gate_margin)
         if not gate.passed:
             raise BundleError(f"gate refused publishing {use_case}: {gate.reason}")
-    version = max(versions(models_uri, use_case), default=0) + 1
+    version = claim_version(models_uri, use_case, max(versions(models_uri, use_case), default=0) + 1)
     target = storage.join(models_uri, use_case, f"v{version}")
     manifest = build_manifest(staging, use_case, version, metrics=metrics, watermark=watermark, extra=extra)
     log.info("publishing %s v%d (%d files) to %s", use_case, version, len(manifest["files"]), target)
     for rel in manifest["files"]:
         storage.upload_file(staging / rel, storage.join(target, rel))
     storage.write_json(storage.join(target, MANIFEST), manifest)
-    storage.write_json(storage.join(models_uri, use_case, LATEST), {
-        "version": version, "path": f"v{version}", "updated_at": manifest["created_at"],
-    })
-    log.info("latest -> v%d", version)
+    if move_latest(models_uri, use_case, version, manifest["created_at"]):
+        log.info("latest -> v%d", version)
     return manifest
 
 

@@ -6,6 +6,11 @@ S3FileSystem ignores that variable, so :func:`filesystem` passes ``endpoint_over
 Writes are atomic. Locally: write to a hidden temporary name in the same directory, then
 ``os.replace``. On S3: one PUT of a finished object (a failed upload leaves nothing behind).
 A reader therefore never sees a half-written artifact.
+
+Every S3 failure, whatever botocore raises (connection refused, timeouts, throttling, access
+denied), leaves this module as a :class:`StorageError`: callers that must survive an outage (the
+predictor's reload poller) catch one type. Downloaded keys are joined to the destination only
+through :func:`contained`, so a key holding ``../`` cannot write outside it.
 """
 
 from __future__ import annotations
@@ -81,6 +86,29 @@ def _s3_error(uri: str, exc: Exception) -> StorageError:
     return StorageError(f"{uri}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
 
+def contained(root: str | os.PathLike, rel: str) -> Path:
+    """``root / rel``, refused unless it stays inside ``root``.
+
+    Why: object keys and manifest entries come from storage a writer controls; a key such as
+    ``v3/../../etc/x`` or an absolute one would otherwise write (or be read) outside the bundle
+    folder. Raises :class:`StorageError` for an empty, absolute or escaping ``rel``.
+    """
+    base = Path(root).resolve()
+    if not rel or rel.startswith(("/", "\\")) or "\\" in rel or "\x00" in rel:
+        raise StorageError(f"refused path {rel!r}: not a plain relative path")
+    out = (base / rel).resolve()
+    if out == base or not out.is_relative_to(base):
+        raise StorageError(f"refused path {rel!r}: it leaves {base}")
+    return out
+
+
+def _is_precondition_failed(exc: Exception) -> bool:
+    resp = getattr(exc, "response", None) or {}
+    code = str(resp.get("Error", {}).get("Code", ""))
+    status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "412", "ConditionalRequestConflict") or status in (409, 412)
+
+
 # --- reading -------------------------------------------------------------------------------------
 def exists(uri: str) -> bool:
     """True for an existing file, or a directory / S3 prefix with at least one object."""
@@ -90,10 +118,21 @@ def exists(uri: str) -> bool:
         try:
             client.head_object(Bucket=bucket, Key=key)
             return True
-        except Exception:  # noqa: BLE001 - not a plain object; maybe a prefix
+        except Exception as exc:  # noqa: BLE001 - not a plain object; maybe a prefix
+            if not _is_not_found(exc):
+                raise _s3_error(uri, exc) from None
+        try:
             resp = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
-            return resp.get("KeyCount", 0) > 0
+        except Exception as exc:  # noqa: BLE001
+            raise _s3_error(uri, exc) from None
+        return resp.get("KeyCount", 0) > 0
     return local(uri).exists()
+
+
+def _is_not_found(exc: Exception) -> bool:
+    resp = getattr(exc, "response", None) or {}
+    code = str(resp.get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")
 
 
 def read_bytes(uri: str) -> bytes:
@@ -122,11 +161,14 @@ def listdir(uri: str) -> list[str]:
         bucket, key = _split_s3(uri)
         prefix = key.rstrip("/") + "/" if key else ""
         names: set[str] = set()
-        for page in s3_client().get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, Delimiter="/"
-        ):
-            names.update(o["Key"][len(prefix):] for o in page.get("Contents", []))
-            names.update(p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", []))
+        try:
+            for page in s3_client().get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix, Delimiter="/"
+            ):
+                names.update(o["Key"][len(prefix):] for o in page.get("Contents", []))
+                names.update(p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", []))
+        except Exception as exc:  # noqa: BLE001
+            raise _s3_error(uri, exc) from None
         return sorted(n for n in names if n)
     path = local(uri)
     return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
@@ -138,8 +180,11 @@ def walk_files(uri: str) -> list[str]:
         bucket, key = _split_s3(uri)
         prefix = key.rstrip("/") + "/"
         out = []
-        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            out.extend(o["Key"][len(prefix):] for o in page.get("Contents", []))
+        try:
+            for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                out.extend(o["Key"][len(prefix):] for o in page.get("Contents", []))
+        except Exception as exc:  # noqa: BLE001
+            raise _s3_error(uri, exc) from None
         return sorted(out)
     root = local(uri)
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
@@ -248,10 +293,32 @@ def download(uri: str, dest: str | os.PathLike) -> Path:
         except Exception as exc:  # noqa: BLE001
             raise _s3_error(uri, exc) from None
         return dest
-    for rel in files:
-        out = dest / rel
+    return download_files(uri, files, dest)
+
+
+def download_files(uri: str, rels: list[str], dest: str | os.PathLike) -> Path:
+    """Copy exactly the files ``rels`` (relative to the directory/prefix ``uri``) to ``dest``.
+
+    Each target passes :func:`contained` first: a name with ``../`` is refused before anything
+    is written. Only the names asked for are fetched, so whatever else lies under the prefix
+    never reaches the disk.
+    """
+    dest = Path(dest)
+    targets = [(rel, contained(dest, rel)) for rel in rels]
+    if not is_s3(uri):
+        src_root = local(uri)
+        for rel, out in targets:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(contained(src_root, rel), out)
+        return dest
+    bucket, key = _split_s3(uri)
+    client = s3_client()
+    for rel, out in targets:
         out.parent.mkdir(parents=True, exist_ok=True)
-        client.download_file(bucket, f"{key.rstrip('/')}/{rel}", str(out))
+        try:
+            client.download_file(bucket, f"{key.rstrip('/')}/{rel}", str(out))
+        except Exception as exc:  # noqa: BLE001
+            raise _s3_error(join(uri, rel), exc) from None
     return dest
 
 
@@ -270,8 +337,11 @@ def remove(uri: str) -> None:
         bucket, key = _split_s3(uri)
         client = s3_client()
         keys = [f"{key.rstrip('/')}/{rel}" for rel in walk_files(uri)] or [key]
-        for i in range(0, len(keys), 1000):
-            client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+        try:
+            for i in range(0, len(keys), 1000):
+                client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+        except Exception as exc:  # noqa: BLE001
+            raise _s3_error(uri, exc) from None
         return
     path = local(uri)
     if path.is_dir():

@@ -9,12 +9,25 @@ in-flight requests finish on the old version while new ones see the new. A bad n
 refused (one log line) and the old one keeps serving; the same broken target is retried only
 after ``retry_after_s``, so a broken publish cannot flood the log or the CPU.
 
+Fallback: when the bundle ``latest`` names is missing or fails verification, the slot tries the
+older versions newest first (:func:`startup_recs.core.bundle_ops.serving_candidates`) and serves
+the first that verifies, at start as on every reload; :attr:`BundleSlot.fallback` says so (the
+predictor exports it as ``recs_bundle_fallback``). Without it a pod started while ``latest``
+pointed at a broken publish stayed unready although the previous good version was right there.
+
+Outages: :meth:`BundleSlot.refresh` never raises. A storage failure (S3 down, throttled, a
+timeout) is not a verdict on the bundle: the current one keeps serving and the next attempt
+waits an exponentially growing, jittered delay (``backoff_s`` doubling up to ``max_backoff_s``),
+with one WARNING when the outage starts and one INFO line when it ends.
+
 :class:`Poller` calls ``refresh`` on every slot every ``interval_s`` seconds in a daemon thread.
+:func:`clean_cache` removes the download folders a previous process left in the cache folder.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import tempfile
 import threading
@@ -24,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from startup_recs.core import bundle, storage
-from startup_recs.core.errors import BundleError, ConfigError, RecsError
+from startup_recs.core import bundle, bundle_ops, storage
+from startup_recs.core.errors import BundleError, ConfigError, RecsError, StorageError
 from startup_recs.core.usecases import USE_CASES, get_use_case
 
 log = logging.getLogger(__name__)
@@ -69,12 +82,11 @@ def load_bundle(uri: str, *, use_case: str | None = None, loader: Loader = defau
     that somehow passed its checksum) is wrapped in a :class:`BundleError` naming the type.
     """
     target = bundle.resolve(uri)
-    owned = None
-    if storage.is_s3(target):
-        root = Path(cache_root) if cache_root else None
-        if root:
-            root.mkdir(parents=True, exist_ok=True)
-        owned = Path(tempfile.mkdtemp(prefix="bundle-", dir=root))
+    root = Path(cache_root) if cache_root else None
+    if root:
+        root.mkdir(parents=True, exist_ok=True)
+    # local bundles too: the loader reads a folder holding only the manifest's files (linked)
+    owned = Path(tempfile.mkdtemp(prefix=CACHE_PREFIX, dir=root))
     try:
         local_dir, manifest = bundle.fetch_verified(target, owned)
         if use_case is not None and manifest.get("use_case") != use_case:
@@ -91,6 +103,24 @@ def load_bundle(uri: str, *, use_case: str | None = None, loader: Loader = defau
         raise
     return LoadedBundle(uri=target, version=version_label(manifest.get("version")), manifest=manifest,
                         model=model, local_dir=Path(local_dir), owned_dir=owned)
+
+
+CACHE_PREFIX = "bundle-"
+
+
+def clean_cache(cache_root: str | Path) -> int:
+    """Remove the download folders (``bundle-*``) a previous process left under ``cache_root``;
+    returns how many. Call it once at start, before any slot loads: in a pod the cache is an
+    emptyDir that survives container restarts, and each restart would otherwise leak a copy."""
+    root = Path(cache_root)
+    if not root.is_dir():
+        return 0
+    stale = [d for d in root.iterdir() if d.is_dir() and d.name.startswith(CACHE_PREFIX)]
+    for d in stale:
+        shutil.rmtree(d, ignore_errors=True)
+    if stale:
+        log.info("removed %d stale bundle download folder(s) from %s", len(stale), root)
+    return len(stale)
 
 
 def version_label(version: object) -> str:
@@ -153,16 +183,22 @@ class BundleSlot:
 
     def __init__(self, source: str, use_case: str, *, loader: Loader = default_loader,
                  cache_root: str | Path | None = None, retry_after_s: float = 60.0,
-                 on_swap: Callable[[LoadedBundle | None, LoadedBundle], None] | None = None) -> None:
+                 on_swap: Callable[[LoadedBundle | None, LoadedBundle], None] | None = None,
+                 backoff_s: float = 1.0, max_backoff_s: float = 60.0, max_fallback: int = 5) -> None:
         self.source = source
         self.use_case = get_use_case(use_case).name
         self._loader = loader
         self._cache_root = cache_root
         self._retry_after_s = retry_after_s
         self._on_swap = on_swap
+        self._backoff_s, self._max_backoff_s = backoff_s, max(backoff_s, max_backoff_s)
+        self._max_fallback = max_fallback
         self._current: LoadedBundle | None = None
         self._lock = threading.Lock()  # one refresh at a time; readers never take it
         self._failed: dict[str, float] = {}  # target uri -> time of the last failed load
+        self._outages = 0  # consecutive storage failures
+        self._next_try = 0.0  # time.monotonic() before which refresh() does not touch storage
+        self.named: str | None = None  # the bundle 'latest' named at the last successful look
         self.last_error: str | None = None
 
     @property
@@ -170,40 +206,79 @@ class BundleSlot:
         """The bundle to answer with. Read it once per request and keep the object."""
         return self._current
 
-    def refresh(self) -> bool:
-        """Load and swap in the bundle the source names now, if it is new. True when swapped.
+    @property
+    def fallback(self) -> bool:
+        """True while the bundle served is not the one ``latest`` names (it failed to verify)."""
+        cur = self._current
+        return cur is not None and cur.uri != self.named
 
-        Never raises for a bad bundle: the reason goes to :attr:`last_error` and one log line
-        (WARNING the first time a target fails, DEBUG on retries).
+    def refresh(self) -> bool:
+        """Load and swap in the best bundle the source offers now, if it is new. True when swapped.
+
+        Never raises: a bad bundle goes to :attr:`last_error` and one log line (WARNING the first
+        time a target fails, DEBUG on retries) and the next candidate is tried; a storage outage
+        or anything unexpected keeps the current bundle and backs off.
         """
         with self._lock:
+            if time.monotonic() < self._next_try:
+                return False
             try:
-                target = bundle.resolve(self.source)
-            except RecsError as exc:
-                return self._fail(self.source, str(exc))
-            cur = self._current
+                swapped = self._refresh()
+            except Exception as exc:  # noqa: BLE001 - documented never to raise: S3, botocore, bugs
+                self._outage(exc)
+                return False
+            if self._outages:
+                log.info("%s: storage reachable again after %d failed attempt(s)", self.use_case, self._outages)
+            self._outages, self._next_try = 0, 0.0
+            return swapped
+
+    def _refresh(self) -> bool:
+        try:
+            named, candidates = bundle_ops.serving_candidates(self.source, self._max_fallback)
+        except BundleError as exc:
+            return self._fail(self.source, str(exc))
+        was_fallback, self.named = self.fallback, named
+        cur = self._current
+        for target in candidates:
             if cur is not None and cur.uri == target:
+                self._note_fallback(was_fallback)
                 return False
             failed_at = self._failed.get(target)
             if failed_at is not None and time.time() - failed_at < self._retry_after_s:
-                return False
+                continue
             try:
                 new = load_bundle(target, use_case=self.use_case, loader=self._loader, cache_root=self._cache_root)
+            except StorageError:
+                raise  # an outage, not a verdict on this bundle
             except RecsError as exc:
-                return self._fail(target, str(exc))
-            self._failed.pop(target, None)
-            self._current = new  # the atomic swap: one reference assignment
-            self.last_error = None
-            if cur is None:
-                log.info("%s: serving %s from %s", self.use_case, new.version, new.uri)
-            else:
-                log.info("%s: hot-reloaded %s -> %s (%s)", self.use_case, cur.version, new.version, new.uri)
-            if self._on_swap is not None:
-                self._on_swap(cur, new)
-            if cur is not None and cur.owned_dir is not None:
-                # the old model is already in memory; in-flight requests keep using that object
-                shutil.rmtree(cur.owned_dir, ignore_errors=True)
+                self._fail(target, str(exc))
+                continue
+            self._swap(cur, new)
+            self._note_fallback(was_fallback)
             return True
+        return False
+
+    def _swap(self, cur: LoadedBundle | None, new: LoadedBundle) -> None:
+        self._failed.pop(new.uri, None)
+        self._current = new  # the atomic swap: one reference assignment
+        self.last_error = None
+        if cur is None:
+            log.info("%s: serving %s from %s", self.use_case, new.version, new.uri)
+        else:
+            log.info("%s: hot-reloaded %s -> %s (%s)", self.use_case, cur.version, new.version, new.uri)
+        if self._on_swap is not None:
+            self._on_swap(cur, new)
+        if cur is not None and cur.owned_dir is not None:
+            # the old model is already in memory; in-flight requests keep using that object
+            shutil.rmtree(cur.owned_dir, ignore_errors=True)
+
+    def _note_fallback(self, was: bool) -> None:
+        cur = self._current
+        if self.fallback and not was and cur is not None:
+            log.warning("%s: FALLBACK: serving %s (%s); latest names %s, which did not verify",
+                        self.use_case, cur.version, cur.uri, self.named or "nothing readable")
+        elif was and not self.fallback and cur is not None:
+            log.info("%s: fallback over, serving %s as latest names", self.use_case, cur.version)
 
     def _fail(self, target: str, reason: str) -> bool:
         first = target not in self._failed
@@ -213,6 +288,16 @@ class BundleSlot:
         log.log(logging.WARNING if first else logging.DEBUG, "%s: bundle %s refused, %s: %s",
                 self.use_case, target, keeps, reason)
         return False
+
+    def _outage(self, exc: BaseException) -> None:
+        self._outages += 1
+        delay = min(self._max_backoff_s, self._backoff_s * 2 ** (self._outages - 1)) * random.uniform(0.8, 1.2)
+        self._next_try = time.monotonic() + delay
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        keeps = f"keeps serving {self._current.version}" if self._current else "not ready"
+        log.log(logging.WARNING if self._outages == 1 else logging.DEBUG,
+                "%s: cannot reach %s (%s), %s; next try in %.1f s (attempt %d)", self.use_case, self.source,
+                self.last_error, keeps, delay, self._outages)
 
     def close(self) -> None:
         cur, self._current = self._current, None
