@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,10 +131,11 @@ def retriever_top(r: Retriever, data: ServingData, ids: Sequence[str], n: int, b
     return _batched(ids, lambda c: top_k(r.score(c), n, data.exclusion_lists(c)), n, batch)
 
 
-def oracle_top(oracle: pd.DataFrame, data: ServingData, ids: Sequence[str], n: int) -> np.ndarray:
-    """The planted-affinity ranking (``rank`` order), seen candidates excluded."""
+def oracle_top(oracle: pd.DataFrame, data: ServingData, ids: Sequence[str], n: int, rank: str = "rank") -> np.ndarray:
+    """The planted-affinity ranking (``rank`` order; ``mutual_rank``: the mutual ceiling), seen
+    candidates excluded."""
     out = np.full((len(ids), n), -1, np.int64)
-    o = oracle.sort_values(["entity_id", "rank"])
+    o = oracle.dropna(subset=[rank]).sort_values(["entity_id", rank])
     groups = {str(e): g for e, g in o.groupby("entity_id", sort=False)["candidate_id"]}
     for i, e in enumerate(ids):
         g = groups.get(e)
@@ -160,30 +161,60 @@ def read_oracle(uri: str, use_case: str) -> pd.DataFrame:
 
 def score_models(data: ServingData, retrievers: dict[str, Retriever], t: Target, ks: Sequence[int], *,
                  routing: Routing, reranker: Any | None = None, oracle: pd.DataFrame | None = None,
-                 batch: int = 256) -> tuple[dict[str, dict], dict[str, float], dict[str, int]]:
-    """Metrics of every model on target ``t``: ``(models, seconds per model, route counts)``."""
+                 batch: int = 256, mutual: Target | None = None,
+                 extra: Mapping[str, Callable[[list[str], int], np.ndarray]] | None = None,
+                 ) -> tuple[dict[str, dict], dict[str, float], dict[str, int]]:
+    """Metrics of every model on target ``t``: ``(models, seconds per model, route counts)``.
+
+    ``mutual`` (:func:`startup_recs.evaluation.mutual.mutual_target`): each model is also scored
+    on it, as ``mutual_<metric>`` keys beside the one-sided ones (one ranking per entity of
+    either target). ``extra``: more models, ``name -> f(entity_ids, n) -> top int [b, n]``
+    (``-1`` pads), e.g. the reciprocal scorer."""
+    from startup_recs.evaluation.mutual import prefixed
+
     kmax = max(ks)
     models: dict[str, dict] = {}
     seconds: dict[str, float] = {}
+    ids = list(t.entity_ids)
+    where = {e: i for i, e in enumerate(ids)}
+    for e in mutual.entity_ids if mutual is not None else ():
+        if e not in where:
+            where[e] = len(ids)
+            ids.append(e)
+    rows_t = np.arange(len(t.entity_ids))
+    rows_m = np.array([where[e] for e in mutual.entity_ids], np.int64) if mutual is not None else None
+
+    def score(name: str, top: np.ndarray) -> None:
+        models[name] = summarize_target(top[rows_t], t, data.n_candidates, ks)
+        if mutual is not None:
+            for seg, vals in prefixed(summarize_target(top[rows_m], mutual, data.n_candidates, ks)).items():
+                models[name].setdefault(seg, {}).update(vals)
+
     names = [n for n in BASE_MODELS if n in retrievers] + [n for n in retrievers if n not in BASE_MODELS]
     for name in names:
         t0 = time.perf_counter()
-        models[name] = summarize_target(retriever_top(retrievers[name], data, t.entity_ids, kmax, batch), t,
-                                        data.n_candidates, ks)
+        score(name, retriever_top(retrievers[name], data, ids, kmax, batch))
         seconds[name] = time.perf_counter() - t0
     rec = Recommender(data, retrievers, routing, reranker)
     t0 = time.perf_counter()
-    top, _, methods = rec.top_routed(t.entity_ids, kmax)
-    models["routed"] = summarize_target(top, t, data.n_candidates, ks)
+    top, _, methods = rec.top_routed(ids, kmax)
+    score("routed", top)
     seconds["routed"] = time.perf_counter() - t0
+    methods = methods[: len(t.entity_ids)]
     routes = pd.Series(methods, dtype=object).value_counts().to_dict() if methods else {}
     if reranker is not None:
         t0 = time.perf_counter()
-        top, _, _ = rec.top_routed(t.entity_ids, kmax, rerank=True, n_retrieve=N_RETRIEVE)
-        models["routed_ranked"] = summarize_target(top, t, data.n_candidates, ks)
+        top, _, _ = rec.top_routed(ids, kmax, rerank=True, n_retrieve=N_RETRIEVE)
+        score("routed_ranked", top)
         seconds["routed_ranked"] = time.perf_counter() - t0
+    for name, fn in (extra or {}).items():
+        t0 = time.perf_counter()
+        score(name, fn(ids, kmax))
+        seconds[name] = time.perf_counter() - t0
     if oracle is not None and len(oracle):
-        models["oracle"] = summarize_target(oracle_top(oracle, data, t.entity_ids, kmax), t, data.n_candidates, ks)
+        score("oracle", oracle_top(oracle, data, ids, kmax))
+        if "mutual_rank" in oracle.columns and oracle["mutual_rank"].notna().any():
+            score("oracle_mutual", oracle_top(oracle, data, ids, kmax, rank="mutual_rank"))
     return models, seconds, {str(k): int(v) for k, v in routes.items()}
 
 
@@ -227,8 +258,11 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
     t = target_window(events, data, split.split_at, None, imported=snap.source == "events")
     if not t.entity_ids:
         raise DataError(f"empty test set: no positive event at or after {split.split_at.isoformat()}")
+    from startup_recs.evaluation.mutual import mutual_target
+
+    mt = mutual_target(snap, data, split.split_at, None)  # reverse use cases of app data: both sides acted
     scored, seconds, routes = score_models(data, retrievers, t, ks, routing=routing, reranker=reranker,
-                                           oracle=oracle_df, batch=batch)
+                                           oracle=oracle_df, batch=batch, mutual=mt)
     metrics: dict[str, Any] = {
         "use_case": uc.name,
         "k": ks,
@@ -238,6 +272,9 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
         "n_test_entities": len(t.entity_ids),
         "protocol": "temporal; relevant = positive events after split_at on candidates not seen before; "
                     "full ranking over all known candidates minus seen",
+        **({"n_mutual_entities": len(mt.entity_ids),
+            "mutual_protocol": "mutual_* metrics: relevant = pairs where the startup acted (contact, reply) and "
+                               "the candidate acted (apply, contact, reply) after split_at"} if mt is not None else {}),
         "routing": routing.to_dict(),
         "routes": routes,
         "models": scored,

@@ -17,7 +17,8 @@ from startup_recs.evaluation.metrics import SEGMENTS
 
 log = logging.getLogger(__name__)
 
-ORDER = ("popularity", "content", "als", "two_tower", "item2item", "routed", "routed_ranked", "oracle")
+ORDER = ("popularity", "content", "als", "two_tower", "item2item", "routed", "routed_ranked", "reciprocal", "oracle",
+         "oracle_mutual")
 
 
 def _models(metrics: dict[str, Any]) -> list[str]:
@@ -39,12 +40,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def headline_table(metrics: dict[str, Any], metric: str | None = None) -> str:
-    """Markdown table: one row per model, one column per segment (default metric: NDCG@first K)."""
+    """Markdown table: one row per model, one column per segment (default metric: NDCG@first K).
+    A ``mutual_`` metric counts its own users (``mutual_users``)."""
     metric = metric or f"ndcg@{metrics['k'][0]}"
     lines = [f"| {metric} | " + " | ".join(SEGMENTS) + " |", "|---|" + "---:|" * len(SEGMENTS)]
     for m in _models(metrics):
         lines.append(f"| {m} | " + " | ".join(_fmt(_get(metrics, m, s, metric)) for s in SEGMENTS) + " |")
-    users = [str(metrics["models"][_models(metrics)[0]].get(s, {}).get("users", 0)) for s in SEGMENTS]
+    users_key = "mutual_users" if metric.startswith("mutual_") else "users"
+    users = [str(metrics["models"][_models(metrics)[0]].get(s, {}).get(users_key, 0)) for s in SEGMENTS]
     lines.append("| users | " + " | ".join(users) + " |")
     return "\n".join(lines)
 
@@ -64,6 +67,10 @@ def targets(metrics: dict[str, Any]) -> list[tuple[str, float | None, float, boo
     out.append(("ranker gain: routed_ranked / routed NDCG@10, all", g, 1.05, None if g is None else g >= 1.05))
     o = _ratio(_get(metrics, "routed", "all", "ndcg@10"), _get(metrics, "oracle", "all", "ndcg@10"))
     out.append(("routed / oracle NDCG@10, all", o, 0.70, None if o is None else o >= 0.70))
+    if "reciprocal" in metrics.get("models", {}):
+        r = _ratio(_get(metrics, "reciprocal", "all", "mutual_ndcg@10"),
+                   _get(metrics, "routed_ranked", "all", "mutual_ndcg@10"))
+        out.append(("reciprocal / routed_ranked mutual NDCG@10, all", r, 1.15, None if r is None else r >= 1.15))
     return out
 
 
@@ -95,6 +102,12 @@ def render_markdown(metrics: dict[str, Any], plots: list[str] | None = None) -> 
     lines += ["", "## Quality targets", "", "| target | value | threshold | met |", "|---|---:|---:|:---:|"]
     for desc, v, thr, ok in targets(metrics):
         lines.append(f"| {desc} | {_fmt(v, 3)} | {thr} | {'-' if ok is None else ('yes' if ok else 'NO')} |")
+    if metrics.get("n_mutual_entities"):
+        lines += ["", f"## Mutual: both sides acted ({metrics['n_mutual_entities']} test entities)", "",
+                  "A test pair counts when the startup acted on the candidate (contact, or a reply to an "
+                  "application) and the candidate on the startup (applied, contacted, or replied), both "
+                  "after the split.", "", headline_table(metrics, f"mutual_ndcg@{k0}"), "",
+                  headline_table(metrics, f"mutual_recall@{k0}")]
     cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "map", "hitrate", "coverage")]
     lines += ["", "## All metrics (all test entities)", "", "| model | " + " | ".join(cols) + " |",
               "|---|" + "---:|" * len(cols)]
