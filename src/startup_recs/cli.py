@@ -407,6 +407,17 @@ def _monitor(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_lazy("evaluation.online", "cli_monitor"))
 
 
+# --- published bundles ----------------------------------------------------------------------------
+def _bundle(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bundle", help="operate on published bundles")
+    bsub = p.add_subparsers(dest="bundle_command", required=True)
+    r = bsub.add_parser("rollback", help="point 'latest' back at an earlier version, after verifying it")
+    r.add_argument("--models-uri", required=True, help="where bundles are published (local or s3://)")
+    r.add_argument("--use-case", required=True, help=USE_CASE_HELP)
+    r.add_argument("--to", required=True, metavar="vN", help="the version to serve again (v3 or 3)")
+    r.set_defaults(func=_lazy("core.bundle_ops", "cli_rollback"))
+
+
 # --- hyperparameter search ------------------------------------------------------------------------
 def _tune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="validation-based hyperparameter search (Optuna TPE)")
@@ -439,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sections are registered in this order; a new command adds a function of the same shape here.
 REGISTRY: list[Callable[[argparse._SubParsersAction], None]] = [_synth, _extract, _dataset, _train, _evaluate, _serve, _pipeline, _demo, _tune,
-                                                               _simulate_traffic, _monitor]
+                                                               _simulate_traffic, _monitor, _bundle]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ carries no pipeline code. Both go through :func:`startup_recs.core.bundle.fetch_
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import tempfile
@@ -14,7 +15,8 @@ from typing import Any
 
 from startup_recs.core import bundle, storage, storage_cas
 from startup_recs.core.bundle_pointer import move_latest
-from startup_recs.core.errors import BundleError
+from startup_recs.core.errors import BundleError, ConfigError
+from startup_recs.core.usecases import get_use_case
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +70,14 @@ def rollback(models_uri: str, use_case: str, to: int) -> dict[str, Any]:
     move_latest(models_uri, use_case, to, allow_lower=True)
     log.info("%s: latest -> v%d (rollback)", use_case, to)
     return manifest
+
+
+def cli_rollback(args: argparse.Namespace) -> int:
+    """``recs bundle rollback --models-uri U --use-case X --to vN``."""
+    m = re.fullmatch(r"v?(\d+)", str(args.to).strip())
+    if not m or int(m.group(1)) < 1:
+        raise ConfigError(f"--to: expected vN (N >= 1), got {args.to!r}")
+    use_case = get_use_case(args.use_case).name
+    manifest = rollback(args.models_uri, use_case, int(m.group(1)))
+    print(f"{use_case}: latest -> v{manifest['version']} (verified {len(manifest['files'])} files)")
+    return 0

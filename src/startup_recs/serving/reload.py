@@ -261,7 +261,8 @@ class BundleSlot:
     def _swap(self, cur: LoadedBundle | None, new: LoadedBundle) -> None:
         self._failed.pop(new.uri, None)
         self._current = new  # the atomic swap: one reference assignment
-        self.last_error = None
+        if new.uri == self.named:
+            self.last_error = None  # on a fallback it keeps why the named bundle was refused
         if cur is None:
             log.info("%s: serving %s from %s", self.use_case, new.version, new.uri)
         else:
