@@ -125,6 +125,7 @@ def cli_demo(args: argparse.Namespace) -> int:
         print(f"[1/3] synthetic marketplace ({args.size}, seed {args.seed}) -> {db}", flush=True)
         tables = synth.generate(args.size, args.seed)
         appdb.write_db(tables, appdb.db_url(str(db)), replace=True)
+        synth.write_meta(appdb.db_url(str(db)), args.size, args.seed)  # the world: recs simulate-traffic checks it
         storage.write_table(tables["oracle"], str(work / "oracle.parquet"))  # the ceiling evaluation reports
     else:
         print(f"[1/3] reusing {db} (--fresh regenerates it)", flush=True)

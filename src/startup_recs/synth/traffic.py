@@ -10,7 +10,7 @@ of ``--limit`` (default 10) candidates from
 
 * a running predictor (``--url``): V1 ``:predict`` batches of distinct entities; the predictor logs
   the session and its impressions itself (``recs serve --log-sessions``) and returns its
-  ``recommendation_session_id``; or
+  session id (``session_id`` in each answer); or
 * a baseline (``--policy random|popularity``): uniformly random candidates that exist at that time,
   or the most popular ones (summed event weights per candidate in the use case's log, the
   popularity retriever's definition); the simulator logs these sessions and impressions itself,
@@ -293,7 +293,7 @@ class PredictorSource:
                 self.unknown += 1
                 out.append(None)
                 continue
-            sid = p.get("recommendation_session_id")
+            sid = p.get("recommendation_session_id") or p.get("session_id")
             if not sid:
                 raise ConfigError(f"predictor {self.name} returned no recommendation_session_id: start it with "
                                   "--log-sessions URL of this database")
