@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from kserve.errors import ModelNotFound
 
-from predictors import fields
+from predictors import fields, session_log
 from predictors.errors import BadRequest
 from predictors.model import RecsModel
 from startup_recs.core.usecases import USE_CASES
@@ -110,6 +110,11 @@ _LIMIT_PARAM = {"name": "limit", "in": "query", "required": False,
                 "schema": {"type": "integer", "minimum": 1, "maximum": api.MAX_LIMIT, "default": api.DEFAULT_LIMIT}}
 
 
+_SESSION_PARAM = {"name": "session_id", "in": "query", "required": False,
+                  "description": "the client's own session id (logged with --log-sessions); also header X-Session-Id",
+                  "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}$"}}
+
+
 def add_legacy_routes(app: FastAPI, models: Mapping[str, RecsModel]) -> None:
     """``GET /api/recommendations/<candidates>/for-<entity>/{id}?limit=10`` for all four use cases.
 
@@ -119,7 +124,7 @@ def add_legacy_routes(app: FastAPI, models: Mapping[str, RecsModel]) -> None:
     for uc in USE_CASES.values():
         app.add_api_route(uc.route.replace("{id}", "{entity_id}"), _legacy_handler(uc.name, uc.model_name, models),
                           methods=["GET"], name=f"legacy-{uc.model_name}", tags=["legacy"],
-                          openapi_extra={"parameters": [_LIMIT_PARAM]})
+                          openapi_extra={"parameters": [_LIMIT_PARAM, _SESSION_PARAM]})
 
 
 
@@ -130,7 +135,7 @@ def _legacy_handler(use_case: str, model_name: str, models: Mapping[str, RecsMod
             raise ModelNotFound(model_name)
         params = request.query_params
         try:
-            extra = set(params.keys()) - {"limit"}
+            extra = set(params.keys()) - {"limit", "session_id"}
             if extra:
                 raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(extra))[:200]}")
             values = params.getlist("limit")
@@ -138,10 +143,11 @@ def _legacy_handler(use_case: str, model_name: str, models: Mapping[str, RecsMod
                 raise BadRequest("limit given more than once")
             limit = fields.limit_from_text(values[0] if values else None)
             entity_id = fields.entity_id(entity_id, field="id")
+            session_id = session_log.from_request(request.headers, params)  # ?session_id= or X-Session-Id
         except BadRequest:
             model.count("legacy", 400)
             raise
-        return _json(await model.recommend_one_async(entity_id, limit, "legacy"))
+        return _json(await model.recommend_one_async(entity_id, limit, "legacy", session_id))
 
     recommend.__name__ = f"recommend_{use_case}"
     return recommend

@@ -28,5 +28,13 @@ REPEATED = Counter(
     "recs_repeated_instances", "Batch instances answered from an identical instance of the same request "
     "(same id and limit: computed once)", ["model"],
 )
+SESSIONS_LOGGED = Counter(
+    "recs_sessions_logged", "Answers written as recommendation sessions (--log-sessions), with their impressions",
+    ["model"],
+)
+SESSIONS_DROPPED = Counter(
+    "recs_sessions_dropped", "Answers not logged: the session queue was full while the sink was down or slow, the "
+    "sink refused the session (a reused session id), or it was still queued at shutdown", ["model"],
+)
 BUNDLE_VERSION = Gauge("recs_bundle_version", "Bundle version currently served", ["model"])
 RELOADS = Counter("recs_bundle_reloads", "Bundles swapped in (initial load included)", ["model"])

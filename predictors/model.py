@@ -26,15 +26,17 @@ import numpy as np
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from predictors import fields, json_body, metrics
+from predictors import fields, json_body, metrics, session_log
 from predictors.errors import BadRequest, EntityNotFound, InternalError, NotFound, Overloaded, PredictorError
 from predictors.work_queue import Deadline, WorkQueue, default_queue
 from startup_recs.core.usecases import UseCase, get_use_case
 from startup_recs.serving import api
 from startup_recs.serving.reload import BundleSlot, LoadedBundle
+from startup_recs.serving.sessions import SessionLog
 
 log = logging.getLogger("predictors")
 OUTPUTS = ("candidate_ids", "scores", "route", "error")
+SESSION_OUTPUT = "session_id"  # V2 output of a server that logs sessions (--log-sessions)
 BATCH_CHUNK = 32  # queries per recommend_batch call: a batch overruns its deadline by one chunk at most
 Outcome = dict[str, Any] | PredictorError  # one instance's answer, or why it has none
 
@@ -59,6 +61,7 @@ class RecsModel(kserve.Model):
         self.ready = False
         self._queue = queue
         self._unknown = _unknown_entity_error()
+        self.sessions: SessionLog | None = None  # --log-sessions: every answer is logged (predictors.session_log)
 
     @property
     def queue(self) -> WorkQueue:
@@ -96,7 +99,12 @@ class RecsModel(kserve.Model):
         return [{"name": "candidate_ids", "datatype": "BYTES", "shape": [-1, -1]},
                 {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
                 {"name": "route", "datatype": "BYTES", "shape": [-1]},
-                {"name": "error", "datatype": "BYTES", "shape": [-1]}]
+                {"name": "error", "datatype": "BYTES", "shape": [-1]}] + (
+            [{"name": SESSION_OUTPUT, "datatype": "BYTES", "shape": [-1]}] if self.sessions is not None else [])
+
+    def output_names(self) -> tuple[str, ...]:
+        """The V2 outputs a request may ask for."""
+        return OUTPUTS + ((SESSION_OUTPUT,) if self.sessions is not None else ())
 
     # --- versions ------------------------------------------------------------------------------
     def bundle(self) -> LoadedBundle:
@@ -186,51 +194,60 @@ class RecsModel(kserve.Model):
         b = self.slot.current
         metrics.REQUESTS.labels(self.name, endpoint, "none", b.version if b else "none", str(code)).inc()
 
-    async def run(self, queries: Sequence[api.Query], endpoint: str) -> tuple[list[Outcome], LoadedBundle]:
-        """:meth:`answer` through the work queue (503 + ``Retry-After`` when overloaded)."""
+    async def run(self, queries: Sequence[api.Query], endpoint: str,
+                  session_id: str | None = None) -> tuple[list[Outcome], LoadedBundle]:
+        """:meth:`answer` through the work queue (503 + ``Retry-After`` when overloaded). With
+        session logging on, every answer gets its ``session_id`` (the client's, or a new one) and
+        is queued for the sink (:func:`predictors.session_log.stamp`: a few microseconds)."""
         self.bundle()  # not ready: 503 at once, without a place in the queue
         try:
-            return await self.queue.run(lambda deadline: self.answer(queries, endpoint, deadline))
+            outcomes, b = await self.queue.run(lambda deadline: self.answer(queries, endpoint, deadline))
         except Overloaded:
             self.count(endpoint, 503)
             raise
+        if self.sessions is not None:
+            outcomes = session_log.stamp(self.sessions, self.use_case.name, outcomes, session_id, b.version)
+        return outcomes, b
 
-    async def recommend_one_async(self, entity_id: str, limit: int, endpoint: str = "legacy") -> dict[str, Any]:
-        outcomes, _ = await self.run([api.Query(entity_id, limit)], endpoint)
+    async def recommend_one_async(self, entity_id: str, limit: int, endpoint: str = "legacy",
+                                  session_id: str | None = None) -> dict[str, Any]:
+        outcomes, _ = await self.run([api.Query(entity_id, limit)], endpoint, session_id)
         return api.legacy_response(outcomes[0], self.use_case)  # a lone failure was raised by answer
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> dict | InferResponse:
         """V1 (a parsed JSON body) or V2 (InferRequest): parse on the loop (cheap), answer off it."""
         if isinstance(payload, InferRequest):
-            return await self._predict_v2(payload)
+            return await self._predict_v2(payload, headers)
         try:
             if isinstance(payload, bytes | str):  # only when called past our routes
                 payload = json_body.loads(payload)
             queries = [api.Query(fields.check_entity_id(q.entity_id, field=f"instances[{i}]"), q.limit)
                        for i, q in enumerate(api.parse_v1(payload, self.use_case))]
+            session_id = session_log.client_session_id(headers, len(queries)) if self.sessions else None
         except (api.InvalidRequest, BadRequest) as exc:
             self.count("v1", 400)
             raise BadRequest(str(exc)) from None
-        outcomes, _ = await self.run(queries, "v1")
+        outcomes, _ = await self.run(queries, "v1", session_id)
         return {"predictions": [api.legacy_response(o, self.use_case) if isinstance(o, dict)
                                 else {"entity_id": q.entity_id, "error": str(o)}
                                 for q, o in zip(queries, outcomes, strict=True)]}
 
-    async def _predict_v2(self, req: InferRequest) -> InferResponse:
+    async def _predict_v2(self, req: InferRequest, headers: dict[str, str] | None = None) -> InferResponse:
         try:
             tensors = [api.Tensor(inp.name, inp.datatype, inp.shape,
                                   inp.data if isinstance(inp.data, list | np.ndarray) else inp.as_numpy())
                        for inp in req.inputs]
             ids, limit = api.parse_v2(tensors)
             ids = [fields.check_entity_id(e, field=f"entity_id[{i}]") for i, e in enumerate(ids)]
+            session_id = session_log.client_session_id(headers, len(ids)) if self.sessions else None
         except (api.InvalidRequest, BadRequest, InvalidInput) as exc:
             self.count("v2", 400)
             raise BadRequest(str(exc)) from None
         except (ValueError, TypeError, OverflowError, struct.error) as exc:  # gRPC: undecodable tensor bytes
             self.count("v2", 400)
             raise BadRequest(f"undecodable input tensor: {str(exc)[:200]}") from None
-        outcomes, b = await self.run([api.Query(i, limit) for i in ids], "v2")
+        outcomes, b = await self.run([api.Query(i, limit) for i in ids], "v2", session_id)
         answers = [o if isinstance(o, dict) else {"candidates": [], "method_used": ""} for o in outcomes]
         cand, scores, routes = api.v2_outputs(answers, limit)
         errors = np.array([b"" if isinstance(o, dict) else str(o).encode() for o in outcomes], dtype=object)
@@ -241,6 +258,10 @@ class RecsModel(kserve.Model):
             InferOutput("route", [n], "BYTES", routes),
             InferOutput("error", [n], "BYTES", errors),
         ]
+        if self.sessions is not None:
+            sids = np.array([str(o.get("session_id", "")).encode() if isinstance(o, dict) else b"" for o in outcomes],
+                            dtype=object)
+            outputs.append(InferOutput(SESSION_OUTPUT, [n], "BYTES", sids))
         return InferResponse(
             response_id=req.id or str(uuid.uuid4()), model_name=self.name, model_version=b.version,
             infer_outputs=outputs, use_binary_outputs=req.use_binary_outputs,

@@ -35,7 +35,7 @@ from kserve.protocol.rest.server import metrics_handler
 from kserve.protocol.rest.v1_endpoints import V1Endpoints
 from kserve.protocol.rest.v2_endpoints import V2Endpoints
 
-from predictors import v1_request, v2_request
+from predictors import session_log, v1_request, v2_request
 from predictors.errors import NotFound
 from predictors.model import OUTPUTS, RecsModel
 from startup_recs.serving import api
@@ -114,7 +114,9 @@ class Routes:
     async def v1_predict(self, model_name: str, request: Request) -> Response:
         model = await self.ready_model(model_name)
         req = v1_request.decode(await request.body(), request.headers)
-        result, _ = await model(req.payload, headers=dict(request.headers))
+        headers = session_log.with_session(request.headers, session_log.from_request(request.headers,
+                                                                                     request.query_params))
+        result, _ = await model(req.payload, headers=headers)
         if req.event is not None:
             headers, body = v1_request.encode_event(model_name, result, req)
             return Response(body, headers=headers)
@@ -136,8 +138,10 @@ class Routes:
 
     async def v2_infer(self, model_name: str, request: Request, model_version: str | None = None) -> Response:
         model = await self.ready_model(model_name, model_version)
-        infer_request = v2_request.decode(await request.body(), request.headers, model_name, OUTPUTS)
-        response, _ = await model(infer_request, headers=dict(request.headers))
+        infer_request = v2_request.decode(await request.body(), request.headers, model_name, model.output_names())
+        headers = session_log.with_session(request.headers, session_log.from_request(request.headers,
+                                                                                     request.query_params))
+        response, _ = await model(infer_request, headers=headers)
         assert isinstance(response, InferResponse)
         body, json_length = response.to_rest()
         if isinstance(body, bytes):

@@ -35,7 +35,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
 
-from predictors import work_queue
+from predictors import session_log, work_queue
 from predictors.app import RequestGuard, add_legacy_routes
 from predictors.errors import NotFound, add_exception_handlers
 from predictors.model import RecsModel
@@ -171,11 +171,14 @@ def build_models(bundles: Sequence[str], *, loader: Loader = default_loader,
 def serve(bundles: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, reload_interval: float = 30.0,
           cache_dir: str | None = None, max_body_bytes: int = api.MAX_BODY_BYTES,
           limits: Limits | None = None, loader: Loader = default_loader, models: list[Any] | None = None,
-          experiments: Sequence[str] = (), **server_kwargs: Any) -> None:
+          experiments: Sequence[str] = (), log_sessions: str | None = None, session_queue: int = 10_000,
+          **server_kwargs: Any) -> None:
     """Load the bundles and serve them until SIGINT/SIGTERM. ``reload_interval <= 0`` disables
     polling. ``limits``: the work queue's (default: from the environment). ``models`` (instead
     of ``bundles``) serves ready-made models: the benchmark's trivial model goes through exactly
-    this path."""
+    this path. ``log_sessions``: a SQLAlchemy URL or storage URI every answer is logged to
+    (:mod:`predictors.session_log`; at most ``session_queue`` sessions wait for it), flushed on
+    shutdown."""
     queue = work_queue.configure(limits or Limits.from_env())
     if models is None:
         models = build_models(bundles, loader=loader, cache_dir=cache_dir, experiments=experiments)
@@ -196,7 +199,15 @@ def serve(bundles: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, 
     log.info("serving on http://%s:%d (reload every %ss; request timeout %gs, queue %d)", host, port,
              reload_interval if poller else "-", queue.limits.request_timeout_s, queue.limits.max_queue)
     print_examples(models, host, port)
-    RecsModelServer(host=host, poller=poller, http_port=port, **server_kwargs).start(models)
+    sessions = session_log.start(log_sessions, max_pending=session_queue) if log_sessions else None
+    for m in models:
+        if isinstance(m, RecsModel):
+            m.sessions = sessions
+    try:
+        RecsModelServer(host=host, poller=poller, http_port=port, **server_kwargs).start(models)
+    finally:
+        if sessions is not None:
+            sessions.close()
 
 
 def print_examples(models: Sequence[RecsModel], host: str, port: int) -> None:
@@ -223,7 +234,8 @@ def cli_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be 1..65535, got {args.port}")
     serve(args.bundle, host=args.host, port=args.port, reload_interval=args.reload_interval,
           cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes, limits=limits_of(args),
-          experiments=getattr(args, "experiment", None) or ())
+          experiments=getattr(args, "experiment", None) or (), log_sessions=args.log_sessions,
+          session_queue=args.session_queue)
     return 0
 
 
@@ -258,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
     serve(args.bundle, host=args.host, port=args.http_port, reload_interval=args.reload_interval,
           cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes, limits=limits_of(args),
-          experiments=args.experiment, grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
+          experiments=args.experiment, log_sessions=args.log_sessions, session_queue=args.session_queue,
+          grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
           max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
           enable_docs_url=args.enable_docs_url, enable_latency_logging=args.enable_latency_logging,
           access_log_format=args.access_log_format, event_loop=args.event_loop,

@@ -18,3 +18,10 @@ def add_serve_flags(p: argparse.ArgumentParser, *, default_host: str = "127.0.0.
                    help="seconds between polls of the 'latest' pointers (0 disables hot reload)")
     p.add_argument("--cache-dir", default=None, help="where s3:// bundles are downloaded (default: a temp dir)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
+    p.add_argument("--log-sessions", default=None, metavar="URL",
+                   help="log every answer (a recommendation_sessions row + one impressions row per candidate) to "
+                        "the app database (SQLAlchemy URL) or as Parquet parts under a storage URI (s3://, folder); "
+                        "written in batches off the request path; answers carry session_id")
+    p.add_argument("--session-queue", type=int, default=10_000, metavar="N",
+                   help="with --log-sessions: sessions that may wait in memory while the sink is down; "
+                        "later ones are dropped and counted (recs_sessions_dropped_total)")
