@@ -221,9 +221,15 @@ def score_models(data: ServingData, retrievers: dict[str, Retriever], t: Target,
 def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models: str | None = None,
              k: Sequence[int] = DEFAULT_K, split_at: Any = None, test_days: float = 14.0,
              val_days: float = 14.0, oracle: str | None = None, batch: int = 256,
-             save_serving: bool = True) -> dict[str, Any]:
+             save_serving: bool = True, forward_models: str | None = None,
+             forward_val_models: str | None = None) -> dict[str, Any]:
     """Run the protocol; write ``metrics.json``, ``report.md``, ``routing.json`` and PNG plots
-    into ``out``, and ``serving/`` + ``routing.json`` into ``models`` (the publishable folder)."""
+    into ``out``, and ``serving/`` + ``routing.json`` into ``models`` (the publishable folder).
+
+    ``forward_models`` (a reverse use case; the forward twin's final models folder, with
+    ``forward_val_models`` its stage-1 one): the reciprocal scorer is fitted on validation
+    (:mod:`startup_recs.evaluation.reciprocal_fit`), saved as ``reciprocal.json`` into ``models``
+    and scored on test as the ``reciprocal`` model."""
     from startup_recs.data.split import TimeSplit
     from startup_recs.evaluation.routing import choose_routing
 
@@ -261,8 +267,10 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
     from startup_recs.evaluation.mutual import mutual_target
 
     mt = mutual_target(snap, data, split.split_at, None)  # reverse use cases of app data: both sides acted
+    extra, scorer = _reciprocal(snap, uc.name, split, data, retrievers, routing, reranker, models, ks,
+                                val_models, forward_models, forward_val_models)
     scored, seconds, routes = score_models(data, retrievers, t, ks, routing=routing, reranker=reranker,
-                                           oracle=oracle_df, batch=batch, mutual=mt)
+                                           oracle=oracle_df, batch=batch, mutual=mt, extra=extra)
     metrics: dict[str, Any] = {
         "use_case": uc.name,
         "k": ks,
@@ -287,6 +295,8 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
                                        lambda top: summarize_target(top, t, data.n_candidates, ks), ks)
     if validation is not None:
         metrics["validation"] = validation
+    if scorer is not None:
+        metrics["reciprocal"] = scorer.to_dict()
     storage.write_json(storage.join(out, artifacts.METRICS), metrics)
     from startup_recs.evaluation import report as evaluate_report
 
@@ -294,6 +304,32 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
     log.info("evaluation of %s: %d test entities, %d candidates, %.1fs", uc.name, len(t.entity_ids),
              data.n_candidates, metrics["seconds"]["total"])
     return metrics
+
+
+def _reciprocal(snap: Any, use_case: str, split: Any, data: ServingData, retrievers: dict[str, Retriever],
+                routing: Routing, reranker: Any, models: str, ks: Sequence[int], val_models: str | None,
+                forward_models: str | None, forward_val_models: str | None) -> tuple[dict[str, Callable], Any]:
+    """``({"reciprocal": ranking}, scorer)`` for a reverse use case given its forward twin's
+    models (fitted on validation when both stage-1 folders are given), else ``({}, None)``."""
+    from startup_recs.core.usecases import twin_of
+
+    uc = get_use_case(use_case)
+    if not forward_models or uc.direction != "reverse":
+        return {}, None
+    from startup_recs.evaluation import reciprocal_fit
+    from startup_recs.serving.reciprocal import ReciprocalScorer
+
+    twin = twin_of(uc.name)
+    forward = Recommender.load(forward_models, twin)
+    if val_models and forward_val_models:
+        scorer = reciprocal_fit.fit(snap, uc.name, split, reciprocal_fit.stage1(snap, uc.name, split, val_models, routing),
+                                    Recommender.load(forward_val_models, twin), ks)
+    else:
+        log.warning("reciprocal %s: no stage-1 models of both directions; the defaults (harmonic) are scored", uc.name)
+        scorer = ReciprocalScorer(forward_use_case=twin)
+    scorer.save(models)
+    final = Recommender(data, retrievers, routing, reranker)
+    return {"reciprocal": lambda ids, n: reciprocal_fit.ranking(final, forward, scorer, ids, n)}, scorer
 
 
 def cli_evaluate(args: argparse.Namespace) -> int:
@@ -306,7 +342,8 @@ def cli_evaluate(args: argparse.Namespace) -> int:
         Path(storage.local(args.out)).mkdir(parents=True, exist_ok=True)
     m = evaluate(args.snapshot, args.models, args.use_case, args.out, val_models=getattr(args, "val_models", None),
                  k=ks, split_at=args.split_at, test_days=args.test_days, val_days=args.val_days,
-                 oracle=args.oracle)
+                 oracle=args.oracle, forward_models=getattr(args, "forward_models", None),
+                 forward_val_models=getattr(args, "forward_val_models", None))
     from startup_recs.evaluation.report import headline_table
 
     print(headline_table(m))

@@ -22,6 +22,7 @@ from startup_recs.serving.candidate_match import match_table
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.filters import CandidateFilter
 from startup_recs.serving.index import top_k
+from startup_recs.serving.reciprocal import ReciprocalScorer
 from startup_recs.serving.retrievers import Retriever, load_retrievers
 from startup_recs.serving.router import Router, Routing
 
@@ -56,6 +57,7 @@ class Recommender:
         *,
         model_version: str = "unversioned",
         n_retrieve: int = N_RETRIEVE,
+        reciprocal: ReciprocalScorer | None = None,
     ) -> None:
         self.data = data
         self.use_case = data.use_case
@@ -64,6 +66,9 @@ class Recommender:
         self.reranker = reranker
         self.model_version = model_version
         self.n_retrieve = int(n_retrieve)
+        # reverse use cases: fused with the forward twin's scores when a forward bundle is passed
+        # (reciprocal.json fitted on validation, else the defaults: harmonic mean, fitted: false)
+        self.reciprocal = reciprocal if reciprocal is not None else ReciprocalScorer()
         if reranker is not None:
             reranker.check(data)
         # per bundle, not per request: the candidates' match columns encoded once (reasons and the
@@ -92,7 +97,8 @@ class Recommender:
             version = f"v{v}" if isinstance(v, int) or str(v).isdigit() else str(v)
         retrievers = load_retrievers(path, data)
         reranker = load_reranker(path, data.use_case) if rerank else None
-        return cls(data, retrievers, Routing.load(path), reranker, model_version=version)
+        return cls(data, retrievers, Routing.load(path), reranker, model_version=version,
+                   reciprocal=ReciprocalScorer.load(path))
 
     # --- one request ----------------------------------------------------------------------------
     def check_entity(self, entity_id: str) -> None:
@@ -116,7 +122,8 @@ class Recommender:
         scores = gather_scores(self.retrievers, entity_id, cand_idx, self.reranker.retrievers)
         return np.asarray(self.reranker.score(entity_id, cand_idx, scores, self.data), dtype=np.float32)
 
-    def recommend(self, entity_id: str, limit: int = 10, *, filters: CandidateFilter | None = None) -> dict[str, Any]:
+    def recommend(self, entity_id: str, limit: int = 10, *, filters: CandidateFilter | None = None,
+                  forward: Recommender | None = None) -> dict[str, Any]:
         """The answer object of the API (see ``docs/contracts.md``); raises
         :class:`UnknownEntityError` for an unknown id.
 
@@ -125,7 +132,13 @@ class Recommender:
         ``limit`` remain, the route's retriever scores the whole catalogue and the best allowed
         candidates are taken instead (``filters.widened``). The answer then carries
         ``filters: {applied, matching, widened, short}``; ``short`` says that fewer than
-        ``limit`` candidates satisfy the filters at all (``total`` < ``limit``)."""
+        ``limit`` candidates satisfy the filters at all (``total`` < ``limit``).
+
+        ``forward`` (reverse use cases: the forward twin's recommender) makes the answer
+        reciprocal (:mod:`startup_recs.serving.reciprocal`): the re-ranked pool is ordered by the
+        fused score, each candidate carries ``scores: {reverse, forward}`` (calibrated
+        probabilities) and ``match_reasons_forward`` (what the candidate gets from the startup),
+        and the answer ``reciprocal: {method, fitted, forward_model_version}``."""
         entity_id = str(entity_id)
         self.check_entity(entity_id)
         segment, route = self.router.route(entity_id)
@@ -134,7 +147,7 @@ class Recommender:
         info = None
         if filters:
             cand, scores, info = self._filtered(entity_id, route, cand, scores, filters, n, int(limit))
-        answer = self._answer(entity_id, segment, route, cand, scores, int(limit))
+        answer = self._answer(entity_id, segment, route, cand, scores, int(limit), forward=forward)
         if info is not None:
             answer["filters"] = {**info, "short": answer["total"] < int(limit)}
         return answer
@@ -158,24 +171,51 @@ class Recommender:
         return cand, scores, {"applied": filters.to_dict(), "matching": int(ok.sum()), "widened": widened}
 
     def _answer(self, entity_id: str, segment: str, route: str, cand: np.ndarray, scores: np.ndarray,
-                limit: int) -> dict[str, Any]:
-        """Re-rank the retrieved ``cand`` / ``scores`` (best first) and build the answer object."""
+                limit: int, forward: Recommender | None = None) -> dict[str, Any]:
+        """Re-rank the retrieved ``cand`` / ``scores`` (best first) and build the answer object
+        (reciprocal with ``forward``, see :meth:`recommend`)."""
         reranked = False
         if self.reranker is not None and len(cand):
             rs = self.rerank(entity_id, cand)
             order = np.argsort(-rs, kind="stable")
             cand, scores, reranked = cand[order], rs[order], True
+        two_sided = None
+        if forward is not None and len(cand):
+            order, fused, p, q = self.reciprocal.rank(forward, entity_id, [self._ids[c] for c in cand.tolist()], scores)
+            cand, scores = cand[order], fused[order].astype(np.float32)
+            two_sided = (p[order][:limit], q[order][:limit])
         cand, scores = cand[:limit], scores[:limit]
+        candidates = self._candidates(entity_id, cand, scores)
+        extra: dict[str, Any] = {}
+        if forward is not None:
+            if two_sided is not None:
+                self._two_sided(forward, entity_id, candidates, *two_sided)
+            extra["reciprocal"] = {"method": self.reciprocal.method, "fitted": self.reciprocal.fitted,
+                                   "forward_model_version": forward.model_version}
         return {
             "entity_id": entity_id,
-            "candidates": self._candidates(entity_id, cand, scores),
+            "candidates": candidates,
             "method_used": f"{segment}:{route}",
             "segment": segment,
             "model_version": self.model_version,
             "reranked": reranked,
             "interaction_count": self.data.interaction_count(entity_id),
             "total": int(len(cand)),
+            **extra,
         }
+
+    @staticmethod
+    def _two_sided(forward: Recommender, entity_id: str, candidates: list[dict[str, Any]], p: np.ndarray,
+                   q: np.ndarray) -> None:
+        """Both directions' probabilities and the forward match reasons (the candidate's view of
+        the startup, from the forward bundle's match table) on each answer candidate, in place."""
+        col = forward.data.candidate_positions([entity_id])
+        for c, pi, qi in zip(candidates, p.tolist(), q.tolist(), strict=True):
+            c["scores"] = {"reverse": pi, "forward": qi}
+            reasons: list[str] = []
+            if col[0] >= 0 and forward._match.knows(c["id"]):
+                reasons = forward._match.reasons(c["id"], col)[0]
+            c["match_reasons_forward"] = reasons
 
     def recommend_batch(self, entity_ids: Sequence[str], limit: int | Sequence[int] = 10) -> list[dict[str, Any]]:
         """:meth:`recommend` for many entities (one answer each, same order; ``limit`` one for all
