@@ -14,7 +14,9 @@ The differences from a stock ``ModelServer``, all deliberate:
   would load a not-ready model on the event loop);
 - model work is admitted through a bounded queue with a per-request deadline
   (:mod:`predictors.work_queue`; ``--request-timeout`` / ``--max-queue``, or the
-  ``RECS_REQUEST_TIMEOUT`` / ``RECS_MAX_QUEUE`` environment).
+  ``RECS_REQUEST_TIMEOUT`` / ``RECS_MAX_QUEUE`` environment; a flag wins over the environment);
+- at start the download folders a previous container left in ``--cache-dir`` are removed, and
+  ``recs_bundle_fallback`` tells when a model serves an older bundle than ``latest`` names.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
 
-from predictors import session_log, work_queue
+from predictors import bundle_metrics, session_log, work_queue
 from predictors.app import RequestGuard, add_legacy_routes
 from predictors.errors import NotFound, add_exception_handlers
 from predictors.model import RecsModel
@@ -46,7 +48,14 @@ from startup_recs.core.errors import ConfigError
 from startup_recs.serving import api
 from startup_recs.serving.experiments import Experiment, parse_experiments
 from startup_recs.serving.flags import add_serve_flags
-from startup_recs.serving.reload import BundleSlot, Loader, Poller, default_loader, expand_sources
+from startup_recs.serving.reload import (
+    BundleSlot,
+    Loader,
+    Poller,
+    clean_cache,
+    default_loader,
+    expand_sources,
+)
 
 log = logging.getLogger("predictors")
 
@@ -150,6 +159,8 @@ def build_models(bundles: Sequence[str], *, loader: Loader = default_loader,
     (``--experiment`` values): the use case's model answers through
     :class:`~startup_recs.serving.experiments.Experiment` (its treatment slot: ``model.experiment``)."""
     models = []
+    if cache_dir:
+        clean_cache(cache_dir)  # before any slot loads: those folders belong to a dead process
     sources = expand_sources(bundles)
     specs = parse_experiments(experiments, sources)
     for use_case, source in sources.items():
@@ -191,6 +202,9 @@ def serve(bundles: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, 
     for e in running:
         log.info("experiment %s", e.describe())
     poller = Poller(slots, reload_interval) if reload_interval > 0 and slots else None
+    bundle_metrics.register([(m.name, "control", m.slot) for m in models if isinstance(m, RecsModel)]
+                            + [(m.name, "treatment", m.experiment.treatment) for m in models
+                               if getattr(m, "experiment", None) is not None])
     server_kwargs.setdefault("enable_grpc", False)
     server_kwargs.setdefault("enable_latency_logging", False)
     for m in models:
@@ -239,19 +253,9 @@ def cli_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_limit_flags(parser: argparse.ArgumentParser) -> None:
-    """``--request-timeout`` and ``--max-queue``; their defaults come from the environment."""
-    env = Limits.from_env()
-    parser.add_argument("--request-timeout", type=float, default=env.request_timeout_s, metavar="S",
-                        help="seconds a request may take, queue wait included; then 503 + Retry-After "
-                             "(env RECS_REQUEST_TIMEOUT, default %(default)s)")
-    parser.add_argument("--max-queue", type=int, default=env.max_queue, metavar="N",
-                        help="requests waiting for or running model work at once; more get 503 + Retry-After "
-                             "(env RECS_MAX_QUEUE, default %(default)s)")
-
-
 def limits_of(args: argparse.Namespace) -> Limits:
-    """The flags' limits, or the environment's for a parser without them (``recs serve``)."""
+    """The work queue's limits: each flag when given, else its environment variable, else the
+    default (:meth:`Limits.from_env`)."""
     env = Limits.from_env()
     timeout, queue = getattr(args, "request_timeout", None), getattr(args, "max_queue", None)
     return Limits(env.request_timeout_s if timeout is None else timeout, env.max_queue if queue is None else queue)
@@ -262,7 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m predictors", parents=[kms.parser],
                                      description="startup-recs KServe predictor")
     add_serve_flags(parser, default_host="0.0.0.0")
-    add_limit_flags(parser)
     args = parser.parse_args(argv)
     kms.args = args  # kserve reads logging and gRPC settings from this module global
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

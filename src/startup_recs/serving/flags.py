@@ -18,6 +18,13 @@ def add_serve_flags(p: argparse.ArgumentParser, *, default_host: str = "127.0.0.
                    help="seconds between polls of the 'latest' pointers (0 disables hot reload)")
     p.add_argument("--cache-dir", default=None, help="where s3:// bundles are downloaded (default: a temp dir)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
+    # default None: the predictor then reads RECS_REQUEST_TIMEOUT / RECS_MAX_QUEUE (a flag wins)
+    p.add_argument("--request-timeout", type=float, default=None, metavar="S",
+                   help="seconds a request may take, queue wait included; then 503 + Retry-After "
+                        "(default: env RECS_REQUEST_TIMEOUT, else the work queue's default)")
+    p.add_argument("--max-queue", type=int, default=None, metavar="N",
+                   help="requests waiting for or running model work at once; more get 503 + Retry-After "
+                        "(default: env RECS_MAX_QUEUE, else the work queue's default)")
     p.add_argument("--log-sessions", default=None, metavar="URL",
                    help="log every answer (a recommendation_sessions row + one impressions row per candidate) to "
                         "the app database (SQLAlchemy URL) or as Parquet parts under a storage URI (s3://, folder); "
