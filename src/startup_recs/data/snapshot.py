@@ -13,12 +13,19 @@ never needs to know which source it was:
 - :meth:`Snapshot.impressions` -> what sessions of that use case showed, or ``None``.
 
 Tables are read once and cached (a 10M-event snapshot is read in seconds, not per call).
+
+``extract_stats.json`` is the commit marker (written last by the extract): when it lists
+``parts``, exactly those part files are read and a table it does not list is absent, so the
+parts of an extract still running (or one that crashed before its commit) are invisible. A
+folder of extract parts (``part-NNNNN.parquet``) without the marker is refused as uncommitted;
+hand-written snapshots without the marker are read whole.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,7 +110,7 @@ class Snapshot:
             if name not in self.tables_present:
                 self._tables[name] = None
             else:
-                tbl = storage.read_table(storage.join(self.uri, name))
+                tbl = _read_table(self.uri, name, self.stats)
                 if name in SCHEMAS:
                     allowed = frozenset(self.event_weights) if name == "events" else None
                     tbl = validate(tbl, name, allowed_events=allowed)
@@ -280,6 +287,47 @@ class Snapshot:
         return np.sort(ids.astype(object))
 
 
+_EXTRACT_PART = re.compile(r"^part-\d{5}\.parquet$")
+
+
+def _listed_parts(stats: dict[str, Any]) -> dict[str, list[str]] | None:
+    parts = stats.get("parts")
+    if not isinstance(parts, dict):
+        return None
+    return {str(t): [str(p) for p in (ps or [])] for t, ps in parts.items()}
+
+
+def _read_table(uri: str, name: str, stats: dict[str, Any]) -> pa.Table:
+    """The table ``name``: only its committed parts when the marker lists them."""
+    parts = _listed_parts(stats)
+    if parts is None:
+        return storage.read_table(storage.join(uri, name))
+    listed = parts.get(name, [])
+    if not listed:
+        if name in SCHEMAS:
+            return SCHEMAS[name].empty_table()
+        raise DataError(f"snapshot {uri}: table {name!r} has no committed part")
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(storage.join(uri, name))
+    try:
+        return pq.read_table([f"{path}/{_part_name(uri, p)}" for p in listed], filesystem=fs)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise StorageError(f"cannot read {storage.join(uri, name)}: {str(exc).splitlines()[0]}") from None
+
+
+def _part_name(uri: str, name: str) -> str:
+    """A listed part is a plain file name inside its table folder, nothing else."""
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise DataError(f"snapshot {uri}: extract_stats.json lists a bad part name {name!r}")
+    return name
+
+
+def _uncommitted(uri: str, tables: frozenset[str]) -> bool:
+    """True when a table folder holds extract parts although no marker was written yet."""
+    return any(_EXTRACT_PART.match(f) for t in sorted(tables) for f in storage.listdir(storage.join(uri, t)))
+
+
 def _all_use_cases() -> tuple[str, ...]:
     from startup_recs.core.usecases import USE_CASES
 
@@ -316,6 +364,12 @@ def load_snapshot(uri: str, *, event_weights: dict[str, float] | str | None = No
         except (StorageError, json.JSONDecodeError) as exc:
             raise DataError(f"snapshot {uri}: bad extract_stats.json ({exc})") from None
     tables = frozenset(n for n in names if not n.endswith(".json") and not n.startswith("."))
+    parts = _listed_parts(stats)
+    if parts is not None:
+        tables = tables & frozenset(parts)  # a table folder the marker does not list is not committed
+    elif not stats and _uncommitted(uri, tables):
+        raise DataError(f"snapshot {uri} is not committed yet: part files but no extract_stats.json "
+                        "(an extract is running, or crashed before its commit)")
     if "events" in tables:
         source = "events"
     elif {"startups", "users"} <= tables and tables & {"startup_interactions", "user_interactions"}:
