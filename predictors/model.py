@@ -37,6 +37,8 @@ from startup_recs.serving.sessions import SessionLog
 log = logging.getLogger("predictors")
 OUTPUTS = ("candidate_ids", "scores", "route", "error")
 SESSION_OUTPUT = "session_id"  # V2 output of a server that logs sessions (--log-sessions)
+# V2 outputs of a model running an experiment (--experiment): each row's answering bundle and arm
+EXPERIMENT_OUTPUTS = ("model_version", "experiment_arm")
 BATCH_CHUNK = 32  # queries per recommend_batch call: a batch overruns its deadline by one chunk at most
 Outcome = dict[str, Any] | PredictorError  # one instance's answer, or why it has none
 
@@ -62,6 +64,7 @@ class RecsModel(kserve.Model):
         self._queue = queue
         self._unknown = _unknown_entity_error()
         self.sessions: SessionLog | None = None  # --log-sessions: every answer is logged (predictors.session_log)
+        self.experiment: Any = None  # --experiment: a serving.experiments.Experiment (predictors.server sets it)
 
     @property
     def queue(self) -> WorkQueue:
@@ -100,11 +103,13 @@ class RecsModel(kserve.Model):
                 {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
                 {"name": "route", "datatype": "BYTES", "shape": [-1]},
                 {"name": "error", "datatype": "BYTES", "shape": [-1]}] + (
-            [{"name": SESSION_OUTPUT, "datatype": "BYTES", "shape": [-1]}] if self.sessions is not None else [])
+            [{"name": SESSION_OUTPUT, "datatype": "BYTES", "shape": [-1]}] if self.sessions is not None else []) + (
+            [{"name": n, "datatype": "BYTES", "shape": [-1]} for n in EXPERIMENT_OUTPUTS] if self.experiment else [])
 
     def output_names(self) -> tuple[str, ...]:
         """The V2 outputs a request may ask for."""
-        return OUTPUTS + ((SESSION_OUTPUT,) if self.sessions is not None else ())
+        return (OUTPUTS + ((SESSION_OUTPUT,) if self.sessions is not None else ())
+                + (EXPERIMENT_OUTPUTS if self.experiment else ()))
 
     # --- versions ------------------------------------------------------------------------------
     def bundle(self) -> LoadedBundle:
@@ -262,6 +267,11 @@ class RecsModel(kserve.Model):
             sids = np.array([str(o.get("session_id", "")).encode() if isinstance(o, dict) else b"" for o in outcomes],
                             dtype=object)
             outputs.append(InferOutput(SESSION_OUTPUT, [n], "BYTES", sids))
+        if self.experiment:  # rows of one request may come from both arms
+            for name, value in (("model_version", lambda o: o.get("model_version")),
+                                ("experiment_arm", lambda o: (o.get("experiment") or {}).get("arm"))):
+                col = [str(value(o) or "").encode() if isinstance(o, dict) else b"" for o in outcomes]
+                outputs.append(InferOutput(name, [n], "BYTES", np.array(col, dtype=object)))
         return InferResponse(
             response_id=req.id or str(uuid.uuid4()), model_name=self.name, model_version=b.version,
             infer_outputs=outputs, use_binary_outputs=req.use_binary_outputs,
