@@ -53,6 +53,10 @@ class CompileOptions:
     # optional (IRSA / Workload Identity need neither); "" leaves them out of the YAML.
     s3_secret: str = "recs-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
     storage_config_map: str = "recs-storage"  # AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, S3_USE_HTTPS, ...
+    # the app database URL (with its password) of the steps that read it, as RECS_DB_URL from this
+    # Secret (key RECS_DB_URL; optional): the db_url parameter may then stay empty, and no password
+    # is stored in the run's spec or shown in the UI. "" leaves it out of the YAML.
+    db_secret: str = "recs-db"
 
     @classmethod
     def from_pairs(cls, pairs: list[str] | None) -> "CompileOptions":
@@ -75,6 +79,13 @@ class CompileOptions:
 
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 STORAGE_CONFIG_KEYS = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "S3_USE_HTTPS", "S3_VERIFY_SSL")
+
+
+def _db_env(task: dsl.PipelineTask, opts: CompileOptions) -> dsl.PipelineTask:
+    """``RECS_DB_URL`` from the ``db_secret`` Secret, on the steps that read the app database."""
+    if opts.db_secret:
+        kubernetes.use_secret_as_env(task, opts.db_secret, {"RECS_DB_URL": "RECS_DB_URL"}, optional=True)
+    return task
 
 
 def _storage_env(task: dsl.PipelineTask, opts: CompileOptions) -> None:
@@ -191,7 +202,8 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
             use_cases: The use cases to train, one DAG each (``startup_developer``,
                 ``startup_investor``, ``developer_startup``, ``investor_startup``).
             db_url: SQLAlchemy URL of the app database (``postgresql+psycopg://...`` or
-                ``sqlite:///file``); give it or ``events_uri``. Messages mask its password.
+                ``sqlite:///file``); give it or ``events_uri``. Messages mask its password. Empty:
+                ``RECS_DB_URL`` from the ``db_secret`` Secret (keeps the password out of the run).
             events_uri: An interaction log to import instead (Parquet or CSV, local or ``s3://``).
             events_use_case: The use case the imported log's events belong to (with ``events_uri``).
             entity_col: The imported log's entity id column.
@@ -246,18 +258,19 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
             Output: Every use case's evaluation folder (metrics.json, report.md, plots).
         """
         split = {"split_at": split_at, "test_days": test_days, "val_days": val_days}
-        probe = _cpu_step(c.probe_source(db_url=db_url, events_uri=events_uri, time_col=time_col),
-                          opts, "probe-source", cache=False)
+        probe = _db_env(_cpu_step(c.probe_source(db_url=db_url, events_uri=events_uri, time_col=time_col),
+                                  opts, "probe-source", cache=False), opts)
         ex = _cpu_step(c.extract(
             watermark=probe.output, db_url=db_url, events_uri=events_uri, events_use_case=events_use_case,
             entity_col=entity_col, candidate_col=candidate_col, time_col=time_col, event_col=event_col,
             weight_col=weight_col, event_weights=event_weights), opts, "extract")
+        _db_env(ex, opts)
         snapshot = ex.outputs["snapshot"]
 
         with dsl.ParallelFor(use_cases, parallelism=opts.parallelism) as uc:
             with dsl.If(monitor_online == True, name="monitor-enabled"):  # noqa: E712 - a KFP condition
-                _cpu_step(c.monitor(db_url=db_url, use_case=uc, models_uri=models_uri, watermark=probe.output,
-                                    window_days=monitor_window_days), opts, "monitor", cache=False)
+                _db_env(_cpu_step(c.monitor(db_url=db_url, use_case=uc, models_uri=models_uri, watermark=probe.output,
+                                            window_days=monitor_window_days), opts, "monitor", cache=False), opts)
             ds_tt = _cpu_step(c.dataset_two_tower(
                 snapshot=snapshot, use_case=uc, negative_samples=negative_samples,
                 min_interactions=min_interactions, seed=seed, **split), opts, "dataset-two-tower")

@@ -137,14 +137,20 @@ def test_every_step_gets_the_s3_settings(compiled: tuple[dict, dict], tmp_path: 
     spec, platform = compiled
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert set(k8s) == set(spec["deploymentSpec"]["executors"])
-    for cfg in k8s.values():
-        (secret,) = cfg["secretAsEnv"]
-        assert secret["secretName"] == "recs-s3" and secret["optional"] is True
+    db_readers = {"exec-probe-source", "exec-extract", "exec-monitor"}
+    for name, cfg in k8s.items():
+        secrets = {s["secretName"]: s for s in cfg["secretAsEnv"]}
+        assert set(secrets) == ({"recs-s3", "recs-db"} if name in db_readers else {"recs-s3"}), name
+        if name in db_readers:  # the database URL from a Secret, never only a stored parameter
+            assert [k["envVar"] for k in secrets["recs-db"]["keyToEnv"]] == ["RECS_DB_URL"]
+            assert secrets["recs-db"]["optional"] is True
+        secret = secrets["recs-s3"]
+        assert secret["optional"] is True
         assert {k["envVar"] for k in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         (cm,) = cfg["configMapAsEnv"]
         assert cm["configMapName"] == "recs-storage" and cm["optional"] is True
         assert "AWS_ENDPOINT_URL" in {k["envVar"] for k in cm["keyToEnv"]}
-    _, plain = _compile(tmp_path, CompileOptions.from_pairs(["s3_secret=", "storage_config_map="]))
+    _, plain = _compile(tmp_path, CompileOptions.from_pairs(["s3_secret=", "storage_config_map=", "db_secret="]))
     for cfg in plain["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():
         assert "secretAsEnv" not in cfg and "configMapAsEnv" not in cfg
 

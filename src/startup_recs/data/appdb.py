@@ -7,6 +7,7 @@ text and timestamps UTC; see ``docs/contracts.md``.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,6 +188,16 @@ def mask_url(url: str) -> str:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001
         return "<database URL>"
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@'\"]*:)(?P<pw>[^\s@'\"]+)@")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` in it replaced by
+    ``***``. Why beside :func:`mask_url`: an exception message (a driver's, a wrapped one) may
+    quote the URL anywhere in free text, and a step's error goes to the KFP log and UI as is."""
+    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}***@", text)
 
 
 def _write(engine, tables: dict[str, pa.Table], chunk: int, drop: bool) -> None:

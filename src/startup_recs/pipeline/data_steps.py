@@ -10,7 +10,7 @@ from startup_recs.core.errors import ConfigError, DataError
 from startup_recs.core.usecases import get_use_case
 from startup_recs.pipeline.folders import fresh_dir, opt, provenance, snapshot_stats, split_kwargs
 from startup_recs.pipeline.step import step
-from startup_recs.pipeline.urls import check_db_url, masked
+from startup_recs.pipeline.urls import check_db_url, masked, source_db_url
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +21,14 @@ def probe_source(*, db_url: str = "", events_uri: str = "", time_col: str = "ts"
     """Newest event time of the source (ISO-8601 UTC), read without extracting anything.
 
     It becomes an input of ``extract``, so KFP's cache key of extract changes exactly when new
-    events arrive. Raises :class:`ConfigError` unless exactly one source is given. Messages show
-    the database URL with its password masked.
+    events arrive. Raises :class:`ConfigError` unless exactly one source is given (an empty
+    ``db_url`` falls back to ``$RECS_DB_URL``). Messages show the database URL with its password
+    masked.
     """
-    db_url, events_uri = opt(db_url), opt(events_uri)
+    events_uri = opt(events_uri)
+    db_url = source_db_url(opt(db_url), events_uri)
     if bool(db_url) == bool(events_uri):
-        raise ConfigError("give exactly one source: db_url or events_uri")
+        raise ConfigError("give exactly one source: db_url (or $RECS_DB_URL) or events_uri")
     import pandas as pd
 
     if events_uri:
@@ -68,9 +70,10 @@ def extract(out_dir: str, *, watermark: str = "", db_url: str = "", events_uri: 
     key here, but checked against what was extracted (newer data arriving in between is fine)."""
     from startup_recs.data import extract as ex
 
-    db_url, events_uri = opt(db_url), opt(events_uri)
+    events_uri = opt(events_uri)
+    db_url = source_db_url(opt(db_url), events_uri)
     if bool(db_url) == bool(events_uri):
-        raise ConfigError("give exactly one source: db_url or events_uri")
+        raise ConfigError("give exactly one source: db_url (or $RECS_DB_URL) or events_uri")
     out = fresh_dir(out_dir)
     if db_url:
         stats = ex.extract_db(db_url, str(out), event_weights=opt(event_weights))

@@ -64,7 +64,9 @@ def monitor(db_url: str, use_case: str, models_uri: str, out_dir: str, *, waterm
     """``metrics.json``, ``report.md`` and plots into ``out_dir`` (and the Markdown with embedded
     plots to ``report_md``). Returns ``{"headline": {name: float}, "metadata": {...}}``."""
     from startup_recs.evaluation import online
+    from startup_recs.pipeline.urls import source_db_url
 
+    db_url = source_db_url(db_url)  # "" -> $RECS_DB_URL (the Secret), as the extract steps
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not db_url:

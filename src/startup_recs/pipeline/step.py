@@ -29,6 +29,26 @@ def setup_logging() -> None:
                             datefmt="%H:%M:%S")
 
 
+def scrubbed(exc: BaseException) -> BaseException:
+    """``exc`` itself, or (when its message quotes a URL with a password) an exception of the same
+    type whose message has the password masked, so neither the log line, the failure record nor
+    the traceback KFP prints shows it. A type that cannot be rebuilt from one message becomes a
+    :class:`RuntimeError` naming it."""
+    from startup_recs.data.appdb import mask_secrets
+
+    text = str(exc)
+    safe = mask_secrets(text)
+    if safe == text:
+        return exc
+    try:
+        out = type(exc)(safe)
+        if str(out) == safe:
+            return out
+    except Exception:  # noqa: BLE001 - a constructor with other arguments
+        pass
+    return RuntimeError(f"{type(exc).__name__}: {safe}")
+
+
 def record_failure(step_name: str, exc: BaseException) -> None:
     """Leave the failing step's one-line message where ``recs pipeline run-local`` finds it."""
     path = os.environ.get(STEP_ERROR_ENV)
@@ -59,9 +79,13 @@ def step(template: str) -> Callable[[F], F]:
             try:
                 out = fn(*args, **kwargs)
             except BaseException as exc:
-                record_failure(name, exc)
-                log.error("step %s failed: %s", name, exc)
-                raise
+                safe = scrubbed(exc)
+                record_failure(name, safe)
+                log.error("step %s failed: %s", name, safe)
+                if safe is exc:
+                    raise
+                raise safe from None
+
             log.info("step %s: done in %.1f s", name, time.perf_counter() - t0)
             return out
 
