@@ -110,6 +110,10 @@ def test_no_test_event_leaks_into_training_or_serving(evaluated, tiny_snapshot):
     pairs_before = set(zip(before["entity_id"], before["candidate_id"], strict=True))
     seen = {(e, str(data.candidate_ids[c])) for e, cs in data.seen.items() for c in cs}
     assert seen == pairs_before
+    # already contacted (the use case's exclude_events, not a view) before the split: excluded
+    contacted = before[before["event"].astype(str).isin(["contact", "apply_received"])]
+    excluded = {(e, str(data.candidate_ids[c])) for e, cs in data.excluded.items() for c in cs}
+    assert excluded == set(zip(contacted["entity_id"], contacted["candidate_id"], strict=True)) < seen
     # the ALS models were fitted on their windows only
     for models, cutoff in (("stage1", val_start), ("models", split_at)):
         umap = json.loads((evaluated["root"] / models / "als_reverse_v1_user_mapping.json").read_text())
@@ -126,8 +130,8 @@ def test_models_folder_serves(evaluated):
     a = rec.recommend(hot, limit=15)
     hot_head = rec.router.routing.chain("hot")[0]
     assert a["method_used"] == f"hot:{hot_head}" and len(a["candidates"]) == 15
-    seen = {str(data.candidate_ids[c]) for c in data.seen_of(hot)}
-    assert not seen & {c["id"] for c in a["candidates"]}
+    contacted = {str(data.candidate_ids[c]) for c in data.excluded_of(hot)}
+    assert contacted and not contacted & {c["id"] for c in a["candidates"]}
     with pytest.raises(UnknownEntityError):
         rec.recommend("no-such-startup")
     assert Path(evaluated["root"] / "models" / "serving" / "serving_data.json").exists()

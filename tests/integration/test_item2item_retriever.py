@@ -86,7 +86,7 @@ def test_served_by_the_predictor_as_a_route(trained, tmp_path: Path, tiny_snapsh
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["method_used"] == "warm:item2item" and len(body["candidates"]) == 5
-        seen = set(data.candidate_ids[data.seen_of(warm)])
-        assert not seen & {c["id"] for c in body["candidates"]}
+        contacted = set(data.candidate_ids[data.excluded_of(warm)])
+        assert not contacted & {c["id"] for c in body["candidates"]}
     finally:
         srv.stop()

@@ -78,7 +78,7 @@ def test_train_ranker_cli_and_serve(stage1, tiny_snapshot, capsys):
     assert out["reranked"] is True and len(out["candidates"]) == 20
     scores = [c["score"] for c in out["candidates"]]
     assert scores == sorted(scores, reverse=True)
-    assert not {c["id"] for c in out["candidates"]} & set(data.candidate_ids[data.seen_of(hot)].tolist())
+    assert not {c["id"] for c in out["candidates"]} & set(data.candidate_ids[data.excluded_of(hot)].tolist())
 
 
 def test_final_window_retrievers_are_refused(stage1, capsys):

@@ -86,6 +86,7 @@ def test_folder_level_names() -> None:
     assert (artifacts.SERVING_DIR, artifacts.SERVING_META, artifacts.SERVING_CANDIDATES, artifacts.SERVING_ENTITIES,
             artifacts.SERVING_SEEN) == ("serving", "serving_data.json", "candidates.parquet", "entities.parquet",
                                         "seen.parquet")
+    assert artifacts.SERVING_EXCLUDED == "excluded.parquet"
     assert artifacts.serving_feature_table(artifacts.ENTITY_FEATURES) == "entity_features.parquet"
     assert artifacts.serving_feature_table(artifacts.CANDIDATE_FEATURES) == "candidate_features.parquet"
     assert (artifacts.ROUTING, artifacts.MANIFEST, artifacts.LATEST) == ("routing.json", "manifest.json", "latest")

@@ -64,11 +64,11 @@ T0 = pd.Timestamp("2026-03-01", tz="UTC")
 def _events():
     rows = [  # (entity, candidate, day offset, event)
         ("a", "x", -3, "view"), ("a", "y", -2, "contact"),
-        ("a", "y", 1, "contact"),  # already interacted before the split: not relevant
+        ("a", "y", 1, "contact"),  # already contacted before the split: excluded, not relevant
         ("a", "z", 2, "contact"),  # relevant
         ("a", "w", 2, "view"),  # not a positive event
         ("b", "x", 3, "contact"),  # b: cold (no training events), relevant x
-        ("c", "y", 1, "contact"), ("c", "y", -1, "click"),  # c: only an old pair -> not a test entity
+        ("c", "y", 1, "contact"), ("c", "y", -1, "click"),  # c clicked y, contacts it after: relevant
         ("d", "new", 4, "apply_received"),  # unknown candidate: counted, never findable
     ]
     return pd.DataFrame({"entity_id": [r[0] for r in rows], "candidate_id": [r[1] for r in rows],
@@ -83,22 +83,25 @@ def test_target_window_protocol_and_no_leak():
     assert set(data.candidate_ids) == {"x", "y"}
     assert data.entity_counts == {"a": 2, "c": 1}
     t = target_window(ev, data, T0, None)
-    assert t.entity_ids == ["a", "b", "d"]
+    assert t.entity_ids == ["a", "b", "c", "d"]  # a click (or view) does not exclude: c's contact counts
     idx = {c: i for i, c in enumerate(data.candidate_ids)}
-    assert [r.tolist() for r in t.relevant] == [[], [idx["x"]], []]
-    assert t.n_relevant.tolist() == [1, 1, 1]  # a: z (unknown candidate) ; b: x ; d: new
-    assert t.segments.tolist() == ["cold", "cold", "cold"]
+    assert [r.tolist() for r in t.relevant] == [[], [idx["x"]], [idx["y"]], []]
+    assert t.n_relevant.tolist() == [1, 1, 1, 1]  # a: z (unknown candidate) ; b: x ; c: y ; d: new
+    assert t.segments.tolist() == ["cold", "cold", "cold", "cold"]
+    assert data.exclude_events == ("contact", "apply_received")
+    assert {e: c.tolist() for e, c in data.excluded.items()} == {"a": [idx["y"]]}
     with pytest.raises(ConfigError):
         target_window(ev, data, T0 + pd.Timedelta(days=1), None)
 
 
-def test_oracle_ranking_excludes_seen():
+def test_oracle_ranking_excludes_contacted():
     ev = _events()
     data = ServingData.from_events(ev, "startup_developer", T0)
     oracle = pd.DataFrame({"entity_id": ["a", "a", "a"], "candidate_id": ["y", "x", "zz"], "rank": [1, 2, 3]})
     top = oracle_top(oracle, data, ["a", "b"], 3)
-    assert top.tolist() == [[-1, -1, -1], [-1, -1, -1]]  # a saw x and y; zz is unknown
+    x, y = data.candidate_index["x"], data.candidate_index["y"]
+    assert top.tolist() == [[x, -1, -1], [-1, -1, -1]]  # a contacted y (excluded), only viewed x; zz is unknown
     top = oracle_top(oracle, data, ["c"], 2)
     assert top.tolist() == [[-1, -1]]
     oracle2 = pd.DataFrame({"entity_id": ["c", "c"], "candidate_id": ["y", "x"], "rank": [1, 2]})
-    assert oracle_top(oracle2, data, ["c"], 2).tolist() == [[data.candidate_index["x"], -1]]
+    assert oracle_top(oracle2, data, ["c"], 2).tolist() == [[y, x]]  # c only clicked y

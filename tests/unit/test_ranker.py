@@ -138,7 +138,7 @@ def test_extra_negatives_come_from_retrieval_and_exclude_labelled(world):
                          tr.RankerTrainConfig(use_case=USE_CASE, lists="entity", extra_negatives=0))
     assert len(lists.y) == len(base.y) + 5 * base.n_lists
     assert lists.y.sum() == base.y.sum()  # only negatives added
-    # no candidate twice in a list; added ones are neither logged for the entity nor already seen
+    # no candidate twice in a list; added ones are neither logged for the entity nor already contacted
     for i in range(lists.n_lists):
         e = lists.entity[i]
         c = lists.cand[lists.offsets[i]:lists.offsets[i + 1]]
@@ -146,7 +146,7 @@ def test_extra_negatives_come_from_retrieval_and_exclude_labelled(world):
         logged = set(data.candidate_positions(rows.loc[rows["entity_id"] == e, "candidate_id"].tolist()))
         added = set(c.tolist()) - logged
         assert len(added) == 5
-        assert not added & set(data.seen_of(e).tolist())
+        assert not added & set(data.excluded_of(e).tolist())
 
 
 def test_pool_lists_are_what_serving_reranks(world):

@@ -47,6 +47,7 @@ SERVING_META = "serving_data.json"
 SERVING_CANDIDATES = "candidates.parquet"
 SERVING_ENTITIES = "entities.parquet"
 SERVING_SEEN = "seen.parquet"
+SERVING_EXCLUDED = "excluded.parquet"  # the pairs never recommended again (already contacted)
 ENTITY_FEATURES = "entity_features"
 CANDIDATE_FEATURES = "candidate_features"
 

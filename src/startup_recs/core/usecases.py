@@ -33,6 +33,10 @@ class UseCase:
     # events by which the entity acts on a candidate of its own accord or answers one: a pair is
     # *mutual* when the entity did one of its ``acts`` and the candidate one of its twin's
     acts: tuple[str, ...] = ()
+    # events after which a candidate is never recommended to that entity again (already contacted):
+    # the answers, the evaluation's rankings and its relevant items all use them; empty = the
+    # positive events. A plain view does not exclude (data/snapshot.exclusion_events).
+    exclude_events: tuple[str, ...] = ()
 
     @property
     def suffix(self) -> str:
@@ -48,6 +52,11 @@ class UseCase:
         """The user role on the other side of the startup (developer or investor)."""
         return self.candidate_kind if self.entity_is_startup else self.entity_kind
 
+    @property
+    def excluded_by(self) -> tuple[str, ...]:
+        """The events that exclude a candidate (``exclude_events``, else ``positive_events``)."""
+        return self.exclude_events or self.positive_events
+
     def artifact(self, stem: str) -> str:
         """Legacy artifact name: ``artifact("two_tower") -> "two_tower_reverse"``."""
         return f"{stem}{self.suffix}"
@@ -58,16 +67,20 @@ USE_CASES: dict[str, UseCase] = {
     for u in (
         UseCase("startup_developer", "reverse", "startup", "developer", "startup_interactions",
                 ("contact", "apply_received"), "startup-developer",
-                "/api/recommendations/developers/for-startup/{id}", ("contact", "reply")),
+                "/api/recommendations/developers/for-startup/{id}", ("contact", "reply"),
+                exclude_events=("contact", "apply_received")),
         UseCase("startup_investor", "reverse", "startup", "investor", "startup_interactions",
                 ("contact",), "startup-investor",
-                "/api/recommendations/investors/for-startup/{id}", ("contact", "reply")),
+                "/api/recommendations/investors/for-startup/{id}", ("contact", "reply"),
+                exclude_events=("contact",)),
         UseCase("developer_startup", "forward", "developer", "startup", "user_interactions",
                 ("apply", "contact"), "developer-startup",
-                "/api/recommendations/startups/for-developer/{id}", ("apply", "contact", "reply")),
+                "/api/recommendations/startups/for-developer/{id}", ("apply", "contact", "reply"),
+                exclude_events=("apply", "contact")),
         UseCase("investor_startup", "forward", "investor", "startup", "user_interactions",
                 ("contact",), "investor-startup",
-                "/api/recommendations/startups/for-investor/{id}", ("contact", "reply")),
+                "/api/recommendations/startups/for-investor/{id}", ("contact", "reply"),
+                exclude_events=("contact",)),
     )
 }
 REVERSE_USE_CASES = ("startup_developer", "startup_investor")

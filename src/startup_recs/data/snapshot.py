@@ -74,6 +74,23 @@ def positive_events(use_case: str | UseCase, present: Iterable[str], imported: b
     return [e for e in present if e not in PASSIVE_EVENTS] or present
 
 
+def exclusion_events(use_case: str | UseCase, present: Iterable[str], imported: bool) -> list[str]:
+    """Event names after which a candidate is never recommended to that entity again: the one
+    definition of "already contacted" for serving (``ServingData.excluded``) and evaluation (the
+    rankings skip them, and a later positive on them is not a new relevant item).
+
+    The use case's ``exclude_events`` (default: its positive events; contact and apply_received
+    for startup_developer) present in the log; an imported log without any of them: its
+    :func:`positive_events`. A plain view never excludes: the candidate may still be the answer.
+    """
+    uc = _ucase(use_case)
+    present = sorted({str(e) for e in present})
+    names = [e for e in uc.excluded_by if e in present]
+    if names or not imported:
+        return names
+    return positive_events(uc, present, imported)
+
+
 def _ucase(use_case: str | UseCase) -> UseCase:
     return use_case if isinstance(use_case, UseCase) else get_use_case(use_case)
 

@@ -55,14 +55,15 @@ def mutual_pairs(snapshot: Any, use_case: str, start: pd.Timestamp, end: pd.Time
 
 def target_of_pairs(pairs: pd.DataFrame, data: ServingData) -> Any:
     """The :class:`~startup_recs.evaluation.protocol.Target` of relevant ``pairs`` (candidates
-    seen before ``data.until`` dropped, unknown ones counted in ``n_relevant``)."""
+    already contacted before ``data.until`` dropped, as in ``protocol.target_window``; unknown
+    ones counted in ``n_relevant``)."""
     from startup_recs.evaluation.protocol import Target
 
     ids, rel, n_rel, segs = [], [], [], []
     index = pd.Index(data.candidate_ids)
     for e, g in pairs.groupby("entity_id", sort=True)["candidate_id"]:
         cidx = index.get_indexer(g.to_numpy())
-        new_known = np.setdiff1d(cidx[cidx >= 0], data.seen_of(str(e)))
+        new_known = np.setdiff1d(cidx[cidx >= 0], data.excluded_of(str(e)))
         n_new = len(new_known) + int((cidx < 0).sum())
         if n_new == 0:
             continue

@@ -4,8 +4,11 @@ Protocol. Fit window: events before ``split_at`` (what the final models and
 :class:`ServingData` saw). Test entities: those with a *positive* event at or after ``split_at``
 (the event names of :func:`startup_recs.data.snapshot.positive_events`, the ranker's label
 definition too). Relevant items: the candidates an entity acted on positively after the split
-and had not interacted with before it. Each test entity gets a full ranking over every known
-candidate (``ServingData.candidate_ids``) minus those it already interacted with (and itself).
+and had not already contacted before it (``ServingData.excluded``: the use case's
+``exclude_events``, :func:`startup_recs.data.snapshot.exclusion_events`; a candidate it only
+viewed can still be a hit). Each test entity gets a full ranking over every known candidate
+(``ServingData.candidate_ids``) minus those it already contacted (and itself): the rule the
+answers follow online, so offline and online agree.
 Relevant candidates outside the candidate space stay in the denominator: no model could find them.
 
 Metrics at each K (:mod:`startup_recs.evaluation.metrics`): ``recall@K``, ``ndcg@K``, ``map@K``,
@@ -96,8 +99,8 @@ def target_window(events: pd.DataFrame, data: ServingData, start: pd.Timestamp, 
     index = pd.Index(data.candidate_ids)
     for e, g in win.groupby("entity_id", sort=True)["candidate_id"]:
         cidx = index.get_indexer(g.to_numpy())
-        seen = data.seen_of(str(e))
-        new_known = np.setdiff1d(cidx[cidx >= 0], seen)
+        done = data.excluded_of(str(e))  # already contacted: never recommended, so never a new hit
+        new_known = np.setdiff1d(cidx[cidx >= 0], done)
         n_new = len(new_known) + int((cidx < 0).sum())
         if n_new == 0:
             continue
@@ -278,8 +281,9 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
         "val_start": split.val_start.isoformat(),
         "n_candidates": data.n_candidates,
         "n_test_entities": len(t.entity_ids),
-        "protocol": "temporal; relevant = positive events after split_at on candidates not seen before; "
-                    "full ranking over all known candidates minus seen",
+        "protocol": "temporal; relevant = positive events after split_at on candidates not already contacted "
+                    "before it; full ranking over all known candidates minus already contacted",
+        "exclude_events": None if data.exclude_events is None else list(data.exclude_events),
         **({"n_mutual_entities": len(mt.entity_ids),
             "mutual_protocol": "mutual_* metrics: relevant = pairs where the startup acted (contact, reply) and "
                                "the candidate acted (apply, contact, reply) after split_at"} if mt is not None else {}),

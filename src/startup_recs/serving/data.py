@@ -3,9 +3,12 @@
 One object holds the shared candidate space (``candidate_ids``; every retriever scores over it,
 in this order), the feature tables, and the statistics of the *fit window* (events with
 ``ts < until``): candidate popularity and recency, the training interaction count of every entity
-(which picks its routing segment), and the candidates each entity already interacted with
-(excluded from answers). Events at or after ``until`` never enter it, so evaluation on the test
-window cannot leak through popularity, counts or exclusions.
+(which picks its routing segment), the candidates each entity interacted with (its history, which
+item-to-item scoring reads) and those it already *contacted* (a positive event of the use case:
+excluded from its answers, and from the evaluation's rankings and relevant items; a plain view
+does not exclude, :func:`startup_recs.data.snapshot.exclusion_events`). Events at or after
+``until`` never enter it, so evaluation on the test window cannot leak through popularity, counts
+or exclusions.
 
 Saved as plain files (no pickle) in one folder, by convention ``<models_dir>/serving/`` (names in
 :mod:`startup_recs.core.artifacts`)::
@@ -13,7 +16,8 @@ Saved as plain files (no pickle) in one folder, by convention ``<models_dir>/ser
     serving_data.json       use case, until, counts, file list
     candidates.parquet      candidate_id, popularity, recency_days          [n_c rows, index order]
     entities.parquet        entity_id, interaction_count                    [n_e rows]
-    seen.parquet            entity_id, candidate_idx                        (long format)
+    seen.parquet            entity_id, candidate_idx                        (long format: every interaction)
+    excluded.parquet        entity_id, candidate_idx                        (long format: already contacted)
     entity_features.parquet / candidate_features.parquet   (optional; id column + feature columns)
 """
 
@@ -59,6 +63,10 @@ class ServingData:
         seen: entity id -> ``int64`` candidate indices it interacted with in the fit window.
         entity_features / candidate_features: DataFrames indexed by id, or ``None`` (id-only log).
             ``candidate_features`` is aligned with ``candidate_ids`` (missing rows are NaN).
+        excluded: entity id -> ``int64`` candidate indices never to recommend to it (fit-window
+            events in ``exclude_events``); ``None`` = ``seen`` (every interaction excludes: data
+            without event names, and serving folders written before the rule).
+        exclude_events: the event names ``excluded`` was built from (``None``: every event).
     """
 
     use_case: str
@@ -70,6 +78,8 @@ class ServingData:
     seen: dict[str, np.ndarray]
     entity_features: pd.DataFrame | None = None
     candidate_features: pd.DataFrame | None = None
+    excluded: dict[str, np.ndarray] | None = None
+    exclude_events: tuple[str, ...] | None = None
     candidate_index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +95,8 @@ class ServingData:
         if self.candidate_features is not None:
             self.candidate_features = self.candidate_features.reindex(self.candidate_ids.tolist())
         self.until = _as_utc(self.until)
+        if self.excluded is None:
+            self.excluded = self.seen
 
     # --- queries --------------------------------------------------------------------------------
     @property
@@ -109,11 +121,15 @@ class ServingData:
         """Candidate indices the entity already interacted with (``int64 [m]``, maybe empty)."""
         return self.seen.get(entity_id, np.empty(0, dtype=np.int64))
 
+    def excluded_of(self, entity_id: str) -> np.ndarray:
+        """Candidate indices the entity already contacted (``int64 [m]``, maybe empty)."""
+        return self.excluded.get(entity_id, np.empty(0, dtype=np.int64))
+
     def exclusions(self, entity_id: str) -> np.ndarray:
-        """Indices never to recommend to ``entity_id``: already-seen candidates and itself."""
+        """Indices never to recommend to ``entity_id``: already-contacted candidates and itself."""
         own = self.candidate_index.get(entity_id)
-        seen = self.seen_of(entity_id)
-        return seen if own is None else np.append(seen, own)
+        done = self.excluded_of(entity_id)
+        return done if own is None else np.append(done, own)
 
     def entity_row(self, entity_id: str) -> pd.Series | None:
         """The entity's feature row, or ``None`` (id-only data or an entity without features)."""
@@ -137,12 +153,17 @@ class ServingData:
         *,
         entity_features: pd.DataFrame | None = None,
         candidate_features: pd.DataFrame | None = None,
+        exclude_events: Sequence[str] | None = None,
+        imported: bool | None = None,
     ) -> ServingData:
         """Build from an events frame (``entity_id, candidate_id, ts, weight`` at least).
 
         Events at or after ``until`` are dropped before anything is computed. The candidate
         space is the candidate feature table's ids (all known profiles, in table order) followed
-        by any other candidate with a fit-window event (sorted).
+        by any other candidate with a fit-window event (sorted). ``excluded`` holds the pairs with
+        an event in ``exclude_events`` (default: :func:`~startup_recs.data.snapshot.exclusion_events`
+        of the log; ``imported`` as for it, ``None`` = unknown source); a frame without an
+        ``event`` column excludes every interaction.
         """
         get_use_case(use_case)
         missing = {"entity_id", "candidate_id", "ts", "weight"} - set(events.columns)
@@ -153,7 +174,8 @@ class ServingData:
         if until_ts is not None:
             ts = pd.to_datetime(ev["ts"], utc=True)
             ev = ev.loc[ts < until_ts]
-        ev = ev[["entity_id", "candidate_id", "ts", "weight"]].copy()
+        has_event = "event" in ev.columns
+        ev = ev[["entity_id", "candidate_id", "ts", "weight", *(["event"] if has_event else [])]].copy()
         ev["entity_id"] = ev["entity_id"].astype(str)
         ev["candidate_id"] = ev["candidate_id"].astype(str)
         ev["ts"] = pd.to_datetime(ev["ts"], utc=True)
@@ -182,6 +204,16 @@ class ServingData:
         seen = {
             e: g.to_numpy(np.int64) for e, g in pairs.groupby("e", sort=False)["c"]
         }
+        excluded, names = None, None
+        if has_event:
+            from startup_recs.data.snapshot import exclusion_events
+
+            present = events["event"].astype(str).unique()  # the whole log's names, as positive_events reads them
+            names = tuple(exclude_events) if exclude_events is not None else tuple(
+                exclusion_events(use_case, present, True if imported is None else imported))
+            hit = ev["event"].astype(str).isin(names).to_numpy()
+            done = pd.DataFrame({"e": ev["entity_id"].to_numpy()[hit], "c": cidx[hit]}).drop_duplicates()
+            excluded = {e: g.to_numpy(np.int64) for e, g in done.sort_values(["e", "c"]).groupby("e", sort=False)["c"]}
         if candidate_features is not None:
             candidate_features = candidate_features.copy()
             candidate_features.index = candidate_features.index.astype(str)
@@ -198,6 +230,8 @@ class ServingData:
             seen=seen,
             entity_features=entity_features,
             candidate_features=candidate_features,
+            excluded=excluded,
+            exclude_events=names,
         )
 
     @classmethod
@@ -215,6 +249,7 @@ class ServingData:
             until,
             entity_features=snapshot.entity_features(use_case),
             candidate_features=snapshot.candidate_features(use_case),
+            imported=snapshot.source == "events",
         )
 
     # --- persistence ----------------------------------------------------------------------------
@@ -236,14 +271,10 @@ class ServingData:
             }),
             storage.join(uri, artifacts.SERVING_ENTITIES),
         )
-        seen_e = [e for e in sorted(self.seen) for _ in range(len(self.seen[e]))]
-        seen_c = np.concatenate([self.seen[e] for e in sorted(self.seen)]) if self.seen else np.empty(0)
-        storage.write_table(
-            pa.table({"entity_id": pa.array(seen_e, pa.string()),
-                      "candidate_idx": pa.array(np.asarray(seen_c, np.int64), pa.int64())}),
-            storage.join(uri, artifacts.SERVING_SEEN),
-        )
-        files = [artifacts.SERVING_CANDIDATES, artifacts.SERVING_ENTITIES, artifacts.SERVING_SEEN]
+        for pairs, name in ((self.seen, artifacts.SERVING_SEEN), (self.excluded, artifacts.SERVING_EXCLUDED)):
+            storage.write_table(_long_table(pairs), storage.join(uri, name))
+        files = [artifacts.SERVING_CANDIDATES, artifacts.SERVING_ENTITIES, artifacts.SERVING_SEEN,
+                 artifacts.SERVING_EXCLUDED]
         for name, df, col in ((artifacts.ENTITY_FEATURES, self.entity_features, "entity_id"),
                               (artifacts.CANDIDATE_FEATURES, self.candidate_features, "candidate_id")):
             if df is None:
@@ -259,6 +290,7 @@ class ServingData:
             "until": None if self.until is None else self.until.isoformat(),
             "n_candidates": self.n_candidates,
             "n_entities": len(self.entity_counts),
+            "exclude_events": None if self.exclude_events is None else list(self.exclude_events),
             "files": files,
         })
 
@@ -271,8 +303,10 @@ class ServingData:
         meta = storage.read_json(meta_uri)
         cands = storage.read_table(storage.join(uri, artifacts.SERVING_CANDIDATES)).to_pandas()
         ents = storage.read_table(storage.join(uri, artifacts.SERVING_ENTITIES)).to_pandas()
-        seen_df = storage.read_table(storage.join(uri, artifacts.SERVING_SEEN)).to_pandas()
-        seen = {e: g.to_numpy(np.int64) for e, g in seen_df.groupby("entity_id", sort=False)["candidate_idx"]}
+        seen = _read_long(storage.join(uri, artifacts.SERVING_SEEN))
+        excluded = (_read_long(storage.join(uri, artifacts.SERVING_EXCLUDED))
+                    if artifacts.SERVING_EXCLUDED in meta.get("files", []) else None)  # older folders: seen
+        names = meta.get("exclude_events")
         feats: dict[str, pd.DataFrame | None] = {artifacts.ENTITY_FEATURES: None, artifacts.CANDIDATE_FEATURES: None}
         for name, col in ((artifacts.ENTITY_FEATURES, "entity_id"), (artifacts.CANDIDATE_FEATURES, "candidate_id")):
             table = artifacts.serving_feature_table(name)
@@ -288,6 +322,8 @@ class ServingData:
             seen=seen,
             entity_features=feats[artifacts.ENTITY_FEATURES],
             candidate_features=feats[artifacts.CANDIDATE_FEATURES],
+            excluded=excluded,
+            exclude_events=None if names is None or excluded is None else tuple(names),
         )
 
     # --- helpers for batch scoring --------------------------------------------------------------
@@ -297,3 +333,19 @@ class ServingData:
     def candidate_positions(self, ids: Sequence[str]) -> np.ndarray:
         """Indices of ``ids`` in the candidate space, ``-1`` where unknown (``int64 [len(ids)]``)."""
         return pd.Index(self.candidate_ids).get_indexer(list(ids)).astype(np.int64)
+
+
+def _long_table(pairs: dict[str, np.ndarray]) -> pa.Table:
+    """``entity -> candidate indices`` as a long table ``entity_id, candidate_idx`` (sorted by entity)."""
+    ents = sorted(pairs)
+    return pa.table({
+        "entity_id": pa.array([e for e in ents for _ in range(len(pairs[e]))], pa.string()),
+        "candidate_idx": pa.array(np.concatenate([pairs[e] for e in ents]).astype(np.int64) if ents
+                                  else np.empty(0, np.int64), pa.int64()),
+    })
+
+
+def _read_long(uri: str) -> dict[str, np.ndarray]:
+    df = storage.read_table(uri).to_pandas()
+    return {e: g.to_numpy(np.int64) for e, g in df.groupby("entity_id", sort=False)["candidate_idx"]}
+

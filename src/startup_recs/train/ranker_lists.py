@@ -153,9 +153,10 @@ def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, A
         frame["weight"] = np.where(frame["label"] > 0, frame["wpos"], 1.0).astype(np.float32)
         frame = frame[["entity_id", "cidx", "label", "weight"]]
         ents = frame["entity_id"].unique()
+        # pairs the entity already contacted are never shown again (ServingData.excluded): no list holds them
         seen = pd.DataFrame({
-            "entity_id": np.repeat(ents, [len(data.seen_of(e)) for e in ents]),
-            "cidx": np.concatenate([data.seen_of(e) for e in ents] + [np.zeros(0, np.int64)]).astype(np.int64),
+            "entity_id": np.repeat(ents, [len(data.excluded_of(e)) for e in ents]),
+            "cidx": np.concatenate([data.excluded_of(e) for e in ents] + [np.zeros(0, np.int64)]).astype(np.int64),
             "_seen": True})
         frame = frame.merge(seen, on=["entity_id", "cidx"], how="left")
         frame = frame[frame["_seen"].isna()].drop(columns="_seen").reset_index(drop=True)
