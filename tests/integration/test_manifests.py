@@ -130,7 +130,7 @@ def test_overlay_renders_the_expected_objects(rendered: dict[str, list[dict[str,
         assert pred["annotations"]["prometheus.io/scrape"] == "true"
         assert pred["annotations"]["prometheus.io/path"] == "/metrics"
         refs = {(k, v["name"]) for e in c["envFrom"] for k, v in e.items()}
-        assert refs == {("configMapRef", "recs-storage"), ("secretRef", "recs-s3")}
+        assert refs == {("configMapRef", "recs-storage"), ("secretRef", "recs-s3-readonly")}
         bundle = c["args"][0]
         if overlay == "canary" and name == "startup-developer":
             # pinned immutable version through KServe's storage initializer, at 10% of traffic
@@ -152,8 +152,10 @@ def test_overlay_renders_the_expected_objects(rendered: dict[str, list[dict[str,
         script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
         assert "mlpipeline models" in script
         secrets = by_kind(docs, "Secret")
-        assert set(secrets) == {"recs-s3", "marketplace-db"}
-        assert set(secrets["recs-s3"]["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert set(secrets) == {"recs-s3", "recs-s3-readonly", "marketplace-db"}
+        for name in ("recs-s3", "recs-s3-readonly"):
+            assert set(secrets[name]["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert "mc admin user add" in script and "recs-read-models" in script  # the read-only user
         cm = by_kind(docs, "ConfigMap")["recs-storage"]["data"]
         assert cm["AWS_ENDPOINT_URL"] == "http://minio.recs.svc.cluster.local:9000"
         assert "PyTorchJob" not in {d["kind"] for d in docs}
@@ -306,6 +308,37 @@ def test_every_container_is_locked_down_and_sized(rendered: dict[str, list[dict[
     assert not errs, "\n".join(errs)
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_predictors_hold_only_the_read_only_key_behind_a_network_policy(
+        rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    """No predictor pod can write to the bucket (it gets recs-s3-readonly, never recs-s3, through
+    envFrom, env or its ServiceAccount), and only the ingress path and the metrics scraper may
+    call one (NetworkPolicy on KServe's ``component: predictor`` pod label)."""
+    docs = rendered[overlay]
+    sa = by_kind(docs, "ServiceAccount")["recs-predictor"]
+    assert [s["name"] for s in sa.get("secrets", [])] == ["recs-s3-readonly"]
+    for name, isvc in by_kind(docs, "InferenceService").items():
+        text = yaml.safe_dump(isvc["spec"]["predictor"])
+        assert "recs-s3-readonly" in text and "name: recs-s3\n" not in text, name
+    pol = by_kind(docs, "NetworkPolicy")["recs-predictor"]["spec"]
+    assert pol["podSelector"] == {"matchLabels": {"component": "predictor"}}
+    assert pol["policyTypes"] == ["Ingress"]
+    sources = [f for rule in pol["ingress"] for f in rule["from"]]
+    assert all("namespaceSelector" in f for f in sources), "every source is pinned to a namespace"
+    assert not any(f == {"podSelector": {}} or f.get("namespaceSelector") == {} for f in sources)
+    names = set()
+    for f in sources:
+        ns = f["namespaceSelector"]
+        names |= set(ns.get("matchLabels", {}).values())
+        for e in ns.get("matchExpressions", []):
+            names |= set(e["values"])
+    assert names == {"istio-system", "ingress-nginx", "knative-serving", "monitoring"}
+    scraper = next(f for f in sources if f["namespaceSelector"].get("matchLabels") == {
+        "kubernetes.io/metadata.name": "monitoring"})
+    assert scraper["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+    assert {p["port"] for rule in pol["ingress"] for p in rule["ports"]} == {8080, 8012, 9091}
+
+
 def test_no_secret_values_are_committed() -> None:
     """Secrets are generated from gitignored env files; committed YAML holds none."""
     tracked = subprocess.run(["git", "ls-files", "manifests"], cwd=ROOT, capture_output=True, text=True,
@@ -318,9 +351,10 @@ def test_no_secret_values_are_committed() -> None:
                 if isinstance(d, dict) and d.get("kind") == "Secret":
                     pytest.fail(f"{f}: a literal Secret; use the overlay's secretGenerator")
     for overlay in LOCAL:
-        probe = f"manifests/overlays/{overlay}/credentials.env"
-        ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT)
-        assert ignored.returncode == 0, f"{probe} is not gitignored"
+        for env in ("credentials.env", "credentials-readonly.env"):
+            probe = f"manifests/overlays/{overlay}/{env}"
+            ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT)
+            assert ignored.returncode == 0, f"{probe} is not gitignored"
 
 
 # --- linters --------------------------------------------------------------------------------------
