@@ -14,6 +14,7 @@ entity id is a non-empty string of at most :data:`MAX_ID_CHARS` characters; a V1
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,28 @@ def id_fields(use_case: UseCase) -> tuple[str, ...]:
     return (kind, "entity_id")
 
 
+_ASCII_INT = re.compile(r"[+-]?[0-9]+")
+_ASCII_DIGITS = re.compile(r"[0-9]{1,18}")
+MAX_HEADER_DEPTH = 32  # a V2 header is an object of inputs of shape lists: 4 levels deep
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def json_too_deep(text: bytes | str, limit: int) -> bool:
+    """True when ``text`` nests ``[`` / ``{`` deeper than ``limit`` (brackets inside strings do
+    not count), decided without recursion: when it holds at most ``limit`` brackets it cannot be;
+    otherwise strings are cut out by one regex and the depth is a cumulative sum (numpy, C speed
+    even for a 1 MiB body). Why: Python's ``json`` parser recurses, so a header of 100k ``[``
+    raises RecursionError (or exhausts the stack) before any check of ours runs."""
+    raw = text.encode("utf-8", "replace") if isinstance(text, str) else bytes(text)
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    a = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
+    steps = ((a == 0x5B) | (a == 0x7B)).astype(np.int32) - ((a == 0x5D) | (a == 0x7D)).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0)) > limit
+
+
 def parse_limit(raw: object, *, field: str = "limit", from_text: bool = True) -> int:
     """``limit`` from a query string (str, when ``from_text``) or JSON (int); ``None`` means 10.
 
@@ -74,7 +97,9 @@ def parse_limit(raw: object, *, field: str = "limit", from_text: bool = True) ->
         raise InvalidRequest(f"{field} must be an integer, got a boolean")
     if isinstance(raw, str) and from_text:
         text = raw.strip()
-        if not text.lstrip("+-").isdigit() or len(text) > 12:
+        # ASCII only: str.isdigit also accepts '²' or Arabic-Indic digits, which int() then
+        # refuses (a 500) or reads as a number the client never wrote
+        if not _ASCII_INT.fullmatch(text) or len(text) > 12:
             raise InvalidRequest(f"{field} must be an integer, got {raw[:20]!r}")
         value = int(text)
     elif isinstance(raw, int | np.integer):
@@ -288,13 +313,15 @@ def check_v2_binary(body: bytes, json_length: str) -> None:
     """
     import json
 
-    if not json_length.isdigit() or int(json_length) > len(body):
+    if not _ASCII_DIGITS.fullmatch(json_length) or int(json_length) > len(body):
         raise InvalidRequest(f"Inference-Header-Content-Length {json_length[:20]!r} does not fit a "
                              f"{len(body)}-byte body")
     n = int(json_length)
+    if json_too_deep(body[:n], MAX_HEADER_DEPTH):
+        raise InvalidRequest(f"the JSON header nests deeper than {MAX_HEADER_DEPTH} levels")
     try:
         header = json.loads(body[:n])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("the JSON header of the binary request is not valid JSON") from None
     inputs = header.get("inputs") if isinstance(header, dict) else None
     if not isinstance(inputs, list) or not inputs:
@@ -307,7 +334,7 @@ def check_v2_binary(body: bytes, json_length: str) -> None:
         t = Tensor(inp["name"], inp["datatype"], inp["shape"], None)
         count = math.prod(_shape(t))
         params = inp.get("parameters") or {}
-        if "data" in inp:
+        if inp.get("data") is not None:  # "data": null is no data: the tensor must be binary then
             continue
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if not isinstance(size, int) or isinstance(size, bool) or size < 0 or pos + size > len(body):
