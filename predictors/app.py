@@ -19,6 +19,7 @@ from predictors.errors import BadRequest
 from predictors.model import RecsModel
 from startup_recs.core.usecases import USE_CASES
 from startup_recs.serving import api
+from startup_recs.serving.options import OPTION_NAMES, query_options
 
 log = logging.getLogger("predictors")
 
@@ -115,8 +116,24 @@ _SESSION_PARAM = {"name": "session_id", "in": "query", "required": False,
                   "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}$"}}
 
 
+_OPTION_PARAMS = [
+    {"name": name, "in": "query", "required": False, "description": text, "schema": {"type": "string"}}
+    for name, text in (
+        ("location", "candidates in one of these locations (comma-separated)"),
+        ("skills", "developers with any of these skills (comma-separated)"),
+        ("sector", "investors investing in / startups in one of these sectors (comma-separated)"),
+        ("stage", "investors investing at / startups at one of these stages (comma-separated)"),
+        ("exclude", "candidate ids never to return (comma-separated)"),
+        ("reciprocal", "true|false: fuse with the forward twin's scores (reverse routes; default true when loaded)"),
+        ("format", "default|legacy: the legacy service's response shape"),
+    )
+]
+
+
 def add_legacy_routes(app: FastAPI, models: Mapping[str, RecsModel]) -> None:
-    """``GET /api/recommendations/<candidates>/for-<entity>/{id}?limit=10`` for all four use cases.
+    """``GET /api/recommendations/<candidates>/for-<entity>/{id}?limit=10`` for all four use cases,
+    with the request options of :mod:`startup_recs.serving.options` (filters, ``reciprocal``,
+    ``format``) as query parameters.
 
     ``models`` maps use-case names to served models; a route whose use case is not served
     answers 404 naming the model (the legacy service had no such case: it served both routes).
@@ -124,7 +141,7 @@ def add_legacy_routes(app: FastAPI, models: Mapping[str, RecsModel]) -> None:
     for uc in USE_CASES.values():
         app.add_api_route(uc.route.replace("{id}", "{entity_id}"), _legacy_handler(uc.name, uc.model_name, models),
                           methods=["GET"], name=f"legacy-{uc.model_name}", tags=["legacy"],
-                          openapi_extra={"parameters": [_LIMIT_PARAM, _SESSION_PARAM]})
+                          openapi_extra={"parameters": [_LIMIT_PARAM, _SESSION_PARAM, *_OPTION_PARAMS]})
 
 
 
@@ -135,7 +152,7 @@ def _legacy_handler(use_case: str, model_name: str, models: Mapping[str, RecsMod
             raise ModelNotFound(model_name)
         params = request.query_params
         try:
-            extra = set(params.keys()) - {"limit", "session_id"}
+            extra = set(params.keys()) - {"limit", "session_id", *OPTION_NAMES}
             if extra:
                 raise BadRequest(f"unknown query parameter(s): {', '.join(sorted(extra))[:200]}")
             values = params.getlist("limit")
@@ -144,10 +161,14 @@ def _legacy_handler(use_case: str, model_name: str, models: Mapping[str, RecsMod
             limit = fields.limit_from_text(values[0] if values else None)
             entity_id = fields.entity_id(entity_id, field="id")
             session_id = session_log.from_request(request.headers, params)  # ?session_id= or X-Session-Id
+            options = query_options({k: params.getlist(k) for k in params if k in OPTION_NAMES}, use_case)
+        except api.InvalidRequest as exc:  # a filter, reciprocal or format value
+            model.count("legacy", 400)
+            raise BadRequest(str(exc)) from None
         except BadRequest:
             model.count("legacy", 400)
             raise
-        return _json(await model.recommend_one_async(entity_id, limit, "legacy", session_id))
+        return _json(await model.recommend_one_async(entity_id, limit, "legacy", session_id, options))
 
     recommend.__name__ = f"recommend_{use_case}"
     return recommend

@@ -18,7 +18,7 @@ import logging
 import struct
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import kserve
@@ -31,6 +31,7 @@ from predictors.errors import BadRequest, EntityNotFound, InternalError, NotFoun
 from predictors.work_queue import Deadline, WorkQueue, default_queue
 from startup_recs.core.usecases import UseCase, get_use_case
 from startup_recs.serving import api
+from startup_recs.serving.options import v2_options
 from startup_recs.serving.reload import BundleSlot, LoadedBundle
 from startup_recs.serving.sessions import SessionLog
 
@@ -53,6 +54,17 @@ def _unknown_entity_error() -> tuple[type[BaseException], ...]:
     return (UnknownEntityError,)
 
 
+def link_twins(models: Iterable[Any]) -> None:
+    """Give each reverse model the forward twin served beside it (``startup-developer`` <-
+    ``developer-startup``): its answers are then reciprocal (:mod:`startup_recs.serving.reciprocal`)."""
+    from startup_recs.core.usecases import twin_of
+
+    served = {m.use_case.name: m for m in models if isinstance(m, RecsModel)}
+    for name, model in served.items():
+        if model.use_case.direction == "reverse":
+            model.forward_twin = served.get(twin_of(name))
+
+
 class RecsModel(kserve.Model):
     """Recommendations for one use case; the model name is the use case's (``startup-developer``)."""
 
@@ -65,6 +77,9 @@ class RecsModel(kserve.Model):
         self._unknown = _unknown_entity_error()
         self.sessions: SessionLog | None = None  # --log-sessions: every answer is logged (predictors.session_log)
         self.experiment: Any = None  # --experiment: a serving.experiments.Experiment (predictors.server sets it)
+        # a reverse use case's forward twin served by the same server (predictors.server links
+        # them): its bundle makes reverse answers reciprocal unless a request says reciprocal=false
+        self.forward_twin: RecsModel | None = None
 
     @property
     def queue(self) -> WorkQueue:
@@ -142,15 +157,19 @@ class RecsModel(kserve.Model):
         todo = list(dict.fromkeys(queries))
         if len(queries) > len(todo):
             metrics.REPEATED.labels(self.name).inc(len(queries) - len(todo))
-        done = self._answer_batched(b, todo, deadline)
+        forward = self._forward_model()  # read once: one forward bundle for the whole request
+        kwargs = {q: self._options(q, forward) for q in todo}
+        done = self._answer_batched(b, [q for q in todo if not kwargs[q]], deadline)
         for q in todo:
             if q in done:
                 continue
             deadline.check()
             try:
-                done[q] = b.model.recommend(q.entity_id, q.limit)
+                done[q] = b.model.recommend(q.entity_id, q.limit, **kwargs[q])
             except self._unknown:
                 done[q] = EntityNotFound(self.name, q.entity_id)
+            except api.InvalidRequest as exc:  # a filter value the bundle has never seen: 400
+                done[q] = BadRequest(str(exc))
             except Exception:  # a fault of the model, not of the request: logged with its traceback
                 log.exception("%s %s failed on %r", self.name, version, q.entity_id)
                 done[q] = InternalError(f"internal error answering {q.entity_id!r} (logged)")
@@ -166,6 +185,24 @@ class RecsModel(kserve.Model):
         if not answers:  # nothing to answer with: the first instance's error is the request's
             raise next((f for f in failed if not isinstance(f, EntityNotFound)), failed[0])
         return outcomes, b
+
+    def _forward_model(self) -> Any | None:
+        """The forward twin's current model (reverse use cases with the twin served), else None."""
+        twin = self.forward_twin
+        current = twin.slot.current if twin is not None else None
+        return current.model if current is not None else None
+
+    @staticmethod
+    def _options(q: api.Query, forward: Any | None) -> dict[str, Any]:
+        """``recommend`` keyword arguments of a query: its filters, and the forward model unless
+        it asked ``reciprocal=false`` (``{}``: the plain answer, which may be batched)."""
+        opts = q.options
+        kw: dict[str, Any] = {}
+        if opts is not None and opts.filters:
+            kw["filters"] = opts.filters
+        if forward is not None and (opts is None or opts.reciprocal is not False):
+            kw["forward"] = forward
+        return kw
 
     def _answer_batched(self, b: LoadedBundle, todo: Sequence[api.Query], deadline: Deadline) -> dict[api.Query, Outcome]:
         """The answers ``recommend_batch`` gives, chunk by chunk, and the unknown ids that the
@@ -215,9 +252,11 @@ class RecsModel(kserve.Model):
         return outcomes, b
 
     async def recommend_one_async(self, entity_id: str, limit: int, endpoint: str = "legacy",
-                                  session_id: str | None = None) -> dict[str, Any]:
-        outcomes, _ = await self.run([api.Query(entity_id, limit)], endpoint, session_id)
-        return api.legacy_response(outcomes[0], self.use_case)  # a lone failure was raised by answer
+                                  session_id: str | None = None, options: Any = None) -> dict[str, Any]:
+        """One answer object (``options``: :class:`~startup_recs.serving.options.RequestOptions`;
+        ``format=legacy`` gives the legacy Flask shape)."""
+        outcomes, _ = await self.run([api.Query(entity_id, limit, options or None)], endpoint, session_id)
+        return api.render(outcomes[0], self.use_case, options)  # a lone failure was raised by answer
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> dict | InferResponse:
@@ -227,14 +266,14 @@ class RecsModel(kserve.Model):
         try:
             if isinstance(payload, bytes | str):  # only when called past our routes
                 payload = json_body.loads(payload)
-            queries = [api.Query(fields.check_entity_id(q.entity_id, field=f"instances[{i}]"), q.limit)
+            queries = [api.Query(fields.check_entity_id(q.entity_id, field=f"instances[{i}]"), q.limit, q.options)
                        for i, q in enumerate(api.parse_v1(payload, self.use_case))]
             session_id = session_log.client_session_id(headers, len(queries)) if self.sessions else None
         except (api.InvalidRequest, BadRequest) as exc:
             self.count("v1", 400)
             raise BadRequest(str(exc)) from None
         outcomes, _ = await self.run(queries, "v1", session_id)
-        return {"predictions": [api.legacy_response(o, self.use_case) if isinstance(o, dict)
+        return {"predictions": [api.render(o, self.use_case, q.options) if isinstance(o, dict)
                                 else {"entity_id": q.entity_id, "error": str(o)}
                                 for q, o in zip(queries, outcomes, strict=True)]}
 
@@ -245,6 +284,7 @@ class RecsModel(kserve.Model):
                        for inp in req.inputs]
             ids, limit = api.parse_v2(tensors)
             ids = [fields.check_entity_id(e, field=f"entity_id[{i}]") for i, e in enumerate(ids)]
+            options = v2_options(req.parameters, self.use_case) or None  # filters, reciprocal
             session_id = session_log.client_session_id(headers, len(ids)) if self.sessions else None
         except (api.InvalidRequest, BadRequest, InvalidInput) as exc:
             self.count("v2", 400)
@@ -252,7 +292,7 @@ class RecsModel(kserve.Model):
         except (ValueError, TypeError, OverflowError, struct.error) as exc:  # gRPC: undecodable tensor bytes
             self.count("v2", 400)
             raise BadRequest(f"undecodable input tensor: {str(exc)[:200]}") from None
-        outcomes, b = await self.run([api.Query(i, limit) for i in ids], "v2", session_id)
+        outcomes, b = await self.run([api.Query(i, limit, options) for i in ids], "v2", session_id)
         answers = [o if isinstance(o, dict) else {"candidates": [], "method_used": ""} for o in outcomes]
         cand, scores, routes = api.v2_outputs(answers, limit)
         errors = np.array([b"" if isinstance(o, dict) else str(o).encode() for o in outcomes], dtype=object)

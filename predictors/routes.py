@@ -39,15 +39,23 @@ from predictors import session_log, v1_request, v2_request
 from predictors.errors import NotFound
 from predictors.model import OUTPUTS, RecsModel
 from startup_recs.serving import api
+from startup_recs.serving.filters import FILTER_NAMES
+from startup_recs.serving.options import FORMATS
 
 _ID = {"type": "string", "minLength": 1, "maxLength": api.MAX_ID_CHARS}
+# a filter (startup_recs.serving.filters): comma-separated values or a list of them
+_FILTER = {"oneOf": [{"type": "string", "minLength": 1},
+                     {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}]}
 V1_BODY: dict[str, Any] = {
     "type": "object", "required": ["instances"], "additionalProperties": False,
     "properties": {"instances": {
         "type": "array", "minItems": 1, "maxItems": api.MAX_BATCH,
         "items": {"type": "object", "additionalProperties": False,
                   "properties": {"startup_id": _ID, "user_id": _ID, "entity_id": _ID,
-                                 "limit": {"type": "integer", "minimum": 1, "maximum": api.MAX_LIMIT}}},
+                                 "limit": {"type": "integer", "minimum": 1, "maximum": api.MAX_LIMIT},
+                                 **{f: _FILTER for f in FILTER_NAMES},
+                                 "reciprocal": {"type": "boolean"},
+                                 "format": {"type": "string", "enum": list(FORMATS)}}},
     }},
 }
 _PARAMS = {"type": "object", "additionalProperties": {"type": ["string", "boolean", "integer"]}}

@@ -40,7 +40,7 @@ from kserve.protocol.rest.server import RESTServer
 from predictors import bundle_metrics, session_log, work_queue
 from predictors.app import RequestGuard, add_legacy_routes
 from predictors.errors import NotFound, add_exception_handlers
-from predictors.model import RecsModel
+from predictors.model import RecsModel, link_twins
 from predictors.routes import register_routes
 from predictors.warm_up import warming
 from predictors.work_queue import Limits
@@ -193,6 +193,7 @@ def serve(bundles: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, 
     queue = work_queue.configure(limits or Limits.from_env())
     if models is None:
         models = build_models(bundles, loader=loader, cache_dir=cache_dir, experiments=experiments)
+    link_twins(models)  # reverse answers fuse the forward twin's scores when it is served here
     app = kms.app
     app.add_middleware(RequestGuard, max_bytes=max_body_bytes)
     add_legacy_routes(app, {m.use_case.name: m for m in models})

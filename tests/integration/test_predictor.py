@@ -184,7 +184,9 @@ BAD = [
     ("GET", LEGACY[SD] + "{hot}", {"params": {"limit": "ten"}}, 400, "must be an integer"),
     ("GET", LEGACY[SD] + "{hot}", {"params": [("limit", 3), ("limit", 4)]}, 400, "more than once"),
     ("GET", LEGACY[SD] + "{hot}", {"params": {"lmit": 3}}, 400, "unknown query parameter"),
-    ("GET", "/api/recommendations/startups/for-developer/u0000001", {}, 404, "developer-startup does not exist"),
+    # forward routes are served when their bundles are (tests/integration/test_predictor_forward.py)
+    ("GET", LEGACY[SD] + "{hot}", {"params": {"location": "atlantis"}}, 400, "unknown location 'atlantis'"),
+    ("GET", LEGACY[SD] + "{hot}", {"params": {"stage": "seed"}}, 400, "filter 'stage' does not apply"),
     ("POST", "/v1/models/nope:predict", {"json": {"instances": [{"startup_id": "x"}]}}, 404, "nope does not exist"),
     ("POST", "/v1/models/startup-developer:predict", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "body is not valid JSON"),
     ("POST", "/v1/models/startup-developer:predict", {"json": {"inputs": []}}, 400, "unexpected field"),

@@ -68,8 +68,8 @@ def test_every_returned_candidate_satisfies_the_filters(recs) -> None:
     assert ans["filters"]["applied"] == f.to_dict()
     assert ans["filters"]["matching"] == int(allowed(rec.data, f).sum())
     assert [c["rank"] for c in ans["candidates"]] == list(range(1, len(ans["candidates"]) + 1))
-    seen = set(rec.data.candidate_ids[rec.data.seen_of(sid)])
-    assert not seen & {c["id"] for c in ans["candidates"]}
+    excluded = set(rec.data.candidate_ids[rec.data.exclusions(sid)])
+    assert not excluded & {c["id"] for c in ans["candidates"]}
     assert "filters" not in plain  # no filter: the default shape
 
 

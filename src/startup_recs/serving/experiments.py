@@ -176,10 +176,11 @@ class ExperimentModel:
             tag["fallback"] = True
         return {**answer, "experiment": tag}
 
-    def recommend(self, entity_id: str, limit: int) -> dict[str, Any]:
+    def recommend(self, entity_id: str, limit: int, **options: Any) -> dict[str, Any]:
+        """The assigned arm's answer; ``options`` (filters, forward) go to that arm's model."""
         arm = self.experiment.arm(entity_id)
         model = self.experiment.treatment_model() if arm == TREATMENT else None
-        answer = (model or self.control).recommend(entity_id, limit)
+        answer = (model or self.control).recommend(entity_id, limit, **options)
         return self._tag(answer, arm, arm == TREATMENT and model is None)
 
     def recommend_batch(self, entity_ids: Sequence[str], limit: int | Sequence[int] = 10) -> list[dict[str, Any]]:
