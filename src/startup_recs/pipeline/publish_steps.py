@@ -71,10 +71,15 @@ def publish(models_dir: str, eval_dir: str, snapshot: str, models_uri: str, use_
         manifest = bundle.publish(staging, models_uri, use_case, metrics=metrics, watermark=watermark_of(snapshot),
                                   extra=extra, gate_margin=margin)
     uri = storage.join(models_uri, use_case, f"v{manifest['version']}")
+    unchanged = bool(manifest.get("unchanged"))
     if record:
         Path(record).write_text(json.dumps(manifest, indent=2))
-    log.info("published %s v%d (%d files) at %s", use_case, manifest["version"], len(manifest["files"]), uri)
-    return {"uri": uri, "bundle_version": manifest["version"], "use_case": use_case,
+    if unchanged:  # a rerun on identical data: the same files are already served
+        log.info("unchanged: %s v%d at %s already holds these files; nothing published", use_case,
+                 manifest["version"], uri)
+    else:
+        log.info("published %s v%d (%d files) at %s", use_case, manifest["version"], len(manifest["files"]), uri)
+    return {"uri": uri, "bundle_version": manifest["version"], "use_case": use_case, "unchanged": unchanged,
             "data_watermark": manifest.get("data_watermark"), "package_version": __version__,
             "files": len(manifest["files"]), **headline_metrics(metrics)}
 
