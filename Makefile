@@ -26,6 +26,12 @@ $(VENV)/.installed: requirements/lock.txt pyproject.toml
 demo: venv
 	$(RECS) demo --workdir $(DEMO_DIR) $(DEMO_ARGS)
 
+# The closed loop measured online (docs/online.md): synth -> pipeline -> serve with session logging ->
+# simulated traffic -> pipeline again -> A/B v1 vs v2 -> recs monitor. SIZE, SESSIONS, AA=1, WORKDIR: see the script.
+.PHONY: loop-demo
+loop-demo: venv
+	scripts/loop_demo.sh
+
 lint: venv
 	$(VENV)/bin/ruff check src components pipelines predictors tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache

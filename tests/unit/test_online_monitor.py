@@ -75,13 +75,15 @@ def test_attribution_and_counts_match_the_hand_computed_numbers(db):
     # v2: B1 (u5 apply_received, u2 contact without session id after B1)
     assert (v2["sessions"], v2["entities"], v2["impressions"], v2["clicks"], v2["contacts"]) == (1, 1, 2, 0, 2)
     assert v2["contact_rate"] == 1.0
+    # new contacts: A1/u1's contact repeats the OLD session's contact of the pair s1-u1; B1's two are new
+    assert (v1["new_contacts"], v2["new_contacts"], v2["new_contact_rate"]) == (0, 2, 1.0)
     assert set(m["arms"]) == {"v1", "v2"}  # the other use case's and the OLD session are out
     lo, hi = v1["contact_rate_ci95"]
     assert 0.0 <= lo <= v1["contact_rate"] <= hi <= 1.0
     (c,) = m["comparisons"]
     assert (c["a"], c["b"]) == ("v2", "v1") and c["lift"] == pytest.approx(1.0 / 0.2 - 1) and c["ratio"] == 5.0
     pos = m["by_position"]["v1"]
-    assert pos[0] == {"impressions": 2, "clicks": 1, "contacts": 1, "ctr": 0.5, "contact_rate": 0.5}
+    assert pos[0] == {"impressions": 2, "clicks": 1, "contacts": 1, "new_contacts": 0, "ctr": 0.5, "contact_rate": 0.5}
     assert pos[1]["clicks"] == 1 and pos[2]["impressions"] == 1
     # a 10-day window: A1/u3's late contact counts too
     assert online.monitor(db, "startup_developer", since="2026-06-30", window_days=10, n_boot=50)["arms"]["v1"]["contacts"] == 2
@@ -116,7 +118,7 @@ def test_cli_writes_metrics_report_and_plots(db, tmp_path, capsys):
                                     "contact_rate_ci95"}
     assert {"a", "b", "lift", "p_value"} <= set(m["comparisons"][0])
     assert (out / online.RATE_PLOT).stat().st_size > 1000 and (out / online.POSITION_PLOT).is_file()
-    assert "| v1 | 2 | 2 | 5 | 2 | 1 |" in (out / "report.md").read_text()
+    assert "| v1 | 2 | 2 | 5 | 2 | 1 | 0.4000 | 0.2000 |" in (out / "report.md").read_text()
     assert "v2 vs v1" in capsys.readouterr().out
 
 
@@ -128,7 +130,7 @@ def test_pipeline_step_reads_the_period_since_the_previous_run(db, tmp_path):
     for i, wm in enumerate(("2026-06-01T00:00:00+00:00", at(1.5).isoformat(), at(30).isoformat())):
         staging = tmp_path / f"staging{i}"
         staging.mkdir()
-        (staging / "x.json").write_text("{}")
+        (staging / "x.json").write_text(json.dumps({"run": i}))  # a distinct bundle each time
         bundle.publish(staging, str(models), "startup_developer", metrics={}, watermark=wm)
     # this run's data ends at +30 h and v3 (this run's own publish) already moved latest: the
     # period starts at v2's watermark (+1.5 h), so only B1 (+2 h) is in it

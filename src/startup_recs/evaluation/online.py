@@ -13,9 +13,11 @@ default 7):
 * an event on a candidate that was not shown counts for nothing (organic behaviour).
 
 Each impression is then *clicked* (a linked ``click``) and *contacted* (a linked positive event of
-the use case: ``contact`` / ``apply_received`` for ``startup_developer``), each at most once.
-Per arm: ``sessions, impressions, clicks, contacts, ctr = clicks / impressions, contact_rate =
-contacts / impressions`` and ``contact_rate_ci95``.
+the use case: ``contact`` / ``apply_received`` for ``startup_developer``), each at most once, and a
+*new contact* when contacted and the pair had no positive event before the session (a new
+connection, not a repeat of an old one). Per arm: ``sessions, impressions, clicks, contacts, ctr =
+clicks / impressions, contact_rate = contacts / impressions, contact_rate_ci95, new_contacts,
+new_contact_rate, new_contact_rate_ci95``.
 
 Arms: by the impressions' ``model_version`` (a bundle ``v3``, or a baseline policy's name), or,
 with ``experiment=(name, percent)``, by the arm the experiment assigns each entity
@@ -73,8 +75,9 @@ def parse_time(text: str | None) -> pd.Timestamp | None:
 
 def load(url: str, use_case: str | UseCase, *, since: pd.Timestamp | None = None,
          until: pd.Timestamp | None = None) -> dict[str, pd.DataFrame]:
-    """The period's sessions, their impressions and the use case's click / positive events from
-    the first session on (SQLAlchemy URL; the app tables of ``startup_recs.data.appdb``)."""
+    """The period's sessions, their impressions, the use case's click / positive events from
+    the first session on, and each (entity, candidate) pair's first positive event ever
+    (``first_positive``; SQLAlchemy URL; the app tables of ``startup_recs.data.appdb``)."""
     import sqlalchemy as sa
 
     uc = get_use_case(use_case) if isinstance(use_case, str) else use_case
@@ -109,16 +112,23 @@ def load(url: str, use_case: str | UseCase, *, since: pd.Timestamp | None = None
     impressions = (pd.concat(imps, ignore_index=True) if imps else
                    pd.DataFrame(columns=["session_id", "candidate_id", "position", "model_version"]))
     ev["ts"] = _ts(ev["ts"])
+    pos = ev[ev["event"].isin(list(uc.positive_events))]
+    first_positive = (pos.groupby(["entity_id", "candidate_id"], as_index=False)["ts"].min()
+                      .rename(columns={"ts": "first_positive"}).astype({"entity_id": str, "candidate_id": str}))
     if first is not None:
         ev = ev[ev["ts"] >= first]
-    return {"sessions": sessions.reset_index(drop=True), "impressions": impressions, "events": ev.reset_index(drop=True)}
+    return {"sessions": sessions.reset_index(drop=True), "impressions": impressions,
+            "events": ev.reset_index(drop=True), "first_positive": first_positive}
 
 
 # --- attribution -----------------------------------------------------------------------------------
 def attribute(sessions: pd.DataFrame, impressions: pd.DataFrame, events: pd.DataFrame,
-              positive_events: Sequence[str], *, window_days: float = 7.0) -> pd.DataFrame:
+              positive_events: Sequence[str], *, window_days: float = 7.0,
+              first_positive: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per impression: ``session_id, entity_id, candidate_id, position, model_version, ts
-    (session), clicked, contacted`` (bool), by the rules of the module docstring."""
+    (session), clicked, contacted, new_contact`` (bool), by the rules of the module docstring.
+    ``new_contact``: contacted, and the pair had no positive event before the session
+    (``first_positive``: ``entity_id, candidate_id, first_positive``; without it every contact is new)."""
     imp = impressions.merge(sessions, on="session_id", how="inner")
     imp = imp.astype({"session_id": str, "entity_id": str, "candidate_id": str})
     imp["position"] = imp["position"].astype(np.int64)
@@ -152,13 +162,18 @@ def attribute(sessions: pd.DataFrame, impressions: pd.DataFrame, events: pd.Data
     clicked[links.loc[links["click"], "row"].to_numpy(np.int64)] = True
     contacted[links.loc[links["positive"], "row"].to_numpy(np.int64)] = True
     imp["clicked"], imp["contacted"] = clicked, contacted
+    imp["new_contact"] = contacted
+    if first_positive is not None and len(first_positive) and len(imp):
+        before = imp[["entity_id", "candidate_id", "ts"]].merge(first_positive, on=["entity_id", "candidate_id"],
+                                                                 how="left")["first_positive"]
+        imp["new_contact"] = contacted & ~(before < imp["ts"]).to_numpy(bool)
     return imp.drop(columns=["row"])
 
 
 # --- statistics ------------------------------------------------------------------------------------
-def _per_entity(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _per_entity(rows: pd.DataFrame, column: str = "contacted") -> tuple[np.ndarray, np.ndarray]:
     g = rows.groupby("entity_id", sort=True)
-    return g["contacted"].sum().to_numpy(np.float64), g.size().to_numpy(np.float64)
+    return g[column].sum().to_numpy(np.float64), g.size().to_numpy(np.float64)
 
 
 def bootstrap_rates(contacts: np.ndarray, imps: np.ndarray, n_boot: int, rng: np.random.Generator,
@@ -200,32 +215,59 @@ def _arm_key(rows: pd.DataFrame, experiment: tuple[str, float] | None) -> pd.Ser
     return rows["entity_id"].map(arms)
 
 
+def _compare(ra: float | None, rb: float | None, boot_a: np.ndarray, boot_b: np.ndarray) -> dict[str, Any]:
+    """Lift, ratio, the lift's bootstrap interval and the bootstrap-SE p value of two rates."""
+    if ra is None or rb is None:
+        return {"lift": None, "ratio": None, "lift_ci95": None, "p_value": float("nan")}
+    diff = boot_a - boot_b
+    se = float(np.nanstd(diff, ddof=1)) if np.isfinite(diff).sum() > 1 else float("nan")
+    p = (1.0 if ra == rb else 0.0) if se == 0 else (_norm_p((ra - rb) / se) if np.isfinite(se) else float("nan"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio_boot = boot_a / boot_b
+    ratio_boot[~np.isfinite(ratio_boot)] = np.nan
+    ci = ([float(np.nanpercentile(ratio_boot, 2.5) - 1.0), float(np.nanpercentile(ratio_boot, 97.5) - 1.0)]
+          if np.isfinite(ratio_boot).any() else None)
+    return {"lift": (ra / rb - 1.0) if rb else None, "ratio": (ra / rb) if rb else None, "lift_ci95": ci, "p_value": p}
+
+
+def _ci(boot: np.ndarray) -> list[float]:
+    return [float(np.nanpercentile(boot, 2.5)), float(np.nanpercentile(boot, 97.5))]
+
+
 def summarise(imp: pd.DataFrame, sessions: pd.DataFrame, *, experiment: tuple[str, float] | None = None,
               n_boot: int = 2000, seed: int = 0, baseline: str | None = None) -> dict[str, Any]:
-    """``{"arms": {...}, "comparisons": [...], "by_position": {...}}`` from :func:`attribute`'s rows."""
-    rng = np.random.default_rng(seed)
+    """``{"arms": {...}, "comparisons": [...], "by_position": {...}}`` from :func:`attribute`'s rows.
+
+    Both rates of an arm (``contact_rate``, ``new_contact_rate``) are bootstrapped with the same
+    resampled entities (one generator per arm, restarted for the second rate)."""
+    if "new_contact" not in imp:
+        imp = imp.assign(new_contact=imp["contacted"])
     imp = imp.assign(arm=_arm_key(imp, experiment).astype(str)) if len(imp) else imp.assign(arm=pd.Series(dtype=str))
     arms: dict[str, Any] = {}
-    boots: dict[str, np.ndarray] = {}
+    boots: dict[tuple[str, str], np.ndarray] = {}
     per_position: dict[str, Any] = {}
-    for arm in sorted(imp["arm"].unique()):
+    for k, arm in enumerate(sorted(imp["arm"].unique())):
         rows = imp[imp["arm"] == arm]
-        contacts, imps = _per_entity(rows)
-        n_imp, n_con, n_clk = len(rows), int(rows["contacted"].sum()), int(rows["clicked"].sum())
-        boot = bootstrap_rates(contacts, imps, n_boot, rng)
-        boots[arm] = boot
+        n_imp, n_clk = len(rows), int(rows["clicked"].sum())
+        n_con, n_new = int(rows["contacted"].sum()), int(rows["new_contact"].sum())
+        for column in ("contacted", "new_contact"):
+            num, imps = _per_entity(rows, column)
+            boots[arm, column] = bootstrap_rates(num, imps, n_boot, np.random.default_rng([seed, k]))
         arms[arm] = {
-            "sessions": int(rows["session_id"].nunique()), "entities": int(len(imps)), "impressions": int(n_imp),
-            "clicks": n_clk, "contacts": n_con, "ctr": n_clk / n_imp if n_imp else None,
-            "contact_rate": n_con / n_imp if n_imp else None,
-            "contact_rate_ci95": [float(np.nanpercentile(boot, 2.5)), float(np.nanpercentile(boot, 97.5))],
+            "sessions": int(rows["session_id"].nunique()), "entities": int(rows["entity_id"].nunique()),
+            "impressions": int(n_imp), "clicks": n_clk, "contacts": n_con,
+            "ctr": n_clk / n_imp if n_imp else None, "contact_rate": n_con / n_imp if n_imp else None,
+            "contact_rate_ci95": _ci(boots[arm, "contacted"]),
+            "new_contacts": n_new, "new_contact_rate": n_new / n_imp if n_imp else None,
+            "new_contact_rate_ci95": _ci(boots[arm, "new_contact"]),
         }
         if experiment is not None:
-            arms[arm]["model_versions"] = {str(k): int(v) for k, v in rows["model_version"].value_counts().items()}
+            arms[arm]["model_versions"] = {str(v): int(n) for v, n in rows["model_version"].value_counts().items()}
         pos = rows.groupby("position").agg(impressions=("contacted", "size"), contacts=("contacted", "sum"),
-                                           clicks=("clicked", "sum"))
+                                           clicks=("clicked", "sum"), new_contacts=("new_contact", "sum"))
         per_position[arm] = {int(p): {"impressions": int(r.impressions), "clicks": int(r.clicks),
-                                      "contacts": int(r.contacts), "ctr": float(r.clicks / r.impressions),
+                                      "contacts": int(r.contacts), "new_contacts": int(r.new_contacts),
+                                      "ctr": float(r.clicks / r.impressions),
                                       "contact_rate": float(r.contacts / r.impressions)} for p, r in pos.iterrows()}
     comparisons = []
     names = list(arms)
@@ -234,21 +276,15 @@ def summarise(imp: pd.DataFrame, sessions: pd.DataFrame, *, experiment: tuple[st
     if experiment is not None and set(names) == {"control", "treatment"}:
         pairs = [("treatment", "control")]
     for a, b in pairs:
-        ra, rb = arms[a]["contact_rate"], arms[b]["contact_rate"]
-        diff = boots[a] - boots[b]
-        se = float(np.nanstd(diff, ddof=1)) if np.isfinite(diff).sum() > 1 else float("nan")
-        p = (1.0 if ra == rb else 0.0) if se == 0 else (_norm_p((ra - rb) / se) if np.isfinite(se) else float("nan"))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio_boot = boots[a] / boots[b]
-        ratio_boot[~np.isfinite(ratio_boot)] = np.nan
-        comparisons.append({
-            "a": a, "b": b, "lift": (ra / rb - 1.0) if rb else None, "ratio": (ra / rb) if rb else None,
-            "lift_ci95": [float(np.nanpercentile(ratio_boot, 2.5) - 1.0), float(np.nanpercentile(ratio_boot, 97.5) - 1.0)]
-            if np.isfinite(ratio_boot).any() else None,
-            "p_value": p, "significant": bool(p < 0.05),
-            "p_value_two_proportion": two_proportion_p(arms[a]["contacts"], arms[a]["impressions"],
-                                                       arms[b]["contacts"], arms[b]["impressions"]),
-        })
+        c = {"a": a, "b": b, **_compare(arms[a]["contact_rate"], arms[b]["contact_rate"],
+                                        boots[a, "contacted"], boots[b, "contacted"])}
+        c["significant"] = bool(c["p_value"] < 0.05)
+        c["p_value_two_proportion"] = two_proportion_p(arms[a]["contacts"], arms[a]["impressions"],
+                                                       arms[b]["contacts"], arms[b]["impressions"])
+        new = _compare(arms[a]["new_contact_rate"], arms[b]["new_contact_rate"],
+                       boots[a, "new_contact"], boots[b, "new_contact"])
+        c.update({f"new_contact_{key}": value for key, value in new.items()})
+        comparisons.append(c)
     return {"arms": arms, "comparisons": comparisons, "by_position": per_position}
 
 
@@ -263,7 +299,8 @@ def monitor(url: str, use_case: str, *, since: str | pd.Timestamp | None = None,
     lo = since if isinstance(since, pd.Timestamp) or since is None else parse_time(since)
     hi = until if isinstance(until, pd.Timestamp) or until is None else parse_time(until)
     data = load(url, uc, since=lo, until=hi)
-    imp = attribute(data["sessions"], data["impressions"], data["events"], uc.positive_events, window_days=window_days)
+    imp = attribute(data["sessions"], data["impressions"], data["events"], uc.positive_events, window_days=window_days,
+                    first_positive=data["first_positive"])
     out = summarise(imp, data["sessions"], experiment=experiment, n_boot=n_boot, baseline=baseline)
     s = data["sessions"]["ts"]
     newest = data["events"]["ts"].max() if len(data["events"]) else None
@@ -296,21 +333,27 @@ def render_markdown(m: dict[str, Any], plots: Sequence[str] = ()) -> str:
         e = m["experiment"]
         lines += [f"Arms by the assignment of experiment **{e['name']}** ({e['percent']:g} % treatment), "
                   "recomputed from each entity id.", ""]
-    lines += ["| arm | sessions | entities | impressions | clicks | contacts | CTR | contact rate | 95 % CI |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines += ["| arm | sessions | entities | impressions | clicks | contacts | CTR | contact rate | 95 % CI "
+              "| new contacts | new-contact rate | 95 % CI |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
     for arm, a in m["arms"].items():
         lo, hi = a["contact_rate_ci95"]
+        nlo, nhi = a.get("new_contact_rate_ci95") or [None, None]
         lines.append(f"| {arm} | {a['sessions']} | {a['entities']} | {a['impressions']} | {a['clicks']} | "
-                     f"{a['contacts']} | {_fmt(a['ctr'])} | {_fmt(a['contact_rate'])} | [{_fmt(lo)}, {_fmt(hi)}] |")
+                     f"{a['contacts']} | {_fmt(a['ctr'])} | {_fmt(a['contact_rate'])} | [{_fmt(lo)}, {_fmt(hi)}] | "
+                     f"{a.get('new_contacts', '-')} | {_fmt(a.get('new_contact_rate'))} | [{_fmt(nlo)}, {_fmt(nhi)}] |")
     if m["comparisons"]:
-        lines += ["", "| a vs b | ratio | lift | lift 95 % CI | p (entity bootstrap) | p (two-proportion, naive) |",
-                  "|---|---:|---:|---|---:|---:|"]
+        lines += ["", "| a vs b | ratio | lift | lift 95 % CI | p (entity bootstrap) | p (two-proportion, naive) "
+                  "| new-contact lift | p |", "|---|---:|---:|---|---:|---:|---:|---:|"]
         for c in m["comparisons"]:
             ci = c.get("lift_ci95") or [None, None]
             lines.append(f"| {c['a']} vs {c['b']} | {_fmt(c['ratio'], 3)} | {_fmt(c['lift'], 3)} | "
                          f"[{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}] | {_fmt(c['p_value'])} | "
-                         f"{_fmt(c['p_value_two_proportion'])} |")
-    lines += ["", "p values: two-sided, from an entity-level bootstrap (the entity is the unit of assignment and "
+                         f"{_fmt(c['p_value_two_proportion'])} | {_fmt(c.get('new_contact_lift'), 3)} | "
+                         f"{_fmt(c.get('new_contact_p_value'))} |")
+    lines += ["", "A new contact is a contact on a pair that had no positive event before the session (a new "
+              "connection); the contact rate also counts repeats of old ones.",
+              "", "p values: two-sided, from an entity-level bootstrap (the entity is the unit of assignment and "
               "of dependence); the naive two-proportion test treats every impression as independent and is "
               "shown for contrast only.",
               f"{m.get('sessions_window_open', 0)} sessions' attribution windows reach past the newest event: "
@@ -377,14 +420,16 @@ def write(m: dict[str, Any], out: str) -> list[str]:
 
 def table(m: dict[str, Any]) -> str:
     """The console summary: one line per arm, one per comparison."""
-    lines = [f"{'arm':<24}{'sessions':>9}{'impr.':>8}{'contacts':>9}{'rate':>9}  95% CI"]
+    lines = [f"{'arm':<24}{'sessions':>9}{'impr.':>8}{'contacts':>9}{'rate':>9}  {'95% CI':<18}{'new':>6}{'new rate':>9}"]
     for arm, a in m["arms"].items():
         lo, hi = a["contact_rate_ci95"]
         lines.append(f"{arm:<24}{a['sessions']:>9}{a['impressions']:>8}{a['contacts']:>9}"
-                     f"{_fmt(a['contact_rate']):>9}  [{_fmt(lo)}, {_fmt(hi)}]")
+                     f"{_fmt(a['contact_rate']):>9}  {f'[{_fmt(lo)}, {_fmt(hi)}]':<18}{a['new_contacts']:>6}"
+                     f"{_fmt(a['new_contact_rate']):>9}")
     for c in m["comparisons"]:
         lines.append(f"  {c['a']} vs {c['b']}: ratio {_fmt(c['ratio'], 3)} (lift {_fmt(c['lift'], 3)}), "
-                     f"p = {_fmt(c['p_value'])}")
+                     f"p = {_fmt(c['p_value'])}; new contacts: lift {_fmt(c['new_contact_lift'], 3)}, "
+                     f"p = {_fmt(c['new_contact_p_value'])}")
     return "\n".join(lines)
 
 
