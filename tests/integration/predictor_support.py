@@ -79,6 +79,15 @@ def publish(models: Path, models_uri: str, use_case: str) -> dict:
     return bundle.publish(models, models_uri, use_case, metrics={"note": "integration test"}, watermark=None)
 
 
+def variant(models: Path, work: Path, tag: str) -> Path:
+    """A copy of ``models`` with one extra file (``release.txt``): a different bundle. Publishing
+    the same folder twice is reported unchanged and publishes nothing."""
+    out = work / f"models-{tag}"
+    shutil.copytree(models, out)
+    (out / "release.txt").write_text(tag)
+    return out
+
+
 def publish_corrupt(models_root: Path, use_case: str) -> int:
     """Copy the latest bundle to the next ``v<N>``, flip bytes of one listed file, then move
     ``latest`` to it: a complete-looking bundle whose checksum check must fail."""

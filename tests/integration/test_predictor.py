@@ -18,7 +18,7 @@ import pytest
 from startup_recs.data.snapshot import load_snapshot
 from startup_recs.data.split import TimeSplit
 from startup_recs.serving.data import ServingData
-from tests.integration.predictor_support import Server, build_models_dir, publish, publish_corrupt
+from tests.integration.predictor_support import Server, build_models_dir, publish, publish_corrupt, variant
 
 SD, SI = "startup_developer", "startup_investor"
 LEGACY = {SD: "/api/recommendations/developers/for-startup/", SI: "/api/recommendations/investors/for-startup/"}
@@ -255,7 +255,7 @@ def test_health_metadata_and_prometheus_metrics(client, truth):
 
 
 # --- hot reload and a corrupt new bundle (run last: they change the served version) -----------
-def test_hot_reload_under_load_has_zero_failures(server, world, truth):
+def test_hot_reload_under_load_has_zero_failures(server, world, truth, tmp_path):
     sid = truth["pick"]["hot"]
     seen_versions: list[str] = []
     failures: list[str] = []
@@ -277,7 +277,7 @@ def test_hot_reload_under_load_has_zero_failures(server, world, truth):
     t.start()
     try:
         time.sleep(1.0)
-        publish(world[SD], str(world["models_root"]), SD)  # v2
+        publish(variant(world[SD], tmp_path, "v2"), str(world["models_root"]), SD)  # v2
         deadline = time.time() + 30
         while (not seen_versions or seen_versions[-1] != "v2") and time.time() < deadline:
             time.sleep(0.1)
@@ -334,6 +334,7 @@ def test_corrupt_bundle_at_start_is_not_ready_without_tracebacks(world, tmp_path
     shutil.copytree(world["models_root"] / SI / "v1", root / SI / "v1")
     (root / SI / "latest").write_text('{"version": 1, "path": "v1", "updated_at": "2026-01-01T00:00:00+00:00"}')
     publish_corrupt(root, SI)  # v2, corrupt, is latest
+    shutil.rmtree(root / SI / "v1")  # and no older version to fall back to (test_predictor_chaos has that case)
     srv = Server.recs_serve([str(root / SI)], tmp_path / "bad.log", "--reload-interval", "0.3")
     try:
         srv.wait_live()
@@ -348,7 +349,7 @@ def test_corrupt_bundle_at_start_is_not_ready_without_tracebacks(world, tmp_path
         assert "Traceback" not in log
         assert len([ln for ln in log.splitlines() if " refused, " in ln]) == 1
         # a good bundle published later makes it ready without a restart
-        publish(world[SI], str(root), SI)
+        publish(variant(world[SI], tmp_path, "good"), str(root), SI)
         srv.wait_ready("startup-investor", timeout=60)
         assert _get(srv.url + LEGACY[SI] + "s000000").json()["model_version"] == "v3"
     finally:

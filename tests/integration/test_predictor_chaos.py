@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -28,7 +27,14 @@ import pytest
 
 from startup_recs.core import bundle, storage
 from startup_recs.serving.data import ServingData
-from tests.integration.predictor_support import Server, build_models_dir, free_port, publish, publish_corrupt
+from tests.integration.predictor_support import (
+    Server,
+    build_models_dir,
+    free_port,
+    publish,
+    publish_corrupt,
+    variant,
+)
 
 UC = "startup_investor"
 MODEL = "startup-investor"
@@ -70,15 +76,6 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_snapshot: str) -> 
     return build_models_dir(tiny_snapshot, UC, tmp_path_factory.mktemp("chaos") / "work", two_tower=False)
 
 
-def _variant(models: Path, tmp: Path, tag: str) -> Path:
-    """A copy of ``models`` with one extra file: a different bundle (an identical one would be
-    reported unchanged and not published)."""
-    out = tmp / f"models-{tag}"
-    shutil.copytree(models, out)
-    (out / "release.txt").write_text(tag)
-    return out
-
-
 def _entities(models: Path, n: int = 50) -> list[str]:
     return list(ServingData.load(str(models / "serving")).known_entities()[:n])
 
@@ -106,7 +103,7 @@ def test_corrupt_latest_at_start_serves_previous_good_version(models_dir: Path, 
         assert "FALLBACK" in srv.log() and "checksum mismatch" in srv.log()
         assert not (cache / "bundle-left-by-a-dead-pod").exists()
         assert len([d for d in cache.iterdir() if d.name.startswith("bundle-")]) == 1
-        publish(_variant(models_dir, tmp_path, "fixed"), str(root), UC)  # a good v3: fallback over
+        publish(variant(models_dir, tmp_path, "fixed"), str(root), UC)  # a good v3: fallback over
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if httpx.get(f"{srv.url}{ROUTE}{entity}", timeout=30).json()["model_version"] == "v3":
@@ -166,14 +163,14 @@ def test_load_across_hot_reload_and_s3_outage(models_dir: Path, tmp_path: Path, 
             time.sleep(max(0.0, t0 + t - time.monotonic()))
 
         wait_until(phase)
-        publish(_variant(models_dir, tmp_path, "v2"), models_uri, UC)  # hot reload under load
+        publish(variant(models_dir, tmp_path, "v2"), models_uri, UC)  # hot reload under load
         wait_until(2 * phase)
         moto.stop()  # S3 outage while the poller polls
         outage = (time.monotonic(), None)
         wait_until(3.5 * phase)
         moto.start()
         outage = (outage[0], time.monotonic())
-        publish(_variant(models_dir, tmp_path, "v3"), models_uri, UC)
+        publish(variant(models_dir, tmp_path, "v3"), models_uri, UC)
         wait_until(5 * phase)
         stop.set()
         for w in workers:
