@@ -202,3 +202,14 @@ def test_serving_candidates_skip_versions_above_latest(models: str, tmp_path: Pa
     bundle_ops.rollback(models, UC, 2)
     named, cands = bundle_ops.serving_candidates(storage.join(models, UC))
     assert named.endswith("/v2") and [c.rsplit("/", 1)[1] for c in cands] == ["v2", "v1"]
+
+
+def test_publish_works_after_latest_was_left_pointing_at_nothing(models: str, tmp_path: Path) -> None:
+    _publish(tmp_path, models, "a")
+    storage.write_json(storage.join(models, UC, "latest"), {"version": 7, "path": "v7", "updated_at": "x"})
+    m = _publish(tmp_path, models, "b")
+    assert m["version"] == 2
+    # latest named v7 (missing): a publish never moves it down; rollback is the explicit way
+    assert bundle.read_pointer(models, UC)["version"] == 7
+    bundle_ops.rollback(models, UC, 2)
+    assert bundle.resolve(storage.join(models, UC)).endswith("/v2")

@@ -309,8 +309,12 @@ def publish(staging_dir: str | Path, models_uri: str, use_case: str, *, metrics:
     if not staging.is_dir() or not any(staging.iterdir()):
         raise BundleError(f"{staging}: nothing to publish")
     files = build_manifest(staging, use_case, 1, metrics={}, watermark=None)["files"]
-    current = current_manifest(models_uri, use_case)
-    if current is not None and current.get("files") == files:
+    try:
+        current = current_manifest(models_uri, use_case)
+    except (StorageError, KeyError, TypeError) as exc:  # latest names a broken or missing bundle
+        log.warning("%s: the bundle latest names is unreadable (%s); publishing anyway", use_case, exc)
+        current = None
+    if isinstance(current, dict) and current.get("files") == files:
         log.info("%s: unchanged (every file equals v%s's checksums); nothing published",
                  use_case, current.get("version"))
         return {**current, "unchanged": True}
