@@ -2,8 +2,8 @@
 
 ``make bench`` calls this. Each benchmark is its own script (see ``--help`` of each for larger
 sizes, e.g. ``bench_data.py --sizes small,bench``); this runner only sequences them and reports
-which ones failed. Benchmarks that need a prepared artifact (``bench_features.py --snapshot``,
-``bench_ranker.py --models``) are pointed at the demo outputs when ``make demo`` has left them.
+which ones failed. Benchmarks that need a prepared artifact (``bench_features.py --snapshot``) are pointed at the
+demo outputs when ``make demo`` has left them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ RUNS: list[tuple[str, list[str]]] = [
     ("bench_als.py", []),
     ("bench_two_tower.py", []),
     ("bench_recommender.py", []),
+    ("bench_ranker.py", ["--requests", "100"]),
     ("bench_predictor.py", ["--scenarios", "trivial,demo,100k", "--duration", "5"]),
     ("bench_pipeline.py", ["--size", "small"]),
 ]

@@ -46,10 +46,11 @@ def test_train_ranker_cli_and_serve(stage1, tiny_snapshot, capsys):
                "--retrievers", w / "stage1", "--output-dir", w / "stage1", "--epochs", 8, "--seed", 0)
     assert rc == 0
     names = sorted(p.name for p in (w / "stage1").glob("ranker*"))
-    assert names == ["ranker_reverse_v1.pth", "ranker_reverse_v1_best.pth", "ranker_reverse_v1_config.json"]
+    assert names == ["ranker_reverse_v1_booster.txt", "ranker_reverse_v1_config.json"]  # LightGBM, the default
     cfg = json.loads((w / "stage1" / "ranker_reverse_v1_config.json").read_text())
-    assert cfg["use_case"] == UC and cfg["model"] == "ranker"
-    assert cfg["train"]["retrievers_used"] == ["als"]
+    assert cfg["use_case"] == UC and cfg["model"] == "ranker" and cfg["learner"] == "lightgbm"
+    assert cfg["train"]["retrievers_used"] == ["content", "als"]  # content always loads; no two-tower here
+    assert cfg["pool"]["sizes"][0] == ["content", 200]
     # the features came from data and models that end at the validation start
     assert pd.Timestamp(cfg["train"]["features_fit_until"]) <= pd.Timestamp(cfg["train"]["val_start"])
     assert any(f.startswith("match_") for f in cfg["features"])  # the synthetic data has profiles

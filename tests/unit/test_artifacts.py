@@ -69,7 +69,7 @@ def test_item2item_and_ranker_names() -> None:
     assert artifacts.item2item_files("investor_startup").stem == "item2item_v1"
     assert artifacts.ranker_files("startup_developer").as_dict() == {
         "final": "ranker_reverse_v1.pth", "best": "ranker_reverse_v1_best.pth",
-        "config": "ranker_reverse_v1_config.json"}
+        "booster": "ranker_reverse_v1_booster.txt", "config": "ranker_reverse_v1_config.json"}
     assert artifacts.ranker_files("developer_startup").config == "ranker_v1_config.json"
 
 

@@ -104,7 +104,7 @@ def world():
 def trained(world, tmp_path_factory):
     data, retrievers, rows = world
     cfg = tr.RankerTrainConfig(use_case=USE_CASE, epochs=40, batch_size=16, lr=3e-3, seed=0, lists="entity",
-                               extra_negatives=0, patience=10)
+                               extra_negatives=0, patience=10, learner="mlp")
     lists = rlists.make_lists(rows, data, retrievers, cfg)
     result = tr.fit(lists, cfg)
     return cfg, lists, result
@@ -123,7 +123,7 @@ def test_learns_planted_signal(trained):
 
 def test_fit_is_deterministic(world):
     data, retrievers, rows = world
-    cfg = tr.RankerTrainConfig(use_case=USE_CASE, epochs=3, batch_size=16, seed=5, extra_negatives=5)
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, epochs=3, batch_size=16, seed=5, extra_negatives=5, learner="mlp")
     lists = rlists.make_lists(rows, data, retrievers, cfg)
     a, b = tr.fit(lists, cfg), tr.fit(lists, cfg)
     for k, v in a.best_state.items():
@@ -150,34 +150,38 @@ def test_extra_negatives_come_from_retrieval_and_exclude_labelled(world):
 
 
 def test_pool_lists_are_what_serving_reranks(world):
-    """Pool lists = the routed top-k of each entity (here: popularity, every entity is cold),
-    labelled by its positives; unretrieved positives are dropped, retrieved ones keep IPS weights."""
+    """Pool lists = each entity's hybrid pool as serving builds it (``serving.pool.build_pools``
+    with the config's spec), labelled by its positives at ``positive_grade``; positives outside
+    the pool are dropped, those inside keep their IPS weights."""
     data, retrievers, rows = world
-    from startup_recs.serving.recommender import Recommender
+    from startup_recs.serving.pool import PoolSpec, build_pools
+    from startup_recs.serving.router import Router
 
-    cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists="pool", retrieve_k=30, extra_negatives=0)
+    spec = {"two_tower": 15, "als": 15}
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists="pool", pool=spec, extra_negatives=0)
     lists = rlists.make_lists(rows, data, retrievers, cfg)
     ents = list(lists.entity)
     assert sorted(ents) == sorted(rows["entity_id"].unique())
-    top, _, _ = Recommender(data, retrievers, None, None).top_routed(ents, 30)
+    router = Router(retrievers, data, None)
+    pools = build_pools(retrievers, data, ents, PoolSpec.of(spec), routes=[router.route(e)[1] for e in ents])
     pos = rows[rows["label"] == 1]
-    for i, e in enumerate(ents):
+    for i, (e, pool) in enumerate(zip(ents, pools, strict=True)):
         a, b = lists.offsets[i], lists.offsets[i + 1]
-        want = top[i][top[i] >= 0]
-        assert sorted(lists.cand[a:b].tolist()) == sorted(want.tolist())
+        assert sorted(lists.cand[a:b].tolist()) == sorted(pool.cand.tolist())
+        assert 15 <= len(pool) <= 30
         mine = pos[pos["entity_id"] == e]
-        in_pool = set(data.candidate_positions(mine["candidate_id"].tolist()).tolist()) & set(want.tolist())
-        got = {int(c) for c, y in zip(lists.cand[a:b], lists.y[a:b], strict=True) if y > 0}
+        in_pool = set(data.candidate_positions(mine["candidate_id"].tolist()).tolist()) & set(pool.cand.tolist())
+        got = {int(c) for c, y in zip(lists.cand[a:b], lists.y[a:b], strict=True) if y >= cfg.positive_grade}
         assert got == in_pool
         for c, w in zip(lists.cand[a:b], lists.w[a:b], strict=True):
             if int(c) in got:
                 cid = data.candidate_ids[c]
                 assert w == pytest.approx(mine.loc[mine["candidate_id"] == cid, "weight"].max())
     # negatives sampled for the loss after the features: the kept rows' features are unchanged
-    sampled = rlists.make_lists(rows, data, retrievers,
-                            tr.RankerTrainConfig(use_case=USE_CASE, lists="pool", retrieve_k=30, extra_negatives=4))
+    sampled = rlists.make_lists(rows, data, retrievers, tr.RankerTrainConfig(
+        use_case=USE_CASE, lists="pool", pool=spec, extra_negatives=4))
     assert sampled.y.sum() == lists.y.sum()
-    npos = np.add.reduceat(lists.y, lists.offsets[:-1])
+    npos = np.add.reduceat(lists.y > 0, lists.offsets[:-1])
     assert np.all(np.diff(sampled.offsets) == np.minimum(np.diff(lists.offsets), npos + 4))
     full = {(e, int(c)): x for e, c, x in zip(np.repeat(lists.entity, np.diff(lists.offsets)), lists.cand, lists.X,
                                               strict=True)}
@@ -235,7 +239,7 @@ def test_save_load_identical_scores(trained, world, tmp_path):
     with torch.no_grad():
         want = best(torch.from_numpy(X)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(rr.score_torch(X), want, rtol=1e-6)
+    np.testing.assert_allclose(rr.score_features(X), want, rtol=1e-5, atol=1e-5)
     # the training rows of that list had the same features (score_at vs whole-row scoring may
     # differ in the last float bit)
     np.testing.assert_allclose(X, lists.X[a:b], rtol=1e-5, atol=1e-6)
@@ -268,3 +272,65 @@ def test_use_case_mismatch(trained, world, tmp_path):
     save(RankerMLP(3, [4]), rc2, str(tmp_path / "c"))
     with pytest.raises(ModelMismatchError, match="do not fit"):
         from_dir(str(tmp_path / "c"), USE_CASE)
+
+
+# --- LightGBM LambdaRank ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def boosted(world):
+    data, retrievers, rows = world
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists="pool", pool={"two_tower": 20, "als": 20},
+                               learner="lightgbm", extra_negatives=0, lgb_min_data_in_leaf=5, lgb_rounds=60,
+                               threads=1)
+    lists = rlists.make_lists(rows, data, retrievers, cfg)
+    return cfg, lists, tr.fit(lists, cfg)
+
+
+def test_lightgbm_learns_within_lists(boosted):
+    _, lists, result = boosted
+    m = result.metrics
+    assert result.learner == "lightgbm" and result.booster_text.startswith("tree")
+    assert 1 <= m["best_iteration"] <= m["rounds_run"] <= 60
+    # one query group per list: the booster beats ordering by either half of the truth alone
+    assert m["holdout_ndcg@10"] > max(m["holdout_baselines_ndcg@10"].values()), m
+
+
+def test_lightgbm_save_load_identical_scores(boosted, world, tmp_path):
+    """Booster -> LightGBM text model -> Booster(model_str=...) scores bit-identically, and the
+    serving path (Reranker over a pool built by the serving code) gives the same numbers."""
+    cfg, lists, result = boosted
+    data, retrievers, _ = world
+    from startup_recs.models.ranker import RankerConfig, load_scorer, save_booster
+    from startup_recs.models.ranker_lgbm import booster_from_text
+    from startup_recs.serving.pool import build_pool
+
+    rc = RankerConfig(use_case=USE_CASE, features=lists.names, hidden=[], mean=[], std=[], weights="booster",
+                      learner="lightgbm", pool={"sizes": cfg.pool})
+    save_booster(result.booster_text, rc, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ranker_reverse_v1_booster.txt",
+                                                           "ranker_reverse_v1_config.json"]
+    assert b"pickle" not in (tmp_path / "ranker_reverse_v1_booster.txt").read_bytes()
+    scorer, loaded = load_scorer(str(tmp_path), USE_CASE)
+    assert loaded.learner == "lightgbm" and loaded.features == lists.names
+    want = booster_from_text(result.booster_text).predict(lists.X)
+    np.testing.assert_array_equal(scorer(lists.X), want.astype(np.float32))
+    rr = Reranker.load(str(tmp_path), USE_CASE)
+    assert dict(rr.pool_spec.sizes) == cfg.pool
+    e = lists.entity[0]
+    pool = build_pool(retrievers, data, e, rr.pool_spec, route="two_tower", score_names=rr.retrievers)
+    got = rr.score_pool(pool, data)
+    X, _ = ranking_features.build(USE_CASE, e, pool.cand, pool.scores, data, rr.retrievers, pool.listed)
+    np.testing.assert_array_equal(got, scorer(X))
+    with pytest.raises(ModelMismatchError):
+        booster_from_text("not a model")
+
+
+def test_learner_search_keeps_or_beats_the_defaults(boosted):
+    cfg, lists, _ = boosted
+    from dataclasses import replace
+
+    from startup_recs.train.ranker_search import search_learner
+
+    best, summary = search_learner(lists, replace(cfg, tune_trials=3, epochs=3))
+    assert summary["trials"][0]["params"]["learner"] == "lightgbm"  # trial 0 = the config as given
+    assert summary["best_value"] >= summary["default_value"]
+    assert best.tune_trials == 0 and best.learner in ("lightgbm", "mlp")

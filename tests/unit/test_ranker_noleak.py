@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from startup_recs.core.errors import DataError
+from startup_recs.serving import ranking_features
 from startup_recs.serving.data import ServingData
 from startup_recs.train import ranker as tr
 from startup_recs.train import ranker_inputs as rin
@@ -66,9 +67,30 @@ def world():
 @pytest.mark.parametrize("lists,extra", [("pool", 0), ("pool", 5), ("entity", 0), ("entity", 8), ("session", 0)])
 def test_features_ignore_labels_positions_and_times(world, lists, extra):
     data, retrievers, rows = world
-    cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists=lists, extra_negatives=extra, retrieve_k=30)
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists=lists, extra_negatives=extra, retrieve_k=30,
+                               pool={"two_tower": 12, "als": 12})
     assert_label_free(lambda r: rlists.make_lists(r, data, retrievers, cfg), rows,
                       same_rows=not (lists == "pool" and extra > 0))
+
+
+def test_graded_window_events_move_labels_never_features(world):
+    """Pool lists with graded labels from every window event (clicks, saves, positives): scrambling
+    which pair got which grade (and when) changes labels only; every feature column, the pool
+    ones (``*_listed``, ``*_unlisted``, ``pool_*``) and the entity ones included, stays put."""
+    data, retrievers, rows = world
+    cfg = tr.RankerTrainConfig(use_case=USE_CASE, lists="pool", extra_negatives=0, pool={"two_tower": 12, "als": 12})
+    rng = np.random.default_rng(7)
+    pairs = rows[["entity_id", "candidate_id"]].drop_duplicates().sample(frac=0.5, random_state=1)
+    extra = pairs.assign(grade=rng.integers(1, 4, len(pairs)))
+    base = rlists.make_lists(rows, data, retrievers, cfg, extra)
+    assert {"two_tower_listed", "als_unlisted", "pool_n_lists", "entity_log_seen"} <= set(base.names)
+    assert base.names == ranking_features.feature_names(data, cfg.retrievers)  # every column is checked
+    for t in range(3):
+        shuffled = extra.assign(grade=np.random.default_rng(t).permutation(extra["grade"].to_numpy()))
+        again = rlists.make_lists(scramble(rows, 200 + t), data, retrievers, cfg, shuffled)
+        assert np.array_equal(again.cand, base.cand)  # same pools, same (seeded) row order
+        assert np.array_equal(again.X, base.X), "a ranking feature depends on the window's events"
+    assert not np.array_equal(again.y, base.y)
 
 
 def test_the_check_catches_the_legacy_model_score_leak(world):
@@ -175,8 +197,12 @@ def test_real_feature_tables_are_label_free(tiny_snapshot, tmp_path):
     data = ServingData.from_snapshot(tiny_snapshot, uc, until=val_start)
     assert data.has_features
     retrievers = load_retrievers(str(tmp_path / "no_models"), data)  # content + popularity only
-    cfg = tr.RankerTrainConfig(use_case=uc, extra_negatives=0, retrieve_k=50)
+    cfg = tr.RankerTrainConfig(use_case=uc, extra_negatives=0, pool={"content": 50})
     d = rlists.make_lists(val, data, retrievers, cfg)
     assert any(n.startswith("match_") for n in d.names)
     assert d.X[:, d.names.index("entity_has_features")].max() == 1.0
+    # the side attributes (numeric columns, stage ordinal) are there and vary
+    for name in ("ent_funding_usd", "ent_stage_rank", "cand_experience_years", "match_skills_coverage"):
+        assert name in d.names and np.ptp(d.X[:, d.names.index(name)]) > 0, name
+    assert d.names == ranking_features.feature_names(data, cfg.retrievers)
     assert_label_free(lambda r: rlists.make_lists(r, data, retrievers, cfg), val, trials=2)

@@ -148,3 +148,44 @@ class TestPopularity(RetrieverContract):
 def test_every_registered_retriever_has_a_contract_test(world: World) -> None:
     covered = {c.name for c in (TestTwoTower, TestALS, TestItem2Item, TestContent, TestPopularity)}
     assert set(world.loaded) == covered
+
+
+class TestPoolBuilder:
+    """The hybrid pool (``serving.pool.build_pools``) over the contract's retrievers, as loaded
+    from the bundle: the union of each knowing retriever's own ``top`` lists, nothing seen, nothing
+    twice; list positions and scores are those retrievers' own; a batch equals one by one."""
+
+    SPEC = {"content": 12, "two_tower": 10, "als": 10, "item2item": 8, "popularity": 4}
+
+    def test_union_of_the_retrievers_top_lists(self, world: World) -> None:
+        from startup_recs.serving.pool import NOT_LISTED, PoolSpec, build_pools
+
+        rets = world.loaded
+        pools = build_pools(rets, world.data, world.entities, PoolSpec.of(self.SPEC), routes=["als"] * len(world.entities),
+                            score_names=list(self.SPEC))
+        for e, pool in zip(world.entities, pools, strict=True):
+            assert len(pool.cand) == len(np.unique(pool.cand))
+            assert not set(pool.cand.tolist()) & set(world.data.exclusions(e).tolist())
+            want: set[int] = set()
+            for name, k in self.SPEC.items():
+                if not rets[name].knows(e):
+                    assert name not in pool.scores
+                    continue
+                idx, sc = rets[name].top([e], k)
+                top = idx[0][np.isfinite(sc[0])]
+                want |= set(top.tolist())
+                pos = {int(c): i for i, c in enumerate(top)}
+                assert [pos.get(int(c), NOT_LISTED) for c in pool.cand] == pool.listed[name].tolist()
+                np.testing.assert_allclose(pool.scores[name], rets[name].score_at(e, pool.cand), rtol=1e-6, atol=1e-6)
+            assert set(pool.cand.tolist()) == want
+            assert pool.cand[: len(np.flatnonzero(pool.listed["als"] >= 0))].tolist() == \
+                [c for c in pool.cand.tolist() if pool.listed["als"][pool.cand.tolist().index(c)] >= 0]  # route leads
+
+    def test_batch_equals_one_at_a_time(self, world: World) -> None:
+        from startup_recs.serving.pool import build_pool, build_pools
+
+        many = build_pools(world.loaded, world.data, world.entities, self.SPEC, score_names=list(self.SPEC))
+        for e, p in zip(world.entities, many, strict=True):
+            one = build_pool(world.loaded, world.data, e, self.SPEC, score_names=list(self.SPEC))
+            assert one.cand.tolist() == p.cand.tolist()
+            assert {k: v.tolist() for k, v in one.listed.items()} == {k: v.tolist() for k, v in p.listed.items()}

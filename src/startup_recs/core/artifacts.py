@@ -207,18 +207,21 @@ def item2item_files(use_case: UseCaseLike) -> Item2ItemFiles:
 # --- ranker ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RankerFiles(_Files):
-    """``ranker{sfx}_v1.pth`` (final), ``_best.pth``, ``_config.json``."""
+    """``ranker{sfx}_v1.pth`` (final), ``_best.pth`` (MLP weights), ``_booster.txt`` (LightGBM
+    text model), ``_config.json`` (names the learner, so only one of the weight kinds is written)."""
 
     stem: str
     final: str
     best: str
+    booster: str
     config: str
 
 
 def ranker_files(use_case: UseCaseLike) -> RankerFiles:
     """File names of one use case's ranker (``as_dict()`` is its config's ``"files"``)."""
     s = model_stem(RANKER, use_case)
-    return RankerFiles(stem=s, final=f"{s}.pth", best=f"{s}_best.pth", config=f"{s}{CONFIG_SUFFIX}")
+    return RankerFiles(stem=s, final=f"{s}.pth", best=f"{s}_best.pth", booster=f"{s}_booster.txt",
+                       config=f"{s}{CONFIG_SUFFIX}")
 
 
 # --- datasets --------------------------------------------------------------------------------------

@@ -166,13 +166,19 @@ def score_models(data: ServingData, retrievers: dict[str, Retriever], t: Target,
                  routing: Routing, reranker: Any | None = None, oracle: pd.DataFrame | None = None,
                  batch: int = 256, mutual: Target | None = None,
                  extra: Mapping[str, Callable[[list[str], int], np.ndarray]] | None = None,
+                 info: dict[str, Any] | None = None,
                  ) -> tuple[dict[str, dict], dict[str, float], dict[str, int]]:
     """Metrics of every model on target ``t``: ``(models, seconds per model, route counts)``.
 
     ``mutual`` (:func:`startup_recs.evaluation.mutual.mutual_target`): each model is also scored
     on it, as ``mutual_<metric>`` keys beside the one-sided ones (one ranking per entity of
     either target). ``extra``: more models, ``name -> f(entity_ids, n) -> top int [b, n]``
-    (``-1`` pads), e.g. the reciprocal scorer."""
+    (``-1`` pads), e.g. the reciprocal scorer.
+
+    With a ranker, ``routed_ranked`` re-ranks the hybrid pools (:meth:`Recommender.top_ranked`,
+    the serving code). With an oracle, ``oracle@pool`` re-ranks those same pools (the routed
+    lists without a ranker) by planted affinity: the ranker's ceiling
+    (:mod:`startup_recs.evaluation.ceiling`). ``info`` (optional) receives the pool sizes."""
     from startup_recs.evaluation.mutual import prefixed
 
     kmax = max(ks)
@@ -205,9 +211,11 @@ def score_models(data: ServingData, retrievers: dict[str, Retriever], t: Target,
     seconds["routed"] = time.perf_counter() - t0
     methods = methods[: len(t.entity_ids)]
     routes = pd.Series(methods, dtype=object).value_counts().to_dict() if methods else {}
+    pools = [top[i][top[i] >= 0] for i in range(len(top))]  # without a ranker: the routed lists
     if reranker is not None:
         t0 = time.perf_counter()
-        top, _, _ = rec.top_routed(ids, kmax, rerank=True, n_retrieve=N_RETRIEVE)
+        top, _, _, got = rec.top_ranked(ids, kmax)
+        pools = [p.cand for p in got]
         score("routed_ranked", top)
         seconds["routed_ranked"] = time.perf_counter() - t0
     for name, fn in (extra or {}).items():
@@ -218,6 +226,14 @@ def score_models(data: ServingData, retrievers: dict[str, Retriever], t: Target,
         score("oracle", oracle_top(oracle, data, ids, kmax))
         if "mutual_rank" in oracle.columns and oracle["mutual_rank"].notna().any():
             score("oracle_mutual", oracle_top(oracle, data, ids, kmax, rank="mutual_rank"))
+        from startup_recs.evaluation import ceiling
+
+        score("oracle@pool", ceiling.rerank_by_affinity(pools, ids, ceiling.oracle_affinity(oracle, data), kmax))
+    if info is not None:
+        mine = [pools[i] for i in rows_t]
+        info["pool"] = {"mean_size": float(np.mean([len(p) for p in mine])) if mine else 0.0,
+                        "spec": (reranker.pool_spec.to_dict() if reranker is not None
+                                 else {"routed_top": N_RETRIEVE})}
     return models, seconds, {str(k): int(v) for k, v in routes.items()}
 
 
@@ -272,8 +288,9 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
     mt = mutual_target(snap, data, split.split_at, None)  # reverse use cases of app data: both sides acted
     extra, scorer = _reciprocal(snap, uc.name, split, data, retrievers, routing, reranker, models, ks,
                                 val_models, forward_models, forward_val_models)
+    pool_info: dict[str, Any] = {}
     scored, seconds, routes = score_models(data, retrievers, t, ks, routing=routing, reranker=reranker,
-                                           oracle=oracle_df, batch=batch, mutual=mt, extra=extra)
+                                           oracle=oracle_df, batch=batch, mutual=mt, extra=extra, info=pool_info)
     metrics: dict[str, Any] = {
         "use_case": uc.name,
         "k": ks,
@@ -290,8 +307,15 @@ def evaluate(snapshot: str, models: str, use_case: str, out: str, *, val_models:
         "routing": routing.to_dict(),
         "routes": routes,
         "models": scored,
+        "pool": pool_info.get("pool", {}),
         "seconds": {**seconds, "total": time.perf_counter() - t_start},
     }
+    if "oracle@pool" in scored:
+        from startup_recs.evaluation.ceiling import ranking_efficiency
+
+        ranked = "routed_ranked" if "routed_ranked" in scored else "routed"
+        metrics["ranking_efficiency"] = {"ranked": ranked, "ceiling": "oracle@pool", "metric": "ndcg@10",
+                                         **ranking_efficiency(scored, ranked=ranked)}
     from startup_recs.evaluation import ann_check
 
     # exact vs approximate retrieval of each learned retriever: ann_recall@200 and the NDCG change

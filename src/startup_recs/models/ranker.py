@@ -9,7 +9,9 @@ records the same numbers for people, plus the feature names, hidden sizes and us
 
 Artifacts (:func:`startup_recs.core.artifacts.ranker_files`; ``{sfx}`` is ``_reverse`` for reverse
 use cases): ``ranker{sfx}_v1.pth`` (final state_dict), ``ranker{sfx}_v1_best.pth`` (best validation
-state_dict), ``ranker{sfx}_v1_config.json``. :func:`from_dir` needs only the folder.
+state_dict), ``ranker{sfx}_v1_config.json``. :func:`from_dir` needs only the folder. The LightGBM
+learner (:mod:`startup_recs.models.ranker_lgbm`) shares the config and writes
+``ranker{sfx}_v1_booster.txt`` instead of the two ``.pth`` files; :func:`load_scorer` loads either.
 """
 
 from __future__ import annotations
@@ -26,16 +28,20 @@ from startup_recs.core import artifacts, storage
 from startup_recs.core.errors import ModelMismatchError
 
 CONFIG_VERSION = 1
+LEARNERS = ("mlp", "lightgbm")
 
 
 @dataclass
 class RankerConfig:
     """Everything a loader needs besides the weights.
 
-    ``features``: ordered feature names (columns of ``ranking_features.build``); ``mean``/``std``:
-    the input normaliser ([f] each); ``hidden``: MLP hidden sizes; ``weights``: which state_dict
-    file serving loads (``best`` or ``final``); ``train``: the training hyperparameters and
-    metrics, for the record (not read back).
+    ``features``: ordered feature names (columns of ``ranking_features.build``); ``learner``:
+    ``"mlp"`` (torch weights) or ``"lightgbm"`` (the booster text model,
+    :mod:`startup_recs.models.ranker_lgbm`); ``mean``/``std``: the MLP's input normaliser ([f]
+    each; empty for LightGBM); ``hidden``: MLP hidden sizes; ``weights``: which state_dict file
+    serving loads (``best`` or ``final``); ``pool``: the candidate pool it re-ranks
+    (:meth:`startup_recs.serving.pool.PoolSpec.to_dict`; empty = the default pool);
+    ``train``: the training hyperparameters and metrics, for the record (not read back).
     """
 
     use_case: str
@@ -46,6 +52,8 @@ class RankerConfig:
     weights: str = "best"
     dropout: float = 0.0
     version: int = CONFIG_VERSION
+    learner: str = "mlp"
+    pool: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -57,7 +65,9 @@ class RankerConfig:
             raise ModelMismatchError(f"not a ranker config (model={obj.get('model')!r})")
         keys = set(cls.__dataclass_fields__)
         cfg = cls(**{k: v for k, v in obj.items() if k in keys})
-        if len(cfg.mean) != len(cfg.features) or len(cfg.std) != len(cfg.features):
+        if cfg.learner not in LEARNERS:
+            raise ModelMismatchError(f"ranker config: unknown learner {cfg.learner!r} (expected one of {LEARNERS})")
+        if cfg.learner == "mlp" and (len(cfg.mean) != len(cfg.features) or len(cfg.std) != len(cfg.features)):
             raise ModelMismatchError(
                 f"ranker config: {len(cfg.features)} features but normaliser of "
                 f"{len(cfg.mean)}/{len(cfg.std)} values"
@@ -133,13 +143,38 @@ def save(model: RankerMLP, cfg: RankerConfig, output_dir: str, *, best_state: di
     import io
 
     names = artifacts.ranker_files(cfg.use_case).as_dict()
-    uris = {k: storage.join(output_dir, v) for k, v in names.items()}
+    uris = {k: storage.join(output_dir, names[k]) for k in ("final", "best", "config")}
     for key, state in (("final", model.state_dict()), ("best", best_state or model.state_dict())):
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
         storage.write_bytes(uris[key], buf.getvalue())
     storage.write_json(uris["config"], cfg.to_json())
     return uris
+
+
+def save_booster(booster_text: str, cfg: RankerConfig, output_dir: str) -> dict[str, str]:
+    """Write a LightGBM ranker: its text model (``ranker{sfx}_v1_booster.txt``), then the config.
+
+    Returns ``{"booster"|"config": uri}``.
+    """
+    files = artifacts.ranker_files(cfg.use_case)
+    uris = {"booster": storage.join(output_dir, files.booster), "config": storage.join(output_dir, files.config)}
+    storage.write_bytes(uris["booster"], booster_text.encode())
+    storage.write_json(uris["config"], cfg.to_json())
+    return uris
+
+
+def load_scorer(models_dir: str, use_case: str, *, which: str | None = None) -> tuple[Any, RankerConfig]:
+    """``(scorer, config)`` of any learner: ``scorer(X float32 [m, f]) -> float32 [m]`` (the MLP's
+    numpy forward, or the LightGBM booster). :class:`ModelMismatchError` for files that do not fit."""
+    cfg = load_config(models_dir, use_case)
+    if cfg.learner == "lightgbm":
+        from startup_recs.models.ranker_lgbm import BoosterScorer
+
+        uri = storage.join(models_dir, artifacts.ranker_files(use_case).booster)
+        return BoosterScorer.from_text(storage.read_bytes(uri).decode(), len(cfg.features)), cfg
+    model, cfg = from_dir(models_dir, use_case, which=which)
+    return model.export_numpy(), cfg
 
 
 def load_config(models_dir: str, use_case: str) -> RankerConfig:
@@ -161,6 +196,8 @@ def from_dir(models_dir: str, use_case: str, *, which: str | None = None) -> tup
     import io
 
     cfg = load_config(models_dir, use_case)
+    if cfg.learner != "mlp":
+        raise ModelMismatchError(f"ranker in {models_dir} is a {cfg.learner} model, not an MLP; use load_scorer")
     key = which or cfg.weights
     uri = storage.join(models_dir, artifacts.ranker_files(use_case).as_dict()[key])
     state = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)

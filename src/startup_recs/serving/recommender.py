@@ -1,4 +1,9 @@
-"""Recommender: route -> retrieve top N -> re-rank -> answer. Shared by the predictor and evaluation.
+"""Recommender: route -> candidate pool -> re-rank -> answer. Shared by the predictor and evaluation.
+
+With a ranker, the candidates it re-ranks are the hybrid pool of :mod:`startup_recs.serving.pool`
+(the union of several retrievers' top-N lists, the spec the ranker was trained on), built by the
+same :func:`~startup_recs.serving.pool.build_pools` for one request, a batch and evaluation.
+Without a ranker the routed retriever's top ``N_RETRIEVE`` is served, as routing orders it.
 
 ``Recommender.load(dir)`` takes a models folder (with ``serving/`` data beside the models, as
 ``recs evaluate`` and the pipeline write it) or a published bundle (``manifest.json`` present: the
@@ -22,6 +27,7 @@ from startup_recs.serving.candidate_match import match_table
 from startup_recs.serving.data import ServingData
 from startup_recs.serving.filters import CandidateFilter
 from startup_recs.serving.index import top_k
+from startup_recs.serving.pool import Pool, PoolSpec, build_pools
 from startup_recs.serving.reciprocal import ReciprocalScorer
 from startup_recs.serving.retrievers import Retriever, load_retrievers
 from startup_recs.serving.router import Router, Routing
@@ -116,11 +122,43 @@ class Recommender:
         return idx[0][keep], sc[0][keep]
 
     def rerank(self, entity_id: str, cand_idx: np.ndarray) -> np.ndarray:
-        """Ranker scores of ``cand_idx`` (``float32 [m]``), from every retriever it was trained with."""
+        """Ranker scores of an arbitrary candidate list ``cand_idx`` (``float32 [m]``; no list
+        positions: every candidate counts as unlisted). Answers use :meth:`pools` instead."""
         from startup_recs.serving.ranking_features import gather_scores
 
         scores = gather_scores(self.retrievers, entity_id, cand_idx, self.reranker.retrievers)
         return np.asarray(self.reranker.score(entity_id, cand_idx, scores, self.data), dtype=np.float32)
+
+    def pool_spec(self, route: str | None = None, limit: int = 0) -> PoolSpec:
+        """The ranker's pool spec; the routed retriever lists at least ``limit`` candidates (so an
+        answer is never shorter than the routed list alone would be)."""
+        spec = self.reranker.pool_spec if self.reranker is not None else PoolSpec()
+        sizes = dict(spec.sizes)
+        if route is not None and sizes.get(route, 0) < limit:
+            sizes[route] = int(limit)
+        return PoolSpec(tuple(sizes.items()), spec.lead)
+
+    def pools(self, entity_ids: Sequence[str], routes: Sequence[str], limit: int = 0) -> list[Pool]:
+        """The hybrid pools the ranker re-ranks (one per entity; ``routes[i]`` leads pool ``i``)."""
+        names = self.reranker.retrievers if self.reranker is not None else ()
+        by_spec: dict[PoolSpec, list[int]] = {}
+        for i, r in enumerate(routes):
+            by_spec.setdefault(self.pool_spec(r, limit), []).append(i)
+        out: list[Pool | None] = [None] * len(entity_ids)
+        for spec, rows in by_spec.items():
+            got = build_pools(self.retrievers, self.data, [entity_ids[i] for i in rows], spec,
+                              routes=[routes[i] for i in rows], score_names=names)
+            for i, p in zip(rows, got, strict=True):
+                out[i] = p
+        return out  # type: ignore[return-value]
+
+    def rank_pool(self, pool: Pool) -> tuple[np.ndarray, np.ndarray]:
+        """``(candidate indices, ranker scores)`` of a pool, best first (ties keep pool order)."""
+        if not len(pool):
+            return pool.cand, np.zeros(0, np.float32)
+        rs = self.reranker.score_pool(pool, self.data)
+        order = np.argsort(-rs, kind="stable")
+        return pool.cand[order], rs[order]
 
     def recommend(self, entity_id: str, limit: int = 10, *, filters: CandidateFilter | None = None,
                   forward: Recommender | None = None) -> dict[str, Any]:
@@ -143,11 +181,18 @@ class Recommender:
         self.check_entity(entity_id)
         segment, route = self.router.route(entity_id)
         n = max(self.n_retrieve, int(limit))
-        cand, scores = self.retrieve(entity_id, route, n)
         info = None
-        if filters:
-            cand, scores, info = self._filtered(entity_id, route, cand, scores, filters, n, int(limit))
-        answer = self._answer(entity_id, segment, route, cand, scores, int(limit), forward=forward)
+        if self.reranker is not None:
+            pool = self.pools([entity_id], [route], int(limit))[0]
+            if filters:
+                pool, info = self._filtered_pool(entity_id, route, pool, filters, n, int(limit))
+            cand, scores = self.rank_pool(pool)
+            answer = self._answer(entity_id, segment, route, cand, scores, int(limit), forward, reranked=True)
+        else:
+            cand, scores = self.retrieve(entity_id, route, n)
+            if filters:
+                cand, scores, info = self._filtered(entity_id, route, cand, scores, filters, n, int(limit))
+            answer = self._answer(entity_id, segment, route, cand, scores, int(limit), forward)
         if info is not None:
             answer["filters"] = {**info, "short": answer["total"] < int(limit)}
         return answer
@@ -170,15 +215,31 @@ class Recommender:
             cand, scores, widened = idx[0][keep], sc[0][keep], True
         return cand, scores, {"applied": filters.to_dict(), "matching": int(ok.sum()), "widened": widened}
 
+    def _filtered_pool(self, entity_id: str, route: str, pool: Pool, filters: CandidateFilter, n: int,
+                       limit: int) -> tuple[Pool, dict[str, Any]]:
+        """:meth:`_filtered` for the ranker's pool: its allowed candidates (scores and list positions
+        kept); when fewer than ``limit`` remain, the route's best ``n`` allowed candidates of the
+        whole catalogue instead (list positions of the route only, the others unlisted)."""
+        from startup_recs.serving.filters import allowed
+        from startup_recs.serving.ranking_features import gather_scores
+
+        ok = allowed(self.data, filters)
+        keep = ok[pool.cand]
+        cand = pool.cand[keep]
+        out = Pool(entity_id, cand, {k: v[keep] for k, v in pool.listed.items()},
+                   {k: v[keep] for k, v in pool.scores.items()}, route)
+        widened = False
+        if len(cand) < limit:
+            cand, _, meta = self._filtered(entity_id, route, cand, np.zeros(len(cand), np.float32), filters, n, limit)
+            widened = meta["widened"]
+            out = Pool(entity_id, cand, {route: np.arange(len(cand), dtype=np.int32)},
+                       gather_scores(self.retrievers, entity_id, cand, self.reranker.retrievers), route)
+        return out, {"applied": filters.to_dict(), "matching": int(ok.sum()), "widened": widened}
+
     def _answer(self, entity_id: str, segment: str, route: str, cand: np.ndarray, scores: np.ndarray,
-                limit: int, forward: Recommender | None = None) -> dict[str, Any]:
-        """Re-rank the retrieved ``cand`` / ``scores`` (best first) and build the answer object
-        (reciprocal with ``forward``, see :meth:`recommend`)."""
-        reranked = False
-        if self.reranker is not None and len(cand):
-            rs = self.rerank(entity_id, cand)
-            order = np.argsort(-rs, kind="stable")
-            cand, scores, reranked = cand[order], rs[order], True
+                limit: int, forward: Recommender | None = None, *, reranked: bool = False) -> dict[str, Any]:
+        """The answer object of ``cand`` / ``scores`` (best first; ``reranked``: the ranker ordered
+        them), cut to ``limit`` (reciprocal with ``forward``, see :meth:`recommend`)."""
         two_sided = None
         if forward is not None and len(cand):
             order, fused, p, q = self.reciprocal.rank(forward, entity_id, [self._ids[c] for c in cand.tolist()], scores)
@@ -237,6 +298,14 @@ class Recommender:
         for i, (_, r) in enumerate(routes):
             by_route.setdefault(r, []).append(i)
         answers: list[dict[str, Any] | None] = [None] * len(ids)
+        if self.reranker is not None:
+            for route, rows in by_route.items():
+                want = max(limits[i] for i in rows)
+                pools = self.pools([ids[i] for i in rows], [route] * len(rows), want)
+                for i, pool in zip(rows, pools, strict=True):
+                    cand, scores = self.rank_pool(pool)
+                    answers[i] = self._answer(ids[i], routes[i][0], route, cand, scores, limits[i], reranked=True)
+            return answers  # type: ignore[return-value]
         for route, rows in by_route.items():
             want = [max(self.n_retrieve, limits[i]) for i in rows]
             idx, sc = self.retrievers[route].top([ids[i] for i in rows], max(want))
@@ -258,17 +327,35 @@ class Recommender:
     def routes(self, entity_ids: Sequence[str]) -> list[tuple[str, str]]:
         return [self.router.route(e) for e in entity_ids]
 
+    def top_ranked(self, entity_ids: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray, list[str], list[Pool]]:
+        """Batch re-ranked top-``n`` for evaluation, over the pools :meth:`recommend` builds
+        (``limit = n``): ``(idx int64 [b, n], scores [b, n], method per entity, pools)``."""
+        if self.reranker is None:
+            raise DataError("top_ranked needs a ranker")
+        routes = self.routes(entity_ids)
+        out_i = np.full((len(entity_ids), n), -1, np.int64)
+        out_s = np.full((len(entity_ids), n), -np.inf, np.float32)
+        pools = self.pools([str(e) for e in entity_ids], [r for _, r in routes], n)
+        for i, pool in enumerate(pools):
+            ci, cs = self.rank_pool(pool)
+            m = min(n, len(ci))
+            out_i[i, :m], out_s[i, :m] = ci[:m], cs[:m]
+        return out_i, out_s, [f"{s}:{r}" for s, r in routes], pools
+
     def top_routed(self, entity_ids: Sequence[str], n: int, *, rerank: bool = False,
                    n_retrieve: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Batch routed (optionally re-ranked) top-``n`` for evaluation.
 
         Entities are grouped by route and each group scored with one matrix product. Returns
         ``(idx int64 [b, n], scores [b, n], method per entity)``; ``-1``/``-inf`` pad short rows.
+        ``rerank=True`` (with a ranker): :meth:`top_ranked`, the hybrid pools re-ranked.
         """
+        if rerank and self.reranker is not None:
+            return self.top_ranked(entity_ids, n)[:3]
         routes = self.routes(entity_ids)
         out_i = np.full((len(entity_ids), n), -1, np.int64)
         out_s = np.full((len(entity_ids), n), -np.inf, np.float32)
-        fetch = max(n, n_retrieve or self.n_retrieve) if rerank and self.reranker is not None else n
+        fetch = n
         by_route: dict[str, list[int]] = {}
         for i, (_, r) in enumerate(routes):
             by_route.setdefault(r, []).append(i)
@@ -278,10 +365,6 @@ class Recommender:
             for j, i in enumerate(rows):
                 keep = np.isfinite(sc[j])
                 ci, cs = idx[j][keep], sc[j][keep]
-                if rerank and self.reranker is not None and len(ci):
-                    rs = self.rerank(entity_ids[i], ci)
-                    order = np.argsort(-rs, kind="stable")
-                    ci, cs = ci[order], rs[order]
                 m = min(n, len(ci))
                 out_i[i, :m], out_s[i, :m] = ci[:m], cs[:m]
         return out_i, out_s, [f"{s}:{r}" for s, r in routes]

@@ -28,7 +28,7 @@ import argparse
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,8 +37,9 @@ import torch
 from startup_recs.core.errors import ConfigError, DataError, ModelFitError
 from startup_recs.core.usecases import get_use_case
 from startup_recs.evaluation.metrics import ndcg_lists
-from startup_recs.models.ranker import RankerConfig, RankerMLP, save
+from startup_recs.models.ranker import LEARNERS, RankerConfig, RankerMLP, save, save_booster
 from startup_recs.serving import ranking_features
+from startup_recs.serving.pool import DEFAULT_SIZES, PoolSpec
 from startup_recs.train.ranker_inputs import dataset_sidecar, training_lists
 from startup_recs.train.ranker_lists import ListData
 from startup_recs.train.ranker_losses import LOSSES, pad_lists
@@ -46,6 +47,10 @@ from startup_recs.train.ranker_losses import LOSSES, pad_lists
 log = logging.getLogger(__name__)
 
 EVAL_K = 10
+# Relevance grade of each event (contact/apply > save > click > view); the use case's positive
+# events are always ``positive_grade`` whatever this says. Views grade 0: opening a profile is
+# not acting on it (snapshot.PASSIVE_EVENTS), and grading it hurt on the demo data (-0.002).
+DEFAULT_GRADES: dict[str, int] = {"click": 1, "save": 2}
 
 
 @dataclass
@@ -66,9 +71,28 @@ class RankerTrainConfig:
     lists: str = "pool"  # pool | entity | session: what one softmax / one set of pairs spans
     extra_negatives: int = 20  # entity lists: retrieved-but-not-acted negatives added (0 = off);
     # pool lists: negatives kept per list for the loss after features are built (0 = all)
-    retrieve_k: int = 200  # the serving re-rank depth the extra negatives come from
+    retrieve_k: int = 200  # entity lists: the retrieval depth the extra negatives come from
     positives: str = "both"  # dataset | both: also every validation-window positive event (entity lists)
     retrievers: tuple[str, ...] = ranking_features.RETRIEVERS
+    # pool lists: the hybrid pool serving re-ranks (retriever -> top-N; serving/pool.py)
+    pool: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_SIZES))
+    # graded labels: relevance of a candidate = the highest grade of its window events (0 = none);
+    # the use case's positive events (contact, apply) get ``positive_grade``
+    grades: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GRADES))
+    positive_grade: int = 3
+    learner: str = "lightgbm"  # lightgbm (LambdaRank) | mlp
+    threads: int = 2
+    # LightGBM LambdaRank (train/ranker_lgbm.py): few leaves, many rows per leaf, L2: the lists are
+    # few (one per validation entity) and a 31-leaf booster overfits them within ~15 rounds
+    lgb_num_leaves: int = 7
+    lgb_min_data_in_leaf: int = 100
+    lgb_learning_rate: float = 0.03
+    lgb_lambda_l2: float = 10.0
+    lgb_feature_fraction: float = 0.8
+    lgb_rounds: int = 400
+    lgb_early_stopping: int = 60
+    lgb_eval_every: int = 5
+    tune_trials: int = 0  # > 0: an Optuna search over learner + key parameters on the holdout first
 
     def __post_init__(self) -> None:
         get_use_case(self.use_case)
@@ -85,15 +109,27 @@ class RankerTrainConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         if not self.hidden or min(self.hidden) < 1:
             raise ConfigError(f"--hidden needs positive sizes, got {self.hidden}")
+        if self.learner not in LEARNERS:
+            raise ConfigError(f"--learner must be one of {LEARNERS}, not {self.learner!r}")
+        PoolSpec.of(self.pool)  # validates the sizes
+        self.pool = {str(k): int(v) for k, v in dict(self.pool).items()}
+        self.grades = {str(k): int(v) for k, v in dict(self.grades).items()}
+        if self.positive_grade < 1 or any(g < 0 or g > self.positive_grade for g in self.grades.values()):
+            raise ConfigError(f"grades must lie in [0, positive_grade={self.positive_grade}], got {self.grades}")
 
 
 # --- fitting ------------------------------------------------------------------------------------
 @dataclass
 class FitResult:
-    model: RankerMLP  # final weights
-    best_state: dict[str, torch.Tensor]
+    """A fitted ranker: the MLP (``model`` final weights, ``best_state``) or the LightGBM
+    booster (``booster_text``, LightGBM's text model at its best iteration)."""
+
+    model: RankerMLP | None
+    best_state: dict[str, torch.Tensor] | None
     history: list[dict[str, float]]
     metrics: dict[str, Any]
+    learner: str = "mlp"
+    booster_text: str | None = None
 
 
 def holdout_split(entities: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -116,13 +152,34 @@ def _useful(d: ListData) -> np.ndarray:
     return out
 
 
-def feature_baselines(d: ListData, k: int = EVAL_K) -> dict[str, float]:
-    """NDCG@k of ordering each list by one raw feature (retrieval scores, popularity)."""
+def relevance(d: ListData, cfg: RankerTrainConfig | None = None) -> np.ndarray:
+    """Binary relevance of each row for model choice: a positive event (the evaluation's target,
+    labels >= ``d.relevant_from``), not a click or a save (they only grade the training labels)."""
+    return (d.y >= d.relevant_from).astype(np.float32)
+
+
+def feature_baselines(d: ListData, k: int = EVAL_K, rel: np.ndarray | None = None) -> dict[str, float]:
+    """NDCG@k of ordering each list by one feature: each retriever's within-pool rank, popularity."""
+    rel = d.y if rel is None else rel
     out: dict[str, float] = {}
     for j, name in enumerate(d.names):
-        if (name in ranking_features.RETRIEVERS or name == "pop_log") and np.ptp(d.X[:, j]) > 0:
-            out[name] = ndcg_lists(d.X[:, j], d.y, d.offsets, k)
+        base = name[: -len("_rank")] if name.endswith("_rank") else None
+        if base in ranking_features.RETRIEVERS and np.ptp(d.X[:, j]) > 0:
+            out[base] = ndcg_lists(-d.X[:, j], rel, d.offsets, k)
+        elif name == "pop_log" and np.ptp(d.X[:, j]) > 0:
+            out[name] = ndcg_lists(d.X[:, j], rel, d.offsets, k)
     return out
+
+
+def _fit_lightgbm(tr: ListData, ho: ListData, cfg: RankerTrainConfig) -> FitResult:
+    from startup_recs.models.ranker_lgbm import booster_to_text
+    from startup_recs.train.ranker_lgbm import fit_lambdarank
+
+    booster, history, metrics = fit_lambdarank(tr, ho, cfg, float(tr.relevant_from))
+    metrics.update({"train_lists": tr.n_lists, "holdout_lists": ho.n_lists, "train_rows": int(len(tr.X))})
+    if ho.n_lists and (relevance(ho, cfg) > 0).any():
+        metrics["holdout_baselines_ndcg@10"] = feature_baselines(ho, rel=relevance(ho, cfg))
+    return FitResult(None, None, history, metrics, learner="lightgbm", booster_text=booster_to_text(booster))
 
 
 def fit(data: ListData, cfg: RankerTrainConfig, *, progress: bool = False) -> FitResult:
@@ -141,6 +198,8 @@ def fit(data: ListData, cfg: RankerTrainConfig, *, progress: bool = False) -> Fi
     ho = data.subset(np.flatnonzero(held))
     if tr.n_lists == 0:
         raise DataError("ranker: every useful list fell into the holdout; lower --holdout")
+    if cfg.learner == "lightgbm":
+        return _fit_lightgbm(tr, ho, cfg)
     mean = tr.X.mean(0) if len(tr.X) else np.zeros(tr.X.shape[1])
     std = tr.X.std(0) if len(tr.X) else np.ones(tr.X.shape[1])
     std = np.where(std < 1e-6, 1.0, std)
@@ -148,14 +207,14 @@ def fit(data: ListData, cfg: RankerTrainConfig, *, progress: bool = False) -> Fi
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = LOSSES[cfg.loss]
     Xt, yt, wt = (torch.from_numpy(a) for a in (tr.X, tr.y, tr.w))
-    has_ho = ho.n_lists > 0 and (ho.y > 0).any()
+    has_ho = ho.n_lists > 0 and (relevance(ho, cfg) > 0).any()
 
     def evaluate(d: ListData) -> float:
         model.eval()
         with torch.no_grad():
             s = model(torch.from_numpy(d.X)).numpy()
         model.train()
-        return ndcg_lists(s, d.y, d.offsets)
+        return ndcg_lists(s, relevance(d, cfg), d.offsets)
 
     history: list[dict[str, float]] = []
     best = -math.inf
@@ -207,7 +266,7 @@ def fit(data: ListData, cfg: RankerTrainConfig, *, progress: bool = False) -> Fi
         metrics["holdout_ndcg@10"] = evaluate(ho)
         model.load_state_dict(final)
         model.eval()
-        metrics["holdout_baselines_ndcg@10"] = feature_baselines(ho)
+        metrics["holdout_baselines_ndcg@10"] = feature_baselines(ho, rel=relevance(ho, cfg))
     return FitResult(model, best_state, history, metrics)
 
 
@@ -218,15 +277,28 @@ def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir
     Returns the config JSON written (with ``train`` metrics and history).
     """
     lists, info = training_lists(cfg, data_uri, retrievers_dir, serving_data=serving_data, snapshot=snapshot)
+    search: dict[str, Any] | None = None
+    if cfg.tune_trials > 0:
+        from startup_recs.train.ranker_search import search_learner
+
+        cfg, search = search_learner(lists, cfg)
     result = fit(lists, cfg)
-    rcfg = RankerConfig(
-        use_case=cfg.use_case, features=lists.names, hidden=list(cfg.hidden),
-        mean=result.model.mean.tolist(), std=result.model.std.tolist(), dropout=cfg.dropout,
-        weights="best",
-        train={**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-               **info, "metrics": result.metrics, "history": result.history},
-    )
-    uris = save(result.model, rcfg, output_dir, best_state=result.best_state)
+    train_info = {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+                  **info, "metrics": result.metrics, "history": result.history}
+    if search is not None:
+        train_info["search"] = search
+    pool = PoolSpec.of(cfg.pool).to_dict()
+    if result.learner == "lightgbm":
+        rcfg = RankerConfig(use_case=cfg.use_case, features=lists.names, hidden=[], mean=[], std=[],
+                            weights="booster", learner="lightgbm", pool=pool, train=train_info)
+        uris = save_booster(result.booster_text or "", rcfg, output_dir)
+    else:
+        rcfg = RankerConfig(
+            use_case=cfg.use_case, features=lists.names, hidden=list(cfg.hidden),
+            mean=result.model.mean.tolist(), std=result.model.std.tolist(), dropout=cfg.dropout,
+            weights="best", learner="mlp", pool=pool, train=train_info,
+        )
+        uris = save(result.model, rcfg, output_dir, best_state=result.best_state)
     log.info("ranker written: %s (holdout ndcg@10 %s, baselines %s)", uris["config"],
              result.metrics.get("holdout_ndcg@10"), result.metrics.get("holdout_baselines_ndcg@10"))
     return rcfg.to_json()
@@ -267,12 +339,14 @@ def cli_train(args: argparse.Namespace) -> int:
         hidden=hidden, loss=getattr(args, "loss", "listwise"), seed=getattr(args, "seed", 0),
         lists=getattr(args, "lists", "entity"), extra_negatives=getattr(args, "extra_negatives", 20),
         retrieve_k=getattr(args, "retrieve_k", 200), positives=getattr(args, "positives", "both"), holdout=getattr(args, "holdout", 0.2),
-        patience=getattr(args, "patience", 5),
+        patience=getattr(args, "patience", 5), learner=getattr(args, "learner", None) or "lightgbm",
+        tune_trials=int(getattr(args, "tune_trials", 0) or 0),
     )
     retrievers_dir = getattr(args, "retrievers", None) or args.output_dir
     out = train(cfg, args.data, retrievers_dir, args.output_dir,
                 serving_data=getattr(args, "serving_data", None), snapshot=getattr(args, "snapshot", None))
     m = out["train"]["metrics"]
-    print(f"ranker: holdout ndcg@10 {m.get('holdout_ndcg@10')} (best epoch {m['best_epoch']}); "
+    best = f"best epoch {m['best_epoch']}" if "best_epoch" in m else f"best iteration {m.get('best_iteration')}"
+    print(f"ranker ({out['learner']}): holdout ndcg@10 {m.get('holdout_ndcg@10')} ({best}); "
           f"single-feature baselines {m.get('holdout_baselines_ndcg@10')}")
     return 0

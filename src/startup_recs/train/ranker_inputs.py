@@ -170,6 +170,33 @@ def val_positive_events(snapshot: str | None, use_case: str, val_start: pd.Times
     return out
 
 
+def val_graded_events(snapshot: str | None, use_case: str, val_start: pd.Timestamp, split_at: pd.Timestamp,
+                      grades: dict[str, int], positive_grade: int) -> pd.DataFrame | None:
+    """``entity_id, candidate_id, grade`` of the window ``[val_start, split_at)``: the highest grade
+    of each pair's events (the use case's positive events, :func:`startup_recs.data.snapshot.positive_events`,
+    are ``positive_grade``; other events as ``grades`` says, unlisted ones 0 and dropped).
+    Labels of the window the ranker learns from, never features; ``None`` without a snapshot."""
+    from startup_recs.data.snapshot import load_snapshot, positive_events
+
+    if not snapshot or not storage.exists(snapshot):
+        log.warning("ranker: snapshot %r not reachable; learning from the dataset's positives only "
+                    "(pass --snapshot)", snapshot)
+        return None
+    snap = load_snapshot(snapshot)
+    ev = snap.events(use_case)
+    ts = pd.to_datetime(ev["ts"], utc=True)
+    names = ev["event"].astype(str)
+    kinds = set(positive_events(use_case, names.unique(), snap.source == "events"))
+    grade = names.map(lambda e: positive_grade if e in kinds else int(grades.get(e, 0))).to_numpy()
+    mask = ((ts >= val_start) & (ts < split_at)).to_numpy() & (grade > 0)
+    out = pd.DataFrame({"entity_id": ev.loc[mask, "entity_id"].astype(str).to_numpy(),
+                        "candidate_id": ev.loc[mask, "candidate_id"].astype(str).to_numpy(), "grade": grade[mask]})
+    out = out.groupby(["entity_id", "candidate_id"], as_index=False, sort=True)["grade"].max()
+    log.info("ranker: %d graded validation-window pairs (%d positive) from %s", len(out),
+             int((out["grade"] >= positive_grade).sum()), snapshot)
+    return out
+
+
 def dataset_val_start(rows: pd.DataFrame, data_uri: str) -> pd.Timestamp:
     """The validation start: the dataset's recorded split, else the earliest val row's time."""
     split = dataset_sidecar(data_uri).get("split")
@@ -249,11 +276,15 @@ def training_lists(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, *
     log.info("ranker: %d val rows, %d entities; stage-1 retrievers %s (fit until %s)", len(val),
              val["entity_id"].nunique(), used or "none", data.until)
     extra = None
-    if cfg.positives == "both":
+    if cfg.lists == "pool":
+        extra = val_graded_events(snapshot, cfg.use_case, val_start, dataset_split_at(rows, data_uri),
+                                  cfg.grades, cfg.positive_grade)
+    elif cfg.positives == "both":
         extra = val_positive_events(snapshot, cfg.use_case, val_start, dataset_split_at(rows, data_uri))
     routing = _validation_routing(retrievers_dir, cfg.use_case, snapshot, val_start, dataset_split_at(rows, data_uri))
     lists = make_lists(val, data, retrievers, cfg, extra, routing)
     info = {"data": data_uri, "retrievers_dir": retrievers_dir, "retrievers_used": used,
+            "routing": routing.to_dict() if hasattr(routing, "to_dict") else None,
             "val_start": pd.Timestamp(val_start).isoformat(),
             "features_fit_until": data.until.isoformat() if data.until is not None else None}
     return lists, info

@@ -1,19 +1,18 @@
 """The ranker's candidate lists: which candidates one list holds, their labels and features.
 
 What: :class:`ListData` (rows grouped into lists: ``X`` float32 [N, f] features, ``y`` float32 [N]
-labels, ``w`` float32 [N] loss weights, ``offsets`` int64 [L + 1], ``entity`` [L]) and
+graded labels, ``w`` float32 [N] loss weights, ``offsets`` int64 [L + 1], ``entity`` [L]) and
 :func:`make_lists`, which turns ranker dataset rows of one window into lists with stage-1
 features (:func:`startup_recs.serving.ranking_features.build_batch`). By default
-(``lists="pool"``) an entity's list IS its routed stage-1 top-``retrieve_k``
-(:func:`routed_pool`, the same Recommender code serving uses), labelled by the entity's positives
-of the window; ``"entity"`` (logged rows + sampled retrieved negatives) and ``"session"`` (each
-logged session) remain for comparison.
+(``lists="pool"``, :func:`pool_lists`) an entity's list IS its hybrid stage-1 pool (the union of
+the retrievers' top-N lists, :func:`startup_recs.serving.pool.build_pools`: the code serving and
+evaluation use), labelled by the grades of the entity's window events; ``"entity"`` (logged rows +
+sampled retrieved negatives) and ``"session"`` (each logged session) remain for comparison.
 
-Why pools: online the ranker re-orders the router's top-``retrieve_k``, not the logged
-impressions. Positives the router did not retrieve are dropped: next to retrieved negatives they
-would teach "a low retrieval score means a positive" (measured on the small synthetic data with
-ALS-only routing: entity lists with all window positives -35% NDCG@10 against routed, pool lists
-+99%).
+Why pools: online the ranker re-orders the pool, not the logged impressions. Positives outside
+the pool are dropped: next to retrieved negatives they would teach "a low retrieval score means a
+positive" (measured on the small synthetic data with ALS-only routing: entity lists with all
+window positives -35% NDCG@10 against routed, pool lists +99%).
 """
 
 from __future__ import annotations
@@ -51,6 +50,7 @@ class ListData:
     entity: np.ndarray
     names: list[str] = field(default_factory=list)
     cand: np.ndarray | None = None
+    relevant_from: float = 1.0  # labels >= this are positives (graded pool lists: positive_grade)
 
     @property
     def n_lists(self) -> int:
@@ -64,7 +64,7 @@ class ListData:
             if len(lists) else np.zeros(0, np.int64)
         return ListData(self.X[rows], self.y[rows], self.w[rows],
                         np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), self.entity[lists], self.names,
-                        None if self.cand is None else self.cand[rows])
+                        None if self.cand is None else self.cand[rows], self.relevant_from)
 
 
 def _pool(retrievers: Mapping[str, Any], data: ServingData, entity_ids: Sequence[str], k: int,
@@ -92,34 +92,13 @@ def _pool(retrievers: Mapping[str, Any], data: ServingData, entity_ids: Sequence
     return out
 
 
-def routed_pool(retrievers: Mapping[str, Any], data: ServingData, entity_ids: Sequence[str], k: int,
-                routing: Any = None) -> dict[str, np.ndarray]:
-    """Exactly what serving re-ranks: each entity's routed top-``k`` (cold/warm/hot chain of
-    :class:`~startup_recs.serving.router.Routing`, seen candidates excluded), best first."""
-    from startup_recs.serving.recommender import Recommender
-
-    rec = Recommender(data, dict(retrievers), routing, None)
-    out: dict[str, np.ndarray] = {}
-    for lo in range(0, len(entity_ids), 256):
-        ids = list(entity_ids[lo:lo + 256])
-        idx, _, _ = rec.top_routed(ids, k)
-        for j, e in enumerate(ids):
-            out[e] = idx[j][idx[j] >= 0]
-    return out
-
-
 def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, Any],
                cfg: RankerTrainConfig, extra_positives: pd.DataFrame | None = None,
                routing: Any = None) -> ListData:
     """Ranker rows (one window) -> :class:`ListData` with stage-1 features.
 
-    ``lists="pool"`` (default, what serving sees): one list per entity = its routed top-
-    ``retrieve_k`` under the stage-1 retrievers (:func:`routed_pool`), labelled by the entity's
-    positives (dataset rows and ``extra_positives``; IPS weight where the dataset has one, else
-    1). Positives the router did not retrieve are dropped: serving could not rank them, and
-    keeping them next to retrieved negatives teaches "a low retrieval score means a positive".
-    Features are built over the whole pool (label-independent lists); ``extra_negatives > 0``
-    then keeps that many negatives per list for the loss.
+    ``lists="pool"`` (default, what serving sees): :func:`pool_lists` (``extra_positives`` may
+    carry a ``grade`` column: every graded event of the window).
 
     ``lists="session"`` keeps each logged session a list; ``"entity"`` merges an entity's rows
     (label = max over its sessions, weight = the positive's largest IPS weight), adds
@@ -127,8 +106,11 @@ def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, A
     logged session explains, e.g. organic applications; weight 1), drops candidates the entity
     already interacted with in the fit window (serving never shows them), and with
     ``extra_negatives`` adds retrieved-but-not-acted candidates. Candidates outside the serving
-    data's candidate space are dropped (counted in the log).
+    data's candidate space are dropped (counted in the log). These two kinds carry no pool list
+    positions (every candidate counts as unlisted).
     """
+    if cfg.lists == "pool":
+        return pool_lists(rows, data, retrievers, cfg, extra_positives, routing)
     rows = rows.copy()
     if extra_positives is not None and len(extra_positives) and cfg.lists != "session":
         add = extra_positives[["entity_id", "candidate_id"]].astype(str).drop_duplicates()
@@ -160,9 +142,7 @@ def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, A
             "_seen": True})
         frame = frame.merge(seen, on=["entity_id", "cidx"], how="left")
         frame = frame[frame["_seen"].isna()].drop(columns="_seen").reset_index(drop=True)
-        if cfg.lists == "pool":
-            frame = _pool_frame(frame, data, retrievers, cfg, routing)
-        elif cfg.extra_negatives > 0 and retrievers:
+        if cfg.extra_negatives > 0 and retrievers:
             frame = _add_retrieved_negatives(frame, data, retrievers, cfg)
         key = frame["entity_id"].to_numpy()
     # contiguous lists in first-appearance order; rows inside a list in a seeded random order, so
@@ -180,27 +160,80 @@ def make_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, A
                                             cfg.retrievers)
     out = ListData(X, frame["label"].to_numpy(np.float32), frame["weight"].to_numpy(np.float32),
                    offsets, list_entity, names, cand)
-    if cfg.lists == "pool" and cfg.extra_negatives > 0:
-        out = _sample_negatives(out, cfg.extra_negatives, cfg.seed + 3)
     return out
 
 
-def _pool_frame(frame: pd.DataFrame, data: ServingData, retrievers: Mapping[str, Any],
-                cfg: RankerTrainConfig, routing: Any) -> pd.DataFrame:
-    """Replace each entity's rows by its routed pool, labelled from ``frame``'s positives."""
-    ents = frame["entity_id"].unique().tolist()
-    pool = routed_pool(retrievers, data, ents, cfg.retrieve_k, routing)
-    sizes = [len(pool[e]) for e in ents]
-    pdf = pd.DataFrame({"entity_id": np.repeat(np.asarray(ents, dtype=object), sizes),
-                        "cidx": np.concatenate([pool[e] for e in ents] + [np.zeros(0, np.int64)]).astype(np.int64)})
-    pos = frame[frame["label"] > 0]
-    out = pdf.merge(pos, on=["entity_id", "cidx"], how="left")
-    out["label"] = out["label"].fillna(0.0).astype(np.float32)
-    out["weight"] = out["weight"].fillna(1.0).astype(np.float32)
-    kept = int((out["label"] > 0).sum())
-    log.info("ranker: routed pools of %d entities (%d rows); %d of %d positives retrieved (%.0f%%), "
-             "the others are out of the ranker's reach", len(ents), len(out), kept, len(pos),
-             100.0 * kept / max(len(pos), 1))
+def _labels(rows: pd.DataFrame, extra: pd.DataFrame | None, data: ServingData,
+            cfg: RankerTrainConfig) -> pd.DataFrame:
+    """``entity_id, cidx, grade, weight``: one row per labelled (entity, candidate) of the window.
+
+    A dataset positive (a session-linked positive event) is ``positive_grade`` with its IPS
+    weight; ``extra`` (``entity_id, candidate_id, grade``: every graded event of the window,
+    organic ones included) adds its grade with weight 1; the highest grade wins and keeps the
+    largest IPS weight among its sources. Excluded candidates (already contacted in the fit window,
+    ``ServingData.excluded``: never in a pool) are dropped.
+    """
+    parts = [pd.DataFrame({"entity_id": rows["entity_id"].astype(str).to_numpy(),
+                           "candidate_id": rows["candidate_id"].astype(str).to_numpy(),
+                           "grade": np.where(rows["label"].to_numpy() > 0, cfg.positive_grade, 0),
+                           "weight": np.where(rows["label"].to_numpy() > 0, rows["weight"].to_numpy(np.float32), 1.0)})]
+    if extra is not None and len(extra):
+        g = extra["grade"].to_numpy() if "grade" in extra else np.full(len(extra), cfg.positive_grade)
+        parts.append(pd.DataFrame({"entity_id": extra["entity_id"].astype(str).to_numpy(),
+                                   "candidate_id": extra["candidate_id"].astype(str).to_numpy(),
+                                   "grade": g, "weight": np.ones(len(extra), np.float32)}))
+    lab = pd.concat(parts, ignore_index=True)
+    lab["cidx"] = data.candidate_positions(lab["candidate_id"].tolist())
+    lab = lab[(lab["cidx"] >= 0) & (lab["grade"] > 0)]
+    lab = lab.sort_values(["entity_id", "cidx", "grade", "weight"], ascending=[True, True, False, False], kind="stable")
+    lab = lab.drop_duplicates(["entity_id", "cidx"], keep="first")
+    done = {e: set(data.excluded_of(e).tolist()) for e in lab["entity_id"].unique()}
+    keep = np.fromiter((c not in done[e] for e, c in zip(lab["entity_id"], lab["cidx"], strict=True)), bool, len(lab))
+    return lab.loc[keep, ["entity_id", "cidx", "grade", "weight"]].reset_index(drop=True)
+
+
+def pool_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, Any], cfg: RankerTrainConfig,
+               extra: pd.DataFrame | None = None, routing: Any = None) -> ListData:
+    """One list per entity of the window = its hybrid pool under the stage-1 retrievers
+    (:func:`startup_recs.serving.pool.build_pools`, the serving code, ``cfg.pool`` spec, routed
+    retriever leading), features over the whole pool, graded labels from :func:`_labels`.
+
+    The entities are every entity of ``rows`` and ``extra`` (not only those with positives: which
+    lists exist must not follow the labels); positives outside the pool are out of the ranker's
+    reach and dropped (logged). Rows inside a list are shuffled (seeded) so no tie can profit
+    from pool order; ``extra_negatives > 0`` then keeps that many negatives per list.
+    """
+    from startup_recs.serving.pool import PoolSpec, build_pools
+    from startup_recs.serving.router import Router
+
+    ents = sorted(set(rows["entity_id"].astype(str)) | (set(extra["entity_id"].astype(str))
+                                                         if extra is not None and len(extra) else set()))
+    router = Router(retrievers, data, routing)
+    routes = [router.route(e)[1] for e in ents]
+    pools = build_pools(retrievers, data, ents, PoolSpec.of(cfg.pool), routes=routes, score_names=cfg.retrievers)
+    pools = [p for p in pools if len(p)]
+    list_entity, offsets, cand, scores, listed = ranking_features.pools_to_batch(pools, cfg.retrievers)
+    # seeded shuffle inside each list (features are per pool, so row order changes nothing else)
+    rng = np.random.default_rng(cfg.seed + 2)
+    group = np.repeat(np.arange(len(pools)), np.diff(offsets))
+    order = np.lexsort((rng.random(len(cand)), group))
+    cand = cand[order]
+    scores = {k: v[order] for k, v in scores.items()}
+    listed = {k: v[order] for k, v in listed.items()}
+    X, names = ranking_features.build_batch(cfg.use_case, list_entity, offsets, cand, scores, data,
+                                            cfg.retrievers, listed)
+    lab = _labels(rows, extra, data, cfg).set_index(["entity_id", "cidx"])
+    key = pd.MultiIndex.from_arrays([np.repeat(np.asarray(list_entity, dtype=object), np.diff(offsets)), cand])
+    y = lab["grade"].reindex(key).fillna(0).to_numpy(np.float32)
+    w = lab["weight"].reindex(key).fillna(1.0).to_numpy(np.float32)
+    n_pos = int((lab["grade"] >= cfg.positive_grade).sum())
+    kept = int((y >= cfg.positive_grade).sum())
+    log.info("ranker: hybrid pools %s of %d entities (%d rows, %.0f per list); %d of %d positives in a pool "
+             "(%.0f%%), the others are out of the ranker's reach", dict(cfg.pool), len(pools), len(cand),
+             len(cand) / max(len(pools), 1), kept, n_pos, 100.0 * kept / max(n_pos, 1))
+    out = ListData(X, y, w, offsets, np.asarray(list_entity, dtype=str), names, cand, float(cfg.positive_grade))
+    if cfg.extra_negatives > 0:
+        out = _sample_negatives(out, cfg.extra_negatives, cfg.seed + 3)
     return out
 
 
@@ -222,7 +255,7 @@ def _sample_negatives(d: ListData, n: int, seed: int) -> ListData:
         new_sizes.append(len(sel))
     offsets = np.concatenate([[0], np.cumsum(new_sizes)]).astype(np.int64)
     return ListData(d.X[keep], d.y[keep], d.w[keep], offsets, d.entity, d.names,
-                    None if d.cand is None else d.cand[keep])
+                    None if d.cand is None else d.cand[keep], d.relevant_from)
 
 
 def _add_retrieved_negatives(frame: pd.DataFrame, data: ServingData, retrievers: Mapping[str, Any],

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from startup_recs.core.errors import ConfigError
+from startup_recs.train.ranker_search import SPACE as RANKER_SPACE
 
 # name -> {param: spec}. spec: ("int"|"float", low, high, log) or ("cat", [choices]).
 SEARCH_SPACES: dict[str, dict[str, tuple]] = {
@@ -32,10 +33,7 @@ SEARCH_SPACES: dict[str, dict[str, tuple]] = {
         "temperature": ("float", 0.03, 0.5, True),
         "hard_negatives": ("int", 0, 5, False),
     },
-    "ranker": {
-        "lr": ("float", 1e-4, 3e-2, True),
-        "hidden": ("cat", ["32", "64,32", "128,64", "128,64,32"]),
-    },
+    "ranker": RANKER_SPACE,  # learner + its key parameters, shared with the trainer's own search
 }
 MODELS = tuple(SEARCH_SPACES)
 
