@@ -3,8 +3,9 @@ publishing to a real S3-protocol server (moto) on loopback.
 
 One use case and tiny budgets keep it to a few minutes on a laptop; ``recs demo`` runs both
 reverse use cases at demo size. The tests share one workdir and models bucket and run in order:
-first publish -> a second run on the same data (cached steps, gate passes, v2) -> a run whose gate
-fails (v2 stays latest) -> a failing step (its message, nothing published).
+first publish -> a second run on the same data (cached steps, gate passes, the same files: unchanged,
+v1 stays latest) -> a run whose gate fails (v1 stays latest) -> a failing step (its message,
+nothing published).
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ def test_first_run_publishes_a_verified_bundle_to_s3(first, models_uri: str, tmp
               f"item2item{sfx}_v1_config.json",
               "routing.json", "metrics.json", "report.md", "serving/serving_data.json"):
         assert f in manifest["files"], f
-    # the bundle on S3 is exactly the manifest's files plus the manifest itself
-    assert _s3_keys(storage.join(models_uri, UC, "v1")) == set(manifest["files"]) | {"manifest.json"}
+    # the bundle on S3 is exactly the manifest's files plus the manifest itself and the publisher's
+    # claim on the number (core/bundle_pointer.py; never listed, never read by a predictor)
+    assert _s3_keys(storage.join(models_uri, UC, "v1")) == set(manifest["files"]) | {"manifest.json", ".claim"}
     # provenance: the snapshot's watermark, the evaluation's numbers
     metrics = first.metrics[UC]
     assert manifest["data_watermark"] and manifest["data_watermark"][:4] == "2026"
@@ -111,20 +113,18 @@ def test_first_run_publishes_a_verified_bundle_to_s3(first, models_uri: str, tmp
     assert (local / "manifest.json").is_file()
 
 
-def test_second_run_on_same_data_is_cached_and_publishes_v2(first, tiny_db: str, models_uri: str,
-                                                             workdir: Path) -> None:
+def test_second_run_on_same_data_is_cached_and_unchanged(first, tiny_db: str, models_uri: str,
+                                                         workdir: Path) -> None:
     second = _run(tiny_db, models_uri, workdir)
     # every deterministic step came from kfp's cache: the evaluation is the first run's artifact
     assert second.sources[UC] == first.sources[UC]
     assert second.metrics[UC] == first.metrics[UC]
     assert second.seconds < first.seconds
+    # same models, same checksums (metrics.json/report.md/plots are identical copies too): the
+    # publish step compares them with the served bundle's and publishes nothing ("unchanged")
     ptr = bundle.read_pointer(models_uri, UC)
-    assert ptr["version"] == 2 and ptr["path"] == "v2"
-    assert bundle.versions(models_uri, UC) == [1, 2]
-    m1 = storage.read_json(storage.join(models_uri, UC, "v1", "manifest.json"))
-    m2 = storage.read_json(storage.join(models_uri, UC, "v2", "manifest.json"))
-    # same models, same checksums (metrics.json/report.md/plots are identical copies too)
-    assert {k: v["sha256"] for k, v in m1["files"].items()} == {k: v["sha256"] for k, v in m2["files"].items()}
+    assert ptr["version"] == 1 and ptr["path"] == "v1"
+    assert bundle.versions(models_uri, UC) == [1]
 
 
 def test_gate_failure_keeps_the_previous_bundle(first, tiny_db: str, models_uri: str, workdir: Path) -> None:
@@ -133,7 +133,7 @@ def test_gate_failure_keeps_the_previous_bundle(first, tiny_db: str, models_uri:
     third = _run(tiny_db, models_uri, workdir, gate_margin=-1.0)
     assert third.metrics[UC] == first.metrics[UC]
     assert bundle.read_pointer(models_uri, UC) == before
-    assert bundle.versions(models_uri, UC) == [1, 2]
+    assert bundle.versions(models_uri, UC) == [1]
 
 
 def test_failing_step_fails_the_run_with_its_message(first, tiny_db: str, models_uri: str, workdir: Path) -> None:
@@ -144,7 +144,7 @@ def test_failing_step_fails_the_run_with_its_message(first, tiny_db: str, models
     assert msg.startswith("step train-two-tower failed: ConfigError: --batch-size must be >= 2"), msg
     assert "\n" not in msg
     assert bundle.read_pointer(models_uri, UC) == before
-    assert bundle.versions(models_uri, UC) == [1, 2]
+    assert bundle.versions(models_uri, UC) == [1]
 
 
 def test_bad_source_is_a_one_line_error(tmp_path: Path) -> None:
