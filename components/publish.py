@@ -32,8 +32,10 @@ def publish(models: dsl.Input[dsl.Model], evaluation: dsl.Input[dsl.Artifact], s
     """``<models_uri>/<use_case>/v<N>/`` + manifest.json, then ``latest`` -> vN (atomic).
 
     Args:
-        models: The evaluate step's servable folder.
-        evaluation: The evaluate step's folder (metrics, report and plots go into the bundle).
+        models: The refit step's servable folder (every model fit on all events up to the
+            watermark); the evaluate step's folder works too (then fit until ``split_at``).
+        evaluation: The evaluate step's folder (metrics, report and plots go into the bundle: the
+            evaluation of record, on the test window).
         snapshot: The extract step's snapshot folder (its watermark goes into the manifest).
         models_uri: Where bundles are published (local path or ``s3://``).
         use_case: The use case of the bundle.

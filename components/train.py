@@ -5,6 +5,8 @@ The hyperparameter defaults below are literals because KFP ships only the functi
 the pod; ``tests/unit/test_config_defaults.py`` checks each against its trainer config dataclass.
 """
 
+from typing import Optional
+
 from kfp import dsl
 
 from components.images import CPU_IMAGE, GPU_IMAGE
@@ -13,7 +15,8 @@ from components.images import CPU_IMAGE, GPU_IMAGE
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def train_two_tower(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], use_case: str,
                     model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics], window: str = "train",
-                    epochs: int = 50, batch_size: int = 256, device: str = "auto", seed: int = 0):
+                    epochs: int = 50, batch_size: int = 256, device: str = "auto", seed: int = 0,
+                    stage1: Optional[dsl.Input[dsl.Model]] = None):  # noqa: UP045 - KFP reads Optional[...]
     """Two-tower retrieval model fitted on one window (train = stage 1, trainval = final).
 
     Args:
@@ -27,6 +30,8 @@ def train_two_tower(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifa
         batch_size: Pairs per step; the other pairs of a batch are the in-batch negatives.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         seed: Seed of initialisation, shuffling and negative sampling.
+        stage1: For the trainval refit: the stage-1 model, whose best epoch (scaled to the larger
+            window) replaces ``epochs``.
 
     Returns:
         model: The trainer's output folder: weights, encoder, entity and candidate embeddings,
@@ -36,7 +41,8 @@ def train_two_tower(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifa
     from startup_recs.pipeline import step, train_steps
 
     info = train_steps.train_two_tower(dataset.path, use_case, model.path, window=window, epochs=epochs,
-                                       batch_size=batch_size, device=device, seed=seed, params_dir=tuned.path)
+                                       batch_size=batch_size, device=device, seed=seed, params_dir=tuned.path,
+                                       stage1_dir=stage1.path if stage1 is not None else None)
     model.metadata.update(info)
     step.log_metrics(metrics, {k: v for k, v in info.items() if k.startswith(("best_val", "epochs_run"))})
 

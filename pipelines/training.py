@@ -309,9 +309,11 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
                         epochs=tt_epochs, batch_size=tt_batch_size, device=device, seed=seed, **_job_args(opts)),
                         opts, f"train-two-tower-{stage}")
                 else:
+                    # the final refit trains for the stage-1 best epoch (scaled), not tt_epochs blind
+                    refit_of = {"stage1": tt["train"].outputs["model"]} if window == "trainval" else {}
                     tt[window] = _gpu_step(c.train_two_tower(
                         dataset=ds_tt.outputs["dataset"], tuned=tuned["two_tower"], use_case=uc, window=window,
-                        epochs=tt_epochs, batch_size=tt_batch_size, device=device, seed=seed),
+                        epochs=tt_epochs, batch_size=tt_batch_size, device=device, seed=seed, **refit_of),
                         opts, f"train-two-tower-{stage}")
                 als[window] = _cpu_step(c.train_als(
                     dataset=ds_als[window].outputs["dataset"], tuned=tuned["als"], use_case=uc),
@@ -336,7 +338,17 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
             decision = _cpu_step(c.gate(evaluation=ev.outputs["evaluation"], models_uri=models_uri, use_case=uc,
                                         margin=gate_margin), opts, "gate", cache=False)
             with dsl.If(decision.output == "publish", name="gate-passed"):
-                _cpu_step(c.publish(models=ev.outputs["models"], evaluation=ev.outputs["evaluation"],
+                # what is published: every model refit on all events up to the watermark with the
+                # choices validation made; the evaluation of record stays ev's (test window)
+                fresh = _gpu_step(c.refit(
+                    snapshot=snapshot, models=ev.outputs["models"], two_tower_dataset=ds_tt.outputs["dataset"],
+                    two_tower_stage1=tt["train"].outputs["model"], tuned_two_tower=tuned["two_tower"],
+                    tuned_als=tuned["als"], tuned_item2item=tuned["item2item"], use_case=uc, epochs=tt_epochs,
+                    batch_size=tt_batch_size, device=device, seed=seed, min_interactions=min_interactions,
+                    memory_gb=i2i_memory_gb, ranker_epochs=ranker_epochs, ranker_batch_size=ranker_batch_size,
+                    ranker_lr=ranker_lr, neg_ratio=neg_ratio, propensity_clip=propensity_clip, **split),
+                    opts, "refit")
+                _cpu_step(c.publish(models=fresh.outputs["refitted"], evaluation=ev.outputs["evaluation"],
                                     snapshot=snapshot, models_uri=models_uri, use_case=uc, margin=gate_margin,
                                     tuned_two_tower=tuned["two_tower"],
                                     two_tower_dataset_uri=ds_tt.outputs["Output"]),

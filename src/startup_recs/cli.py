@@ -22,6 +22,10 @@ from startup_recs.serving.flags import add_serve_flags
 
 Handler = Callable[[argparse.Namespace], int | None]
 USE_CASE_HELP = "startup_developer | startup_investor | developer_startup | investor_startup"
+# Where `recs extract --out` puts the snapshot in the README; the dataset commands read it by default,
+# so the legacy guide's dataset commands (which name no snapshot) work as written.
+DEFAULT_SNAPSHOT = "data/snapshot"
+SNAPSHOT_HELP = f"snapshot directory (recs extract --out; default {DEFAULT_SNAPSHOT})"
 
 
 class ConfigDefault:
@@ -129,7 +133,7 @@ def _dataset(sub: argparse._SubParsersAction) -> None:
     ds = p.add_subparsers(dest="dataset", required=True)
 
     tt = ds.add_parser("two-tower", help="pairs with hard negatives (legacy generate_two_tower_dataset)")
-    tt.add_argument("--snapshot", required=True)
+    tt.add_argument("--snapshot", default=DEFAULT_SNAPSHOT, help=SNAPSHOT_HELP)
     tt.add_argument("--use-case", required=True, help=USE_CASE_HELP)
     tt.add_argument("--output", required=True, help=".parquet (default) or .csv")
     tt.add_argument("--negative-samples", type=int, default=5)
@@ -139,17 +143,19 @@ def _dataset(sub: argparse._SubParsersAction) -> None:
     tt.set_defaults(func=_lazy("datasets.two_tower", "cli_build"))
 
     als = ds.add_parser("als", help="sparse entity x candidate matrix (legacy generate_als_dataset)")
-    als.add_argument("--snapshot", required=True)
+    als.add_argument("--snapshot", default=DEFAULT_SNAPSHOT, help=SNAPSHOT_HELP)
     als.add_argument("--use-case", required=True, help=USE_CASE_HELP)
     als.add_argument("--output-dir", required=True)
     als.add_argument("--min-interactions", type=int, default=1)
-    als.add_argument("--fit-window", choices=["train", "trainval"], default="trainval",
-                     help="events before the validation start (train) or before --split-at (trainval)")
+    als.add_argument("--fit-window", choices=["train", "trainval", "all"], default="train",
+                     help="events before the validation start (train, default: the window the two-tower's default "
+                          "--fit-on and the ranker's features use), before --split-at (trainval: the final refit) "
+                          "or every event (all: the published refit)")
     _add_split_flags(als)
     als.set_defaults(func=_lazy("datasets.als", "cli_build"))
 
     rk = ds.add_parser("ranker", help="pairs with inverse-propensity weights (legacy generate_ranker_dataset)")
-    rk.add_argument("--snapshot", required=True)
+    rk.add_argument("--snapshot", default=DEFAULT_SNAPSHOT, help=SNAPSHOT_HELP)
     rk.add_argument("--use-case", required=True, help=USE_CASE_HELP)
     rk.add_argument("--output", required=True, help=".parquet (default) or .csv")
     rk.add_argument("--neg-ratio", type=float, default=2.0)
@@ -174,8 +180,8 @@ def _train_two_tower(tr: argparse._SubParsersAction) -> None:
     p.add_argument("--evaluate", action="store_true", help="evaluate a saved model instead of training")
     p.add_argument("--model", default=None, help="with --evaluate: checkpoint .pth")
     p.add_argument("--config", default=None, help="with --evaluate: config .json")
-    p.add_argument("--fit-on", choices=["train", "trainval"], default=_two_tower("fit_on"),
-                   help="train: early stopping on val; trainval: train+val for exactly --epochs")
+    p.add_argument("--fit-on", choices=["train", "trainval", "all"], default=_two_tower("fit_on"),
+                   help="train: early stopping on val; trainval: train+val, all: every event, for exactly --epochs")
     p.add_argument("--patience", type=int, default=_two_tower("patience"),
                    help="epochs without val improvement (default %(default)s)")
     p.add_argument("--temperature", type=float, default=_two_tower("temperature"),

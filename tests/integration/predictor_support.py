@@ -43,7 +43,8 @@ def build_models_dir(snapshot: str, use_case: str, work: Path, *, two_tower: boo
     sfx = get_use_case(use_case).suffix
     ds, models = work / "als_ds", work / "models"
     models.mkdir(parents=True)
-    assert recs(["dataset", "als", "--snapshot", snapshot, "--use-case", use_case, "--output-dir", str(ds)]) == 0
+    assert recs(["dataset", "als", "--snapshot", snapshot, "--use-case", use_case, "--output-dir", str(ds),
+                 "--fit-window", "trainval"]) == 0
     assert recs(["train", "als", "--data", str(ds / f"als_interactions{sfx}.npz"),
                  "--user-mapping", str(ds / f"als{sfx}_user_mapping.json"),
                  "--item-mapping", str(ds / f"als{sfx}_item_mapping.json"), "--use-case", use_case,

@@ -52,7 +52,12 @@ def test_every_step_is_in_the_dag(compiled: tuple[dict, dict]) -> None:
     assert set(tasks) >= STEPS
     cond = tasks["gate-passed"][1]
     publish_tasks = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
-    assert list(publish_tasks) == ["publish"]
+    assert sorted(publish_tasks) == ["publish", "refit"]  # what is published is the refit on every event
+    refit = publish_tasks["refit"]
+    assert set(refit.get("dependentTasks", [])) == set()  # its inputs come from outside the condition
+    assert publish_tasks["publish"]["dependentTasks"] == ["refit"]
+    assert publish_tasks["publish"]["inputs"]["artifacts"]["models"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "refitted", "producerTask": "refit"}
 
 
 def test_fitting_windows_and_order(compiled: tuple[dict, dict]) -> None:
@@ -77,7 +82,10 @@ def test_fitting_windows_and_order(compiled: tuple[dict, dict]) -> None:
     for stage, window in (("stage1", "train"), ("final", "trainval")):
         assert deps(f"train-als-{stage}") == {key[f"dataset-als-{window}"], key["tune-als"]}
         assert deps(f"train-item2item-{stage}") == {key[f"dataset-als-{window}"], key["tune-item2item"]}
-        assert deps(f"train-two-tower-{stage}") == {key["dataset-two-tower"], key["tune-two-tower"]}
+    assert deps("train-two-tower-stage1") == {key["dataset-two-tower"], key["tune-two-tower"]}
+    # the final two-tower trains for the stage-1 best epoch (scaled), so it follows stage 1
+    assert deps("train-two-tower-final") == {key["dataset-two-tower"], key["tune-two-tower"],
+                                             key["train-two-tower-stage1"]}
     # evaluate scores the final retrievers + the stage-1 ranker, and reports the tuning
     assert deps("evaluate") == {key["train-two-tower-final"], key["train-als-final"], key["train-item2item-final"],
                                 key["train-ranker"], key["tune-two-tower"], key["tune-als"], key["tune-item2item"]}
@@ -104,7 +112,8 @@ def test_two_tower_runs_on_the_gpu_pool(compiled: tuple[dict, dict]) -> None:
     # nothing else asks for a GPU or lands on the GPU pool
     gpu_execs = {ex for ex, e in executors.items() if "accelerator" in e["container"].get("resources", {})}
     pool = {ex for ex, cfg in k8s.items() if "nodeSelector" in cfg or "tolerations" in cfg}
-    assert gpu_execs == pool == {"exec-train-two-tower", "exec-train-two-tower-2", "exec-tune-two-tower"}
+    # (the refit trains a two-tower too)
+    assert gpu_execs == pool == {"exec-train-two-tower", "exec-train-two-tower-2", "exec-tune-two-tower", "exec-refit"}
     for ex, e in executors.items():
         if ex not in gpu_execs:
             assert e["container"]["image"] == image("base"), ex

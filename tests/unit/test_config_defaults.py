@@ -41,6 +41,10 @@ COMPONENT_PARAMS: dict[str, dict[str, tuple]] = {
                             "seed": ("two_tower", "seed")},
     "train_item2item": {"memory_gb": ("item2item", "memory_budget", _gib)},
     "train_ranker": {"epochs": ("ranker", "epochs"), "batch_size": ("ranker", "batch_size"), "lr": ("ranker", "lr")},
+    "refit": {"epochs": ("two_tower", "epochs"), "batch_size": ("two_tower", "batch_size"),
+              "device": ("two_tower", "device"), "seed": ("two_tower", "seed"),
+              "memory_gb": ("item2item", "memory_budget", _gib), "ranker_epochs": ("ranker", "epochs"),
+              "ranker_batch_size": ("ranker", "batch_size"), "ranker_lr": ("ranker", "lr")},
 }
 PIPELINE_PARAMS: dict[str, tuple] = {
     "tt_epochs": ("two_tower", "epochs"), "tt_batch_size": ("two_tower", "batch_size"), "tt_lr": ("two_tower", "lr"),

@@ -62,7 +62,11 @@ def test_forward_names_drop_reverse_and_min_interactions(tmp_path):
         build_als(uri, "startup_developer", str(tmp_path / "e"), min_interactions=6, **SPLIT)
     assert not (tmp_path / "e").exists()
     with pytest.raises(ConfigError, match="fit-window"):
-        build_als(uri, "startup_developer", str(tmp_path / "e"), fit_window="all", **SPLIT)
+        build_als(uri, "startup_developer", str(tmp_path / "e"), fit_window="everything", **SPLIT)
+    # all: every event (the published refit), no cutoff
+    stats = build_als(uri, "startup_developer", str(tmp_path / "all"), fit_window="all", **SPLIT)
+    trainval = build_als(uri, "startup_developer", str(tmp_path / "tv"), **SPLIT)
+    assert stats["cutoff"] is None and stats["fit_window"] == "all" and stats["events"] > trainval["events"]
 
 
 def test_id_only_import(tmp_path):

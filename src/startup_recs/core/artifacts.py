@@ -53,6 +53,7 @@ CANDIDATE_FEATURES = "candidate_features"
 
 # --- models folder, bundle, evaluation and tuning outputs ----------------------------------------
 ROUTING = "routing.json"
+REFIT = "refit.json"  # the published refit's record: fit_until, the choices it reused (pipeline/refit_steps)
 MANIFEST = "manifest.json"
 LATEST = "latest"
 METRICS = "metrics.json"

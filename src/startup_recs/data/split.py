@@ -109,6 +109,13 @@ class TimeSplit:
             log.info("split at %s leaves the test part empty", self.split_at.isoformat())
         return counts
 
+    def shifted(self, last_event: Any) -> TimeSplit:
+        """The split of the published refit: validation = this split's test window
+        ``[split_at, last_event]``, train = everything before it, nothing left for test. Models
+        fit on this split's ``train`` window are this split's ``trainval`` ones; its ``trainval``
+        window holds every event (:mod:`startup_recs.pipeline.refit_steps`)."""
+        return TimeSplit(val_start=self.split_at, split_at=_utc(last_event) + pd.Timedelta(microseconds=1))
+
     # --- parts ----------------------------------------------------------------------------------
     def codes(self, ts: Any) -> np.ndarray:
         """int8 part per timestamp: 0 train, 1 val, 2 test (vectorised)."""

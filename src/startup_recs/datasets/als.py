@@ -5,7 +5,8 @@ Writes into ``output_dir`` (legacy names from :func:`startup_recs.core.artifacts
 
 - ``als_interactions{sfx}.npz``: scipy CSR float32 [n_entities, n_candidates], the summed event
   weights of the fit window (``trainval`` = events before ``split_at``, default, for the final
-  model; ``train`` = before ``val_start``, for stage-1 models and tuning);
+  model; ``train`` = before ``val_start``, for stage-1 models and tuning; ``all`` = every event,
+  for the published refit);
 - ``als{sfx}_user_mapping.json`` (entity id -> row), ``als{sfx}_item_mapping.json`` (candidate
   id -> column), both sorted by id;
 - ``als{sfx}_meta.json``: use case, split, fit window, shape, provenance (written last).
@@ -30,7 +31,7 @@ from startup_recs.datasets.common import elapsed, entity_filter, prepare, sorted
 
 log = logging.getLogger(__name__)
 
-WINDOW_PART = {"train": 0, "trainval": 1}
+WINDOW_PART = {"train": 0, "trainval": 1, "all": 2}
 
 
 def als_names(use_case_suffix: str) -> dict[str, str]:
@@ -56,7 +57,7 @@ def build_als(snapshot_uri: str, use_case: str, output_dir: str, *, min_interact
     ``min_interactions`` counts an entity's events in the fit window; fewer -> its row is dropped.
     """
     if fit_window not in WINDOW_PART:
-        raise ConfigError(f"unknown --fit-window {fit_window!r}; expected train or trainval")
+        raise ConfigError(f"unknown --fit-window {fit_window!r}; expected train, trainval or all")
     prep = prepare(snapshot_uri, use_case, split, split_at=split_at, test_days=test_days, val_days=val_days)
     wp = WINDOW_PART[fit_window]
     keep = entity_filter(prep, min_interactions, wp)
@@ -71,6 +72,7 @@ def build_als(snapshot_uri: str, use_case: str, output_dir: str, *, min_interact
     matrix.sort_indices()
 
     names = als_names(prep.uc.suffix)
+    cutoff = prep.split.cutoff(fit_window)
     with storage.atomic_local_path(storage.join(output_dir, names["matrix"])) as tmp, open(tmp, "wb") as fh:
         sp.save_npz(fh, matrix, compressed=True)  # a file object: save_npz would append ".npz" to a path
     storage.write_json(storage.join(output_dir, names["user_mapping"]), {k: i for i, k in enumerate(rows_ids.tolist())})
@@ -80,7 +82,7 @@ def build_als(snapshot_uri: str, use_case: str, output_dir: str, *, min_interact
         "kind": "als",
         "output_dir": str(output_dir),
         "fit_window": fit_window,
-        "cutoff": prep.split.cutoff(fit_window).isoformat(),
+        "cutoff": None if cutoff is None else cutoff.isoformat(),  # all: every event
         "shape": [int(matrix.shape[0]), int(matrix.shape[1])],
         "nnz": int(matrix.nnz),
         "events": int(m.sum()),

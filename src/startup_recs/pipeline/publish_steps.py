@@ -10,7 +10,7 @@ from typing import Any
 
 from startup_recs import __version__
 from startup_recs.core import storage
-from startup_recs.core.artifacts import METRICS, ROUTING, SERVING_DIR
+from startup_recs.core.artifacts import METRICS, REFIT, REPORT, ROUTING, SERVING_DIR
 from startup_recs.core.usecases import get_use_case
 from startup_recs.pipeline.evaluate_steps import headline_metrics
 from startup_recs.pipeline.folders import watermark_of
@@ -42,7 +42,10 @@ def publish(models_dir: str, eval_dir: str, snapshot: str, models_uri: str, use_
     is written when it fails). ``record`` receives a copy of the manifest. ``data_uris`` (the
     snapshot / two-tower dataset / tuned parameters the models were trained on, as object-store
     URIs) goes into ``manifest["data"]``: what a Katib experiment or a PyTorchJob outside the
-    pipeline reads."""
+    pipeline reads. ``models_dir`` is normally the refit's folder (:mod:`startup_recs.pipeline.refit_steps`:
+    every event up to the watermark); the manifest's ``fit_until`` says how far the served models
+    saw (the watermark, or ``split_at`` for a folder published without a refit), ``metrics`` stay
+    the evaluation of record (test window), and ``report.md`` says so."""
     import tempfile
 
     from startup_recs.core import bundle
@@ -59,7 +62,7 @@ def publish(models_dir: str, eval_dir: str, snapshot: str, models_uri: str, use_
                 shutil.copytree(f, staging / f.name)
             elif f.is_file():
                 shutil.copy2(f, staging / f.name)
-        extra: dict[str, Any] = {"routing": _routing(staging)}
+        extra: dict[str, Any] = {"routing": _routing(staging), **_fit_window(staging, metrics)}
         if (staging / SERVING_DIR).is_dir():
             from startup_recs.serving import content_lists
             from startup_recs.serving.ann_build import build_indexes
@@ -82,6 +85,24 @@ def publish(models_dir: str, eval_dir: str, snapshot: str, models_uri: str, use_
     return {"uri": uri, "bundle_version": manifest["version"], "use_case": use_case, "unchanged": unchanged,
             "data_watermark": manifest.get("data_watermark"), "package_version": __version__,
             "files": len(manifest["files"]), **headline_metrics(metrics)}
+
+
+def _fit_window(staging: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """``fit_until`` (and the refit's record) for the manifest; the report gets a paragraph."""
+    refit = staging / REFIT
+    if not refit.is_file():
+        return {"fit_until": metrics.get("split_at"), "refit": None}
+    record = json.loads(refit.read_text())
+    report = staging / REPORT
+    note = (f"\n\n## Published models\n\nThe tables above are the evaluation of record: models fit on the events "
+            f"before {metrics.get('split_at')}, scored on the test window after it. The published models were then "
+            f"refit on every event until {record.get('fit_until')} with the choices validation made (tuned "
+            f"hyperparameters, the two-tower's best epoch scaled to the window: "
+            f"{(record.get('two_tower') or {}).get('refit_epochs')} epochs, the routing) and the ranker learnt on the "
+            f"test window with the evaluated retrievers' scores; no held-out window is left to score them on.\n")
+    if report.is_file():
+        report.write_text(report.read_text().rstrip() + note)
+    return {"fit_until": record.get("fit_until"), "refit": record}
 
 
 def _routing(folder: Path) -> dict[str, Any]:

@@ -43,9 +43,12 @@ def _given(**values: Any) -> dict[str, Any]:
 def train_two_tower(dataset_dir: str, use_case: str, out_dir: str, *, window: str | None = None,
                     epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
                     embedding_dim: int | None = None, device: str | None = None, seed: int | None = None,
-                    params_dir: str | None = None) -> dict[str, Any]:
-    """Fit on ``window`` (train = stage 1, trainval = final); CUDA when present, else CPU.
-    ``params_dir``: a tuning step's output; its chosen values replace the arguments."""
+                    params_dir: str | None = None, stage1_dir: str | None = None) -> dict[str, Any]:
+    """Fit on ``window`` (train = stage 1, trainval = final, all = the published refit); CUDA
+    when present, else CPU. ``params_dir``: a tuning step's output; its chosen values replace the
+    arguments. ``stage1_dir`` (a refit): the stage-1 model folder; the refit trains for its best
+    epoch scaled to this window (:func:`startup_recs.train.two_tower.refit_epochs`, at most
+    ``epochs``) instead of ``epochs`` blind."""
     from dataclasses import fields
 
     from startup_recs.train import two_tower as tt
@@ -58,11 +61,21 @@ def train_two_tower(dataset_dir: str, use_case: str, out_dir: str, *, window: st
     cfg = from_params(tt.TwoTowerConfig, tuned, tunable=tunable, use_case=use_case, progress=False,
                       **_given(fit_on=window, device=device, epochs=epochs, batch_size=batch_size, lr=lr,
                                embedding_dim=embedding_dim, seed=seed))
+    refit: dict[str, Any] = {}
+    if stage1_dir and cfg.fit_on != "train":
+        best = tt.best_epoch_of(stage1_dir, uc.name)
+        before, now = tt.stage1_positives(stage1_dir, uc.name), tt.fit_positives(str(data), cfg.fit_on)
+        cfg.epochs = tt.refit_epochs(best, before, now, max_epochs=cfg.epochs)
+        refit = {"stage1_best_epoch": best, "stage1_positives": before, "refit_positives": now,
+                 "refit_epochs": cfg.epochs}
+        log.info("two-tower %s refit on %s: stage-1 best epoch %d on %d positives -> %d epochs on %d positives",
+                 use_case, cfg.fit_on, best, before, cfg.epochs, now)
     out = fresh_dir(out_dir)
     log.info("two-tower %s on %s: %s", use_case, cfg.fit_on,
              {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "embedding_dim", "seed", *tuned)})
     info = tt.train(cfg, str(data), str(out)) or {}
-    return provenance(None, use_case, window=cfg.fit_on, model_version=dir_digest(out), **_model_summary(info))
+    return provenance(None, use_case, window=cfg.fit_on, model_version=dir_digest(out), **refit,
+                      **_model_summary(info))
 
 
 @step("train-als")

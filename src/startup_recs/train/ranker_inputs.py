@@ -42,30 +42,41 @@ def _utc(value: Any) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-def _leaks(obj: Any, val_start: pd.Timestamp, path: str = "") -> str | None:
-    """First recorded fit window in a (nested) config that reaches past ``val_start``, described."""
-    if isinstance(obj, dict):
-        for key, val in obj.items():
-            here = f"{path}.{key}" if path else str(key)
-            if key in TIME_KEYS and isinstance(val, str) and val:
-                try:
-                    ts = _utc(val)
-                except (ValueError, TypeError):
-                    continue
-                if ts > val_start:
-                    return f"{here} = {ts.isoformat()}"
-            elif key in WINDOW_KEYS and isinstance(val, str) and val not in STAGE1_WINDOWS:
-                return f"{here} = {val!r}"
-            elif isinstance(val, dict | list):
-                found = _leaks(val, val_start, here)
-                if found:
-                    return found
-    elif isinstance(obj, list):
-        for i, val in enumerate(obj):
-            found = _leaks(val, val_start, f"{path}[{i}]")
-            if found:
-                return found
+def _leaks(obj: Any, val_start: pd.Timestamp) -> str | None:
+    """The first recorded fit window of a (nested) config that reaches past ``val_start``, described.
+
+    A recorded fit end (:data:`TIME_KEYS`) after ``val_start`` leaks. A window *name* other than
+    ``train`` (:data:`WINDOW_KEYS`) leaks unless the same config also records a fit end, all of
+    them ``<= val_start``: the time is the authority. So the final retrievers (``trainval``, fit
+    until ``split_at``) are valid features for a ranker that learns on the window after
+    ``split_at`` (the published refit, :mod:`startup_recs.pipeline.refit_steps`), never for one
+    that learns on validation.
+    """
+    times: list[tuple[str, pd.Timestamp]] = []
+    windows: list[tuple[str, str]] = []
+    _recorded(obj, "", times, windows)
+    late = next((f"{p} = {t.isoformat()}" for p, t in times if t > val_start), None)
+    if late:
+        return late
+    if windows and not times:
+        return next((f"{p} = {w!r}" for p, w in windows), None)
     return None
+
+
+def _recorded(obj: Any, path: str, times: list[tuple[str, pd.Timestamp]], windows: list[tuple[str, str]]) -> None:
+    """Collect every fit end (parsed) and every non-``train`` window name under ``obj``."""
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, val in items:
+        here = (f"{path}.{key}" if path else str(key)) if isinstance(obj, dict) else f"{path}[{key}]"
+        if isinstance(obj, dict) and key in TIME_KEYS and isinstance(val, str) and val:
+            try:
+                times.append((here, _utc(val)))
+            except (ValueError, TypeError):
+                continue
+        elif isinstance(obj, dict) and key in WINDOW_KEYS and isinstance(val, str) and val not in STAGE1_WINDOWS:
+            windows.append((here, val))
+        elif isinstance(val, dict | list):
+            _recorded(val, here, times, windows)
 
 
 def check_fit_window(data: ServingData, val_start: Any, retrievers_dir: str | None = None) -> None:
@@ -73,9 +84,10 @@ def check_fit_window(data: ServingData, val_start: Any, retrievers_dir: str | No
 
     ``data.until`` (the serving data's fit-window end) must be ``<= val_start`` (``None``, "all
     events", is refused). In ``retrievers_dir``, every JSON config (and ``serving/``) that records
-    a fit window must record one inside the train window: a time under any of :data:`TIME_KEYS`
-    ``<= val_start``, a window name under :data:`WINDOW_KEYS` equal to ``train`` (the two-tower
-    writes ``fit_on``, the ALS dataset ``fit_window``/``cutoff``). Raises :class:`DataError`.
+    a fit window must record one inside the train window: every time under :data:`TIME_KEYS`
+    ``<= val_start``, and a window name under :data:`WINDOW_KEYS` equal to ``train`` unless a
+    fit end is recorded too (the two-tower writes ``fit_on`` and ``data.fit_until``, the ALS
+    dataset ``fit_window``/``cutoff``). Raises :class:`DataError`.
     """
     val_start = _utc(val_start)
     if data.until is None or data.until > val_start:

@@ -5,8 +5,9 @@ gloo on CPU), each rank drawing its shard of the positives from a ``DistributedS
 only rank 0 validates and writes. ``--batch-size`` is per process.
 
 Fit windows (docs/contracts.md): ``--fit-on train`` trains on the train split and stops early on
-validation Recall@K (``--patience``); ``--fit-on trainval`` trains on train + val for exactly
-``--epochs`` (the best epoch found by the stage-1 run, ``best_epoch`` in its config).
+validation Recall@K (``--patience``); ``--fit-on trainval`` (the evaluated final model) and ``all``
+(the published refit on every event up to the watermark) train for exactly ``--epochs``: the
+stage-1 run's ``best_epoch`` scaled to the larger window by :func:`refit_epochs`.
 
 Artifacts in ``--output-dir`` (``{sfx}`` = ``_reverse`` for reverse use cases):
 ``two_tower{sfx}_v1_best.pth`` (state_dict), ``_latest.pth`` (model + optimizer + epoch +
@@ -68,7 +69,7 @@ class TwoTowerConfig:
     id_dropout: float = 0.1  # trains the feature-only path used for unknown ids
     patience: int = 5
     val_k: int = 20  # early stopping on validation Recall@val_k
-    fit_on: str = "train"  # "train" | "trainval"
+    fit_on: str = "train"  # "train" | "trainval" | "all"
     seed: int = 0
     device: str = "auto"
     compile: bool = False
@@ -87,7 +88,7 @@ class TwoTowerConfig:
         if self.hard_negatives < 0 or not 0 <= self.id_dropout < 1:
             raise ConfigError("--hard-negatives must be >= 0 and id dropout in [0, 1)")
         if self.fit_on not in FIT_SPLITS:
-            raise ConfigError(f"--fit-on must be train or trainval, got {self.fit_on!r}")
+            raise ConfigError(f"--fit-on must be one of {', '.join(FIT_SPLITS)}, got {self.fit_on!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -162,11 +163,21 @@ def _config_json(cfg: TwoTowerConfig, model: TwoTowerModel, data: TwoTowerData, 
                   "entity": model.entity_tower.spec.to_json(), "candidate": model.candidate_tower.spec.to_json()},
         "feature_spec": {"entity": model.entity_tower.spec.feature_signature(),
                          "candidate": model.candidate_tower.spec.feature_signature()},
-        "files": names.as_dict(), "data": {"uri": str(data_uri), "fit_on": cfg.fit_on, "meta": data.meta},
+        "files": names.as_dict(),
+        "data": {"uri": str(data_uri), "fit_on": cfg.fit_on, "fit_until": _fit_until(data.meta, cfg.fit_on),
+                 "meta": data.meta},
+        "n_positives": int(data.positives(FIT_SPLITS[cfg.fit_on])[0].numel()),
         "best_epoch": state["best_epoch"], "best_val": state["best_val"] if cfg.fit_on == "train" else None, "epochs_run": state["epoch"],
         "stopped_early": state["stopped_early"], "world_size": d.world,
         "n_entities": len(data.entity_ids), "n_candidates": len(data.candidate_ids),
     }
+
+
+def _fit_until(meta: dict[str, Any], fit_on: str) -> str | None:
+    """Exclusive end of the fit window (ISO) from the dataset's recorded split; ``None`` for
+    ``all`` (every event) or a dataset that records no split."""
+    split = (meta or {}).get("split") or {}
+    return {"train": split.get("val_start"), "trainval": split.get("split_at")}.get(fit_on)
 
 
 def make_optimizer(task: torch.nn.Module, cfg: TwoTowerConfig) -> torch.optim.Optimizer:
@@ -344,6 +355,43 @@ def best_epoch_of(models_dir: str, use_case: str) -> int:
     if epoch < 1:
         raise DataError(f"{uri} records no best epoch")
     return epoch
+
+
+def refit_epochs(best_epoch: int, stage1_positives: int, refit_positives: int, max_epochs: int | None = None) -> int:
+    """Epochs of a refit on a larger window (``trainval``, ``all``) from the stage-1 best epoch.
+
+    Early stopping measured how many *optimizer steps* at this learning rate (no schedule) the
+    model takes before validation stops improving: ``best_epoch x stage1_positives / batch``. A
+    window with ``r = refit_positives / stage1_positives`` times the positives has ``r`` times the
+    steps per epoch, so the refit keeps that step budget: ``round(best_epoch / r)`` epochs, at
+    least 1 (every new pair is seen at least once), at most ``max_epochs``. Keeping the epoch
+    count instead would give ``r`` times the steps the validation curve ever saw; with the usual
+    windows (a year of train, two weeks each of validation and test) ``r`` is 1.04-1.1 and the two
+    agree after rounding, so the choice only matters for short histories, where the budget the
+    validation measured is the safer one.
+    """
+    if best_epoch < 1:
+        raise DataError(f"the stage-1 best epoch must be >= 1, got {best_epoch}")
+    epochs = best_epoch
+    if stage1_positives > 0 and refit_positives > 0:
+        epochs = max(1, round(best_epoch * stage1_positives / refit_positives))
+    return min(epochs, max_epochs) if max_epochs else epochs
+
+
+def stage1_positives(models_dir: str, use_case: str) -> int:
+    """The positives the stage-1 run trained on (its config's ``n_positives``; 0 when unrecorded)."""
+    uri = storage.join(models_dir, artifacts.two_tower_files(use_case).config)
+    return int(storage.read_json(uri).get("n_positives") or 0) if storage.exists(uri) else 0
+
+
+def fit_positives(data_uri: str, fit_on: str) -> int:
+    """Positive pairs of a two-tower dataset inside fit window ``fit_on`` (one column read)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = storage.read_table(data_uri, columns=["label", "split"])
+    inside = pc.is_in(table["split"].cast(pa.string()), value_set=pa.array(list(FIT_SPLITS[fit_on])))
+    return int(pc.sum(pc.and_(inside, pc.greater(table["label"], 0))).as_py() or 0)
 
 
 # ------------------------------------------------------------------------------- CLI

@@ -34,7 +34,8 @@ from startup_recs.models.two_tower import (
 
 log = logging.getLogger(__name__)
 
-FIT_SPLITS = {"train": ("train",), "trainval": ("train", "val")}
+# fit window -> dataset splits: stage 1, the evaluated final refit, the published refit (every event)
+FIT_SPLITS = {"train": ("train",), "trainval": ("train", "val"), "all": ("train", "val", "test")}
 PAIR_COLUMNS = ("entity_id", "candidate_id", "label", "split")
 
 
