@@ -12,6 +12,7 @@ from components.evaluate import evaluate
 from components.extract import extract, probe_source
 from components.monitor import monitor
 from components.publish import gate, publish
+from components.reciprocal import publish_reciprocal, reciprocal
 from components.refit import refit
 from components.train import train_als, train_item2item, train_ranker, train_two_tower, train_two_tower_ddp
 from components.tune import tune_als, tune_item2item, tune_two_tower
@@ -21,5 +22,5 @@ __all__ = [
     "dataset_two_tower", "dataset_als", "dataset_ranker",
     "tune_two_tower", "tune_als", "tune_item2item",
     "train_two_tower", "train_two_tower_ddp", "train_als", "train_item2item", "train_ranker",
-    "evaluate", "gate", "refit", "publish", "monitor",
+    "evaluate", "gate", "refit", "publish", "monitor", "reciprocal", "publish_reciprocal",
 ]

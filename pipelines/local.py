@@ -132,10 +132,9 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
         finally:
             os.environ.pop(STEP_ERROR_ENV, None)
     run = LocalRun(workdir=work, seconds=time.perf_counter() - t0, log_dir=log_dir, tasks=progress.results)
-    for artifact in task.output or []:
-        src = Path(artifact.uri)
+    for src in _evaluation_folders(task.output):
         metrics = json.loads((src / "metrics.json").read_text())
-        uc = artifact.metadata.get("use_case") or metrics.get("use_case")
+        uc = metrics.get("use_case") or src.parent.name
         dest = work / uc / "evaluation"
         if dest.exists():
             shutil.rmtree(dest)
@@ -147,6 +146,16 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
         ptr = bundle.read_pointer(models_uri, uc)
         run.published[uc] = ptr
     return run
+
+
+def _evaluation_folders(output: Any) -> list[Path]:
+    """Every use case's evaluation folder in the pipeline's output: one artifact holding
+    ``<use_case>/evaluation/`` folders (the reciprocal step's), or a list of evaluation artifacts."""
+    if output is None:
+        return []
+    if isinstance(output, list):
+        return [Path(a.uri) for a in output]
+    return sorted(p.parent for p in Path(output.uri).glob("*/evaluation/metrics.json"))
 
 
 def _failure_message(errors: Path, exc: Exception) -> str:

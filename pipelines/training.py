@@ -2,6 +2,8 @@
 gated publish, once per use case (a ``ParallelFor``); by default for all four use cases, the reverse
 ones (startups find developers / investors) and their forward twins (developers / investors find
 startups). The name is the legacy one, kept so existing runs and schedules stay recognisable.
+After the loop, ``reciprocal`` fits each reverse use case's reciprocal scorer with its forward twin
+and ``publish-reciprocal`` adds it to the bundle the loop published.
 
 Fitting windows (docs/contracts.md): stage-1 retrievers fit on *train* (``< val_start``) score the
 ranker's validation pairs and choose the warm route; final retrievers are refit on *train + val*
@@ -193,7 +195,7 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
         oracle_uri: str = "",
         monitor_online: bool = False,
         monitor_window_days: float = 7.0,
-    ) -> list[dsl.Artifact]:
+    ) -> dsl.Artifact:
         """Trains, evaluates and (gated) publishes the recommenders of every use case in ``use_cases``.
 
         Args:
@@ -255,7 +257,8 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
             monitor_window_days: The monitor's attribution window after a session, in days.
 
         Returns:
-            Output: Every use case's evaluation folder (metrics.json, report.md, plots).
+            Output: Every use case's evaluation folder, ``<use_case>/evaluation/`` (metrics.json,
+                report.md, plots; reverse use cases with the ``reciprocal`` model).
         """
         split = {"split_at": split_at, "test_days": test_days, "val_days": val_days}
         probe = _db_env(_cpu_step(c.probe_source(db_url=db_url, events_uri=events_uri, time_col=time_col),
@@ -348,14 +351,23 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
                     memory_gb=i2i_memory_gb, ranker_epochs=ranker_epochs, ranker_batch_size=ranker_batch_size,
                     ranker_lr=ranker_lr, neg_ratio=neg_ratio, propensity_clip=propensity_clip, **split),
                     opts, "refit")
-                _cpu_step(c.publish(models=fresh.outputs["refitted"], evaluation=ev.outputs["evaluation"],
+                pub = _cpu_step(c.publish(models=fresh.outputs["refitted"], evaluation=ev.outputs["evaluation"],
                                     snapshot=snapshot, models_uri=models_uri, use_case=uc, margin=gate_margin,
                                     tuned_two_tower=tuned["two_tower"],
                                     two_tower_dataset_uri=ds_tt.outputs["Output"]),
                           opts, "publish", cache=False)
 
-        # Every use case's evaluation folder (metrics.json, report.md): run-local copies them out.
-        return dsl.Collected(ev.outputs["evaluation"])
+        # After every use case: the reverse ones' reciprocal scorers, fitted with their forward
+        # twins (both directions' stage-1 models on validation, final ones on test), added to the
+        # bundles this run published (startup_recs.pipeline.reciprocal_steps).
+        rc = _cpu_step(c.reciprocal(
+            snapshot=snapshot, models=dsl.Collected(ev.outputs["models"]), stage1=dsl.Collected(rk.outputs["model"]),
+            evaluations=dsl.Collected(ev.outputs["evaluation"]), k=eval_k, **split), opts, "reciprocal")
+        _cpu_step(c.publish_reciprocal(evaluation=rc.outputs["evaluation"], models_uri=models_uri, margin=gate_margin),
+                  opts, "publish-reciprocal", cache=False).after(pub)  # after every use case's publish
+        # Every use case's evaluation folder (<use_case>/evaluation/: metrics.json, report.md):
+        # run-local copies them out.
+        return rc.outputs["evaluation"]
 
     return reverse_recommendation_training
 
