@@ -52,3 +52,18 @@ def test_a_row_holding_a_token_twice_keeps_the_sparse_product() -> None:
     data = ServingData.from_events(ev, "startup_developer", None, entity_features=ef, candidate_features=cf)
     r = ContentRetriever(data)
     np.testing.assert_array_equal(r.score(["s0"]), _without_bits(r).score(["s0"]))
+
+
+@pytest.mark.parametrize("uc", ["startup_developer", "investor_startup"])
+def test_score_at_from_the_match_table_equals_match_features(snap, uc) -> None:
+    from startup_recs.features.match import match_features
+
+    data = ServingData.from_snapshot(snap, uc, None)
+    r = ContentRetriever(data)
+    cand = np.array([0, 7, 3, len(data.candidate_ids) - 1, 7])
+    for e in [str(x) for x in data.entity_features.index[:15]]:
+        ref, names = match_features(uc, data.entity_row(e), data.candidate_features.iloc[cand])
+        got, got_names = r.match_matrix(e, cand)
+        assert got_names == names
+        np.testing.assert_array_equal(got, np.nan_to_num(np.asarray(ref, np.float32)))
+        np.testing.assert_array_equal(r.score_at(e, cand), r._combine(got, names, r._prior[cand]))

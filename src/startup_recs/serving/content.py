@@ -209,9 +209,17 @@ class ContentRetriever(Retriever):
         return self.data.candidate_features is not None and ef is not None and entity_id in ef.index
 
     def match_matrix(self, entity_id: str, cand_idx: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
-        """Match features of the entity against candidates (all, or ``cand_idx``): ``[m, k]``."""
+        """Match features of the entity against candidates (all, or ``cand_idx``): ``[m, k]``.
+        Chosen candidates come from the data's pre-encoded match table (no pandas rows; the same
+        values as ``features.match.match_features``)."""
         from startup_recs.features.match import match_features
+        from startup_recs.serving.candidate_match import match_table
 
+        if cand_idx is not None and self.data.has_features:
+            table = match_table(self.data)
+            if table.knows(entity_id):
+                feats, names = table.features(entity_id, np.asarray(cand_idx, dtype=np.int64))
+                return np.nan_to_num(np.asarray(feats, dtype=np.float32)), list(names)
         cands = self.data.candidate_features
         if cand_idx is not None:
             cands = cands.iloc[np.asarray(cand_idx, dtype=np.int64)]
