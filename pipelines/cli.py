@@ -213,16 +213,36 @@ def serve_published(models: Path, port: int, use_cases: list[str] | None = None,
     return proc.pid
 
 
+# The query strings the demo calls (and prints) per use case's legacy route: plain, filtered, the
+# legacy Flask shape, one-sided (values from synth's vocabularies; each call is checked to work).
+EXAMPLE_QUERIES: dict[str, list[str]] = {
+    "startup_developer": ["?limit=5", "?limit=5&skills=python,go&location=berlin", "?limit=3&format=legacy"],
+    "startup_investor": ["?limit=5", "?limit=5&sector=fintech&reciprocal=false"],
+    "developer_startup": ["?limit=5", "?limit=5&stage=seed,series_a"],
+    "investor_startup": ["?limit=5"],
+}
+
+
 def example_queries(use_case: str) -> list[str]:
     """The query strings the demo calls (and prints) for a use case's legacy route."""
-    return ["?limit=5"]
+    return EXAMPLE_QUERIES.get(use_case, ["?limit=5"])
 
 
 def _answer_summary(answer: dict[str, Any]) -> str:
-    """``method (version): id, id, ...`` of a default-shape answer, or of a legacy-shape one."""
+    """``method (version[, reciprocal ...][, filters ...]): id, id, ...`` of a default-shape answer,
+    or of a legacy-shape one."""
     ids = [c["id"] for c in answer.get("candidates", [])] or answer.get("user_ids") or answer.get("startup_ids") or []
     method = answer.get("method_used") or answer.get("method")
-    return f"{method} ({answer.get('model_version')}): {', '.join(map(str, ids[:5]))}"
+    notes = [str(answer.get("model_version"))]
+    if answer.get("reciprocal"):
+        notes.append(f"reciprocal {answer['reciprocal']['method']}")
+    if answer.get("filters"):
+        f = answer["filters"]
+        notes.append(f"{f['matching']} match the filters" + (", widened" if f["widened"] else "")
+                     + (", short" if f["short"] else ""))
+    if "user_ids" in answer or "startup_ids" in answer:
+        notes.append("legacy shape")
+    return f"{method} ({'; '.join(notes)}): {', '.join(map(str, ids[:5]))}"
 
 
 # Demo budgets for a 2-core laptop (``make demo`` <= 10 min is the target, benchmarks/bench_pipeline.py

@@ -290,6 +290,10 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oracle", default=None, help="oracle.parquet from recs synth (optional)")
     p.add_argument("--val-models", default=None,
                    help="stage-1 models (fit before the validation start): the warm route is chosen on validation")
+    p.add_argument("--forward-models", default=None,
+                   help="reverse use cases: the forward twin's final models folder (adds the reciprocal model)")
+    p.add_argument("--forward-val-models", default=None,
+                   help="the forward twin's stage-1 folder: with --val-models the reciprocal scorer is fitted on validation")
     _add_split_flags(p)
     p.set_defaults(func=_lazy("evaluation.protocol", "cli_evaluate"))
 
@@ -355,7 +359,9 @@ def _pipeline(sub: argparse._SubParsersAction) -> None:
                        ("--event-weights", "JSON object or file: event -> weight")):
         r.add_argument(flag, default=None, help=f"with --events: {what}")
     r.add_argument("--use-case", action="append", default=None,
-                   help=f"repeatable; default: both reverse use cases ({USE_CASE_HELP})")
+                   help=f"repeatable; default: all four use cases ({USE_CASE_HELP})")
+    r.add_argument("--parallelism", type=int, default=0,
+                   help="use cases trained at once (default 0: all; executor logs go to WORKDIR/logs/)")
     r.add_argument("--split-at", default=None, help="test split timestamp (ISO-8601)")
     r.add_argument("--test-days", type=float, default=None)
     r.add_argument("--val-days", type=float, default=None)
