@@ -27,8 +27,8 @@ class Answers:
         self.tag = tag
         self.data = f"data-of-{tag}"
 
-    def recommend(self, entity_id: str, limit: int) -> dict:
-        return {"tag": self.tag, "entity_id": entity_id, "model_version": self.tag, "limit": limit}
+    def recommend(self, entity_id: str, limit: int, **options) -> dict:
+        return {"tag": self.tag, "entity_id": entity_id, "model_version": self.tag, "limit": limit, **options}
 
     def recommend_batch(self, ids: list[str], limits: list[int]) -> list[dict]:
         return [{**self.recommend(e, n), "batched": True} for e, n in zip(ids, limits, strict=True)]
@@ -110,6 +110,7 @@ def test_answers_come_from_the_assigned_arm_and_the_treatment_hot_reloads(tmp_pa
     assert a["tag"] == "B1" and a["experiment"] == {"name": "t", "arm": "treatment"}
     assert b["tag"] == "A" and b["experiment"] == {"name": "t", "arm": "control"}
     assert model.data == "data-of-A"  # everything else is the control's
+    assert model.recommend(treated, 5, filters="f")["filters"] == "f"  # request options reach the arm's model
     # a batch: each arm's entities in one batch of its own model, answers in request order
     ids = IDS[:40]
     answers = model.recommend_batch(ids, [3] * len(ids))
