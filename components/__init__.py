@@ -9,7 +9,7 @@ the pod (and ``kfp.local.SubprocessRunner`` runs it the same way).
 
 from components.datasets import dataset_als, dataset_ranker, dataset_two_tower
 from components.evaluate import evaluate
-from components.extract import extract, probe_source
+from components.extract import extract, probe_entities, probe_source
 from components.monitor import monitor
 from components.publish import gate, publish
 from components.reciprocal import publish_reciprocal, reciprocal
@@ -18,7 +18,7 @@ from components.train import train_als, train_item2item, train_ranker, train_two
 from components.tune import tune_als, tune_item2item, tune_two_tower
 
 __all__ = [
-    "probe_source", "extract",
+    "probe_source", "probe_entities", "extract",
     "dataset_two_tower", "dataset_als", "dataset_ranker",
     "tune_two_tower", "tune_als", "tune_item2item",
     "train_two_tower", "train_two_tower_ddp", "train_als", "train_item2item", "train_ranker",

@@ -195,6 +195,7 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
         oracle_uri: str = "",
         monitor_online: bool = False,
         monitor_window_days: float = 7.0,
+        snapshot_uri: str = "",
     ) -> dsl.Artifact:
         """Trains, evaluates and (gated) publishes the recommenders of every use case in ``use_cases``.
 
@@ -252,6 +253,8 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
                 bundle's and still be published.
             oracle_uri: ``oracle.parquet`` of a synthetic marketplace: the report adds the
                 planted-affinity ceiling; empty for real data.
+            snapshot_uri: The persistent snapshot extract appends each run's new rows to (from its
+                own watermarks; entity tables rewritten); empty = ``<models_uri>/_snapshot/<source>``.
             monitor_online: Add the monitor step: online contact rate per served model version
                 (sessions logged by the predictor since the previous run's data watermark).
             monitor_window_days: The monitor's attribution window after a session, in days.
@@ -263,10 +266,14 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
         split = {"split_at": split_at, "test_days": test_days, "val_days": val_days}
         probe = _db_env(_cpu_step(c.probe_source(db_url=db_url, events_uri=events_uri, time_col=time_col),
                                   opts, "probe-source", cache=False), opts)
+        # extract's cache key: the newest event and a digest of the entity tables (both never cached)
+        profiles = _db_env(_cpu_step(c.probe_entities(db_url=db_url, events_uri=events_uri), opts,
+                                     "probe-entities", cache=False), opts)
         ex = _cpu_step(c.extract(
             watermark=probe.output, db_url=db_url, events_uri=events_uri, events_use_case=events_use_case,
             entity_col=entity_col, candidate_col=candidate_col, time_col=time_col, event_col=event_col,
-            weight_col=weight_col, event_weights=event_weights), opts, "extract")
+            weight_col=weight_col, event_weights=event_weights, entities=profiles.output,
+            snapshot_uri=snapshot_uri, models_uri=models_uri), opts, "extract")
         _db_env(ex, opts)
         snapshot = ex.outputs["snapshot"]
 

@@ -146,7 +146,7 @@ def test_every_step_gets_the_s3_settings(compiled: tuple[dict, dict], tmp_path: 
     spec, platform = compiled
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert set(k8s) == set(spec["deploymentSpec"]["executors"])
-    db_readers = {"exec-probe-source", "exec-extract", "exec-monitor"}
+    db_readers = {"exec-probe-source", "exec-probe-entities", "exec-extract", "exec-monitor"}
     for name, cfg in k8s.items():
         secrets = {s["secretName"]: s for s in cfg["secretAsEnv"]}
         assert set(secrets) == ({"recs-s3", "recs-db"} if name in db_readers else {"recs-s3"}), name
@@ -179,6 +179,11 @@ def test_caching_deterministic_steps_only(compiled: tuple[dict, dict]) -> None:
     assert root["extract"]["cachingOptions"]["enableCache"] is True
     wm = root["extract"]["inputs"]["parameters"]["watermark"]["taskOutputParameter"]
     assert wm == {"producerTask": "probe-source", "outputParameterKey": "Output"}
+    # ... and so do changed profiles: the entity tables' digest is an input too
+    assert not root["probe-entities"].get("cachingOptions", {}).get("enableCache", False)
+    digest = root["extract"]["inputs"]["parameters"]["entities"]["taskOutputParameter"]
+    assert digest == {"producerTask": "probe-entities", "outputParameterKey": "Output"}
+    assert root["extract"]["inputs"]["parameters"]["snapshot_uri"]["componentInputParameter"] == "snapshot_uri"
     tasks = _by_display(_loop(spec))
     for name in STEPS - {"gate"}:
         assert tasks[name][1]["cachingOptions"]["enableCache"] is True, name

@@ -62,34 +62,80 @@ def probe_source(*, db_url: str = "", events_uri: str = "", time_col: str = "ts"
     return watermark
 
 
+@step("probe-entities")
+def probe_entities(*, db_url: str = "", events_uri: str = "") -> str:
+    """A digest of the app database's entity tables (:func:`startup_recs.data.entity_digest.entity_digest`);
+    ``""`` for an imported event log. Never cached, an input of ``extract``: a new or edited
+    profile reruns extract even when no event is newer than the last run's."""
+    events_uri = opt(events_uri)
+    db_url = source_db_url(opt(db_url), events_uri)
+    if bool(db_url) == bool(events_uri):
+        raise ConfigError("give exactly one source: db_url (or $RECS_DB_URL) or events_uri")
+    if events_uri:
+        return ""
+    from startup_recs.data.entity_digest import entity_digest
+
+    digest = entity_digest(check_db_url(db_url))
+    log.info("entity tables: %s", digest)
+    return digest
+
+
+def snapshot_home(snapshot_uri: str, models_uri: str, source: str) -> str | None:
+    """Where the persistent snapshot lives: ``snapshot_uri``, else ``<models_uri>/_snapshot/<source>``
+    (``db`` or ``events-<use case>``: one snapshot per source), else ``None`` (a one-off snapshot)."""
+    if opt(snapshot_uri):
+        return str(snapshot_uri).rstrip("/")
+    if opt(models_uri):
+        return storage.join(models_uri, SNAPSHOT_HOME, source)
+    return None
+
+
+SNAPSHOT_HOME = "_snapshot"
+
+
 @step("extract")
 def extract(out_dir: str, *, watermark: str = "", db_url: str = "", events_uri: str = "", use_case: str = "",
             entity_col: str = "entity_id", candidate_col: str = "candidate_id", time_col: str = "ts",
-            event_col: str = "event", weight_col: str = "weight", event_weights: str = "") -> dict[str, Any]:
-    """Database or event log -> snapshot folder. ``watermark`` is the probe's value: only a cache
-    key here, but checked against what was extracted (newer data arriving in between is fine)."""
+            event_col: str = "event", weight_col: str = "weight", event_weights: str = "",
+            snapshot_uri: str = "", models_uri: str = "", entities: str = "") -> dict[str, Any]:
+    """Database or event log -> snapshot folder. ``watermark`` and ``entities`` are the probes'
+    values: only cache keys here (``watermark`` is checked against what was extracted; newer data
+    arriving in between is fine).
+
+    Incremental: the persistent snapshot (:func:`snapshot_home`: ``snapshot_uri``, by default under
+    ``models_uri``) is appended to from its own watermarks, as ``recs extract`` into an existing
+    ``--out`` does (only newer event rows are read; entity tables are rewritten), and then copied
+    into ``out_dir``, this run's immutable artifact. Without either URI the snapshot is extracted
+    whole into ``out_dir``. The provenance names the rows this run appended per table."""
     from startup_recs.data import extract as ex
 
     events_uri = opt(events_uri)
     db_url = source_db_url(opt(db_url), events_uri)
     if bool(db_url) == bool(events_uri):
         raise ConfigError("give exactly one source: db_url (or $RECS_DB_URL) or events_uri")
+    if events_uri and not opt(use_case):
+        raise ConfigError("an imported event log needs events_use_case (the use case its events belong to)")
     out = fresh_dir(out_dir)
+    home = snapshot_home(snapshot_uri, models_uri, "db" if db_url else f"events-{use_case}")
+    target = home or str(out)
     if db_url:
-        stats = ex.extract_db(db_url, str(out), event_weights=opt(event_weights))
+        stats = ex.extract_db(db_url, target, event_weights=opt(event_weights))
     else:
-        if not opt(use_case):
-            raise ConfigError("an imported event log needs events_use_case (the use case its events belong to)")
         get_use_case(use_case)
-        stats = ex.import_events(events_uri, str(out), use_case, entity_col=entity_col,
+        stats = ex.import_events(events_uri, target, use_case, entity_col=entity_col,
                                  candidate_col=candidate_col, time_col=time_col, event_col=event_col,
                                  weight_col=weight_col, event_weights=opt(event_weights))
+    if home:
+        storage.download(home, out)  # this run's artifact: a copy, so a later run never changes it
     stats = stats or snapshot_stats(str(out))
     rows = sum(int(v) for v in (stats.get("tables") or {}).values())
-    log.info("snapshot: %d rows in %d tables, watermark %s (probe said %s)", rows,
-             len(stats.get("tables") or {}), stats.get("watermark"), watermark)
-    return provenance(str(out), None, rows=rows, source=stats.get("source"),
-                      tables=stats.get("tables") or {}, probe_watermark=watermark)
+    appended = ((stats.get("runs") or [{}])[-1]).get("appended") or {}
+    log.info("snapshot: %d rows in %d tables (+%d this run), watermark %s (probe said %s)%s", rows,
+             len(stats.get("tables") or {}), sum(appended.values()), stats.get("watermark"), watermark,
+             f"; persistent snapshot {home}" if home else "")
+    return provenance(str(out), None, rows=rows, source=stats.get("source"), tables=stats.get("tables") or {},
+                      appended=appended, snapshot_home=home or "", probe_watermark=watermark,
+                      entities=entities)
 
 
 # --- datasets ------------------------------------------------------------------------------------
