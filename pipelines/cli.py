@@ -142,11 +142,12 @@ def cli_demo(args: argparse.Namespace) -> int:
     print(summary_table(run))
     missing = [uc for uc, ptr in run.published.items() if not ptr]
     print(f"demo wall time: {time.perf_counter() - t0:.1f} s; bundles under {work / 'models'}")
+    served = [uc for uc in use_cases if uc not in missing]
+    if not args.no_serve and served:  # what was published is served even when a gate refused another
+        serve_published(work / "models", args.port, served)
     if missing:
         raise ConfigError(f"no bundle published for {', '.join(missing)} (see the gate's log in "
                           f"{work / LOG_DIR}/<use_case>/gate.log)")
-    if not args.no_serve:
-        serve_published(work / "models", args.port, use_cases)
     return 0
 
 
