@@ -1,12 +1,13 @@
-"""Cold-start answers materialized at publish: the content retriever's top 200 for every entity
-the bundle routes to it.
+"""The content retriever's top 200 materialized at publish for every entity of the bundle.
 
 Why: content scoring is a scan of every candidate's profile (~30 ms per entity at 1M candidates
-on one core, no index can prune it exactly), and a cold entity's content ranking depends only on
-the bundle (its feature row, the candidates' rows, popularity and its exclusions), so it can be
-computed once. Every entity a bundle can answer is in its serving data (an unknown id is a 404),
-so the lists cover every cold request the bundle serves; anything else (a request for another
-depth) scans as before.
+on one core, no index can prune it exactly), and every request needs it: cold entities are routed
+to content, and the ranker's hybrid pool (``serving/pool.py``) unions content's top 200 with the
+learned retrievers' lists for every entity. An entity's content ranking depends only on the bundle
+(its feature row, the candidates' rows, popularity and its exclusions), so it is computed once.
+Every entity a bundle can answer is in its serving data (an unknown id is a 404), so the lists
+cover every request; anything else (another depth) scans as before. Cost: one scan per entity
+at publish (n_entities x n_candidates), int32 + float32 x 200 per entity in the bundle.
 
 Files in a models folder / bundle::
 
@@ -36,9 +37,9 @@ BATCH = 32
 
 
 def build(models_dir: str | Path, *, k: int = K, batch: int = BATCH) -> dict[str, Any]:
-    """Write ``<models_dir>/content/`` for every entity the folder's routing sends to content.
+    """Write ``<models_dir>/content/`` for every entity of the folder's serving data.
 
-    Returns ``{"entities", "k", "seconds"}`` (``{"entities": 0}`` when there is no content route).
+    Returns ``{"entities", "k", "seconds"}`` (``{"entities": 0}`` without a content retriever).
     """
     from startup_recs.serving.content import data_fingerprint
     from startup_recs.serving.recommender import Recommender
@@ -51,7 +52,7 @@ def build(models_dir: str | Path, *, k: int = K, batch: int = BATCH) -> dict[str
             f.unlink()
     rec = Recommender.load(str(root), rerank=False)
     content = rec.retrievers.get("content")
-    ids = [e for e in rec.data.known_entities() if rec.router.route(e)[1] == "content"] if content else []
+    ids = rec.data.known_entities() if content else []
     if not ids:
         return {"entities": 0}
     k = min(int(k), rec.data.n_candidates)
@@ -69,5 +70,5 @@ def build(models_dir: str | Path, *, k: int = K, batch: int = BATCH) -> dict[str
         "format": "startup_recs.content_lists/1", "k": k, "n_candidates": rec.data.n_candidates,
         "fingerprint": data_fingerprint(rec.data), "entities": ids}) + "\n")
     seconds = time.perf_counter() - t0
-    log.info("content lists: %d cold entities x top %d in %.1f s", len(ids), k, seconds)
+    log.info("content lists: %d entities x top %d in %.1f s", len(ids), k, seconds)
     return {"entities": len(ids), "k": k, "seconds": round(seconds, 1)}
