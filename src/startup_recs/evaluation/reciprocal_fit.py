@@ -42,7 +42,6 @@ from startup_recs.serving.reciprocal import (
     forward_percentiles,
     fuse,
     logit,
-    pool_z,
 )
 
 log = logging.getLogger(__name__)
@@ -83,10 +82,12 @@ def features(rec: Any, forward: Any, ids: Sequence[str], idx: np.ndarray,
     """``(row, x_r, x_f)`` of every filled pool slot: entity row, pool z-score, logit forward
     percentile (NaN: the forward bundle does not know the startup)."""
     rows, cols = np.nonzero(idx >= 0)
-    x_r = np.zeros(len(rows))
-    for i in np.unique(rows):
-        m = rows == i
-        x_r[m] = pool_z(sc[i, cols[m]])
+    vals = sc[rows, cols].astype(np.float64)
+    n = np.bincount(rows, minlength=len(ids)).astype(np.float64)
+    mean = np.bincount(rows, vals, len(ids)) / np.maximum(n, 1.0)
+    sd = np.sqrt(np.maximum(np.bincount(rows, vals * vals, len(ids)) / np.maximum(n, 1.0) - mean * mean, 0.0))
+    ok = (n[rows] > 1) & (sd[rows] > 1e-12)
+    x_r = np.where(ok, (vals - mean[rows]) / np.where(ok, sd[rows], 1.0), 0.0)  # pool_z, every pool at once
     users = rec.data.candidate_ids[idx[rows, cols]].tolist()
     startups = [ids[i] for i in rows.tolist()]
     pct = forward_percentiles(forward, users, startups)

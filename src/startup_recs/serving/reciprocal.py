@@ -118,8 +118,9 @@ def forward_percentiles(forward: Any, users: Sequence[str], startups: Sequence[s
                 continue
             r = local[pair_user[pairs]]
             v = full[r, col[pairs]]
-            for a in range(0, len(pairs), 4096):  # [<=4096, n_s] comparisons at a time
-                sl = slice(a, a + 4096)
+            step = max(1, (1 << 24) // n_s)  # [step, n_s] comparisons at a time: ~16M cells
+            for a in range(0, len(pairs), step):
+                sl = slice(a, a + step)
                 block = full[r[sl]]
                 below = (block < v[sl, None]).sum(axis=1)
                 ties = (block == v[sl, None]).sum(axis=1) - 1
