@@ -49,7 +49,7 @@ def train_two_tower(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifa
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def train_als(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], use_case: str,
-              model: dsl.Output[dsl.Model]):
+              model: dsl.Output[dsl.Model], track_loss: bool = False):
     """Implicit-feedback ALS on the dataset's CSR matrix (its fit window decides the stage).
 
     Args:
@@ -57,13 +57,16 @@ def train_als(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], u
         tuned: The ALS tuning step's output; its ``best_params.json`` values (factors,
             regularization, alpha, iterations, weighting) are the hyperparameters.
         use_case: The use case of the dataset.
+        track_loss: Record the training loss per iteration (~15-20 % of the fit): the final
+            model's, which the evaluation report plots.
 
     Returns:
         model: ``als{sfx}_v1_*``: user and item factors, id mappings and ``_config.json``.
     """
     from startup_recs.pipeline import train_steps
 
-    model.metadata.update(train_steps.train_als(dataset.path, use_case, model.path, params_dir=tuned.path))
+    model.metadata.update(train_steps.train_als(dataset.path, use_case, model.path, params_dir=tuned.path,
+                                                track_loss=track_loss))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -325,8 +325,9 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
                         dataset=ds_tt.outputs["dataset"], tuned=tuned["two_tower"], use_case=uc, window=window,
                         epochs=tt_epochs, batch_size=tt_batch_size, device=device, seed=seed, **refit_of),
                         opts, f"train-two-tower-{stage}")
-                als[window] = _cpu_step(c.train_als(
-                    dataset=ds_als[window].outputs["dataset"], tuned=tuned["als"], use_case=uc),
+                als[window] = _cpu_step(c.train_als(  # the report plots the final ALS's loss curve
+                    dataset=ds_als[window].outputs["dataset"], tuned=tuned["als"], use_case=uc,
+                    track_loss=window == "trainval"),
                     opts, f"train-als-{stage}")
                 i2i[window] = _cpu_step(c.train_item2item(
                     dataset=ds_als[window].outputs["dataset"], tuned=tuned["item2item"], use_case=uc,

@@ -40,6 +40,7 @@ COMPONENT_PARAMS: dict[str, dict[str, tuple]] = {
                             "batch_size": ("two_tower", "batch_size"), "device": ("two_tower", "device"),
                             "seed": ("two_tower", "seed")},
     "train_item2item": {"memory_gb": ("item2item", "memory_budget", _gib)},
+    "train_als": {"track_loss": ("als", "track_loss")},
     "train_ranker": {"epochs": ("ranker", "epochs"), "batch_size": ("ranker", "batch_size"), "lr": ("ranker", "lr")},
     "refit": {"epochs": ("two_tower", "epochs"), "batch_size": ("two_tower", "batch_size"),
               "device": ("two_tower", "device"), "seed": ("two_tower", "seed"),

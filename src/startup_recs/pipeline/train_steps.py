@@ -81,9 +81,11 @@ def train_two_tower(dataset_dir: str, use_case: str, out_dir: str, *, window: st
 @step("train-als")
 def train_als(dataset_dir: str, use_case: str, out_dir: str, *, factors: int | None = None,
               iterations: int | None = None, regularization: float | None = None, alpha: float | None = None,
-              weighting: str | None = None, params_dir: str | None = None) -> dict[str, Any]:
+              weighting: str | None = None, params_dir: str | None = None,
+              track_loss: bool | None = None) -> dict[str, Any]:
     """ALS on the dataset's matrix (its fit window decides the stage); ``params_dir``: a tuning
-    step's output, whose chosen values replace the arguments."""
+    step's output, whose chosen values replace the arguments. ``track_loss``: record the loss
+    per iteration (the report's training curve of the final models reads it)."""
     from startup_recs.datasets.als import als_names
     from startup_recs.train import als
     from startup_recs.train.params import from_params
@@ -98,7 +100,7 @@ def train_als(dataset_dir: str, use_case: str, out_dir: str, *, factors: int | N
     kwargs = {k: getattr(cfg, k) for k in ALS_TUNABLE}
     log.info("ALS %s: %s", use_case, kwargs)
     info = als.train_als(str(d / names["matrix"]), str(d / names["user_mapping"]), str(d / names["item_mapping"]),
-                         uc.name, str(out), **kwargs) or {}
+                         uc.name, str(out), track_loss=track_loss, **kwargs) or {}
     return provenance(None, use_case, model_version=dir_digest(out), rows=info.get("interactions"),
                       **{k: v for k, v in info.items() if k != "interactions"})
 

@@ -52,7 +52,10 @@ class ALSConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 0  # implicit CPU solver threads; 0 = all cores
-    track_loss: bool = True
+    # the training loss per iteration costs ~15-20 % of a fit (implicit computes it over every stored
+    # cell); only the evaluation report's training curve reads it, so only the pipeline's final ALS
+    # (the folder the report plots) and `recs train als --track-loss` ask for it
+    track_loss: bool = False
 
     def validate(self) -> ALSConfig:
         if self.factors < 1 or self.iterations < 1:
@@ -222,7 +225,7 @@ def _dataset_use_case(data: str) -> str | None:
 def train_als(data: str, user_mapping: str, item_mapping: str, use_case: str, output_dir: str, *,
               factors: int | None = None, iterations: int | None = None, regularization: float | None = None,
               alpha: float | None = None, weighting: str | None = None, seed: int | None = None,
-              device: str | None = None, model_name: str | None = None,
+              device: str | None = None, model_name: str | None = None, track_loss: bool | None = None,
               show_progress: bool = False) -> dict[str, Any]:
     """File to file: read the ALS dataset, fit, write ``<model_name>_*``; returns a summary dict
     (model name, shapes, fit seconds, diagnostics) for logs and pipeline metadata. A ``None``
@@ -232,7 +235,7 @@ def train_als(data: str, user_mapping: str, item_mapping: str, use_case: str, ou
     if recorded is not None and recorded != uc.name:
         raise ModelMismatchError(f"{data} was built for use case {recorded!r}, not {uc.name!r}")
     given = {"factors": factors, "iterations": iterations, "regularization": regularization, "alpha": alpha,
-             "weighting": weighting, "seed": seed, "device": device}
+             "weighting": weighting, "seed": seed, "device": device, "track_loss": track_loss}
     config = ALSConfig(**{k: v for k, v in given.items() if v is not None}).validate()
     matrix, users, items = load_matrix(data, user_mapping, item_mapping)
     model = fit_als(matrix, users, items, config, use_case=uc.name, show_progress=show_progress)
@@ -251,7 +254,8 @@ def cli_train(args: argparse.Namespace) -> int:
                      factors=args.factors, iterations=args.iterations, regularization=args.regularization,
                      alpha=args.alpha, weighting=getattr(args, "weighting", None),
                      seed=getattr(args, "seed", None), device=getattr(args, "device", None),
-                     model_name=args.model_name, show_progress=True)
+                     model_name=args.model_name, track_loss=getattr(args, "track_loss", None),
+                     show_progress=True)
     print(f"ALS {info['model_name']}: {info['entities']} entities x {info['candidates']} candidates, "
           f"{info['interactions']} interactions, {info['factors']} factors, {info['fit_seconds']:.2f}s; "
           f"reconstruction MSE {info['reconstruction_mse']:.4f}, explained variance "
