@@ -173,6 +173,10 @@ class RecsModel(kserve.Model):
             except Exception:  # a fault of the model, not of the request: logged with its traceback
                 log.exception("%s %s failed on %r", self.name, version, q.entity_id)
                 done[q] = InternalError(f"internal error answering {q.entity_id!r} (logged)")
+        for q in todo:  # reciprocal=true without a forward twin here: a one-sided answer that says so
+            if forward is None and q.options is not None and q.options.reciprocal and isinstance(done[q], dict):
+                done[q] = {**done[q], "reciprocal": {"available": False,
+                                                     "reason": "the forward twin's bundle is not served here"}}
         outcomes = [done[q] for q in queries]
         answers = [o for o in outcomes if isinstance(o, dict)]
         failed = [o for o in outcomes if isinstance(o, PredictorError)]

@@ -99,6 +99,13 @@ def test_legacy_routes_answer_with_routes_versions_and_reasons(client, truth):
     assert inv.json()["reranked"] is False  # the investor bundle has no ranker
 
 
+def test_reciprocal_without_the_forward_twin_is_one_sided_and_says_so(client, truth):
+    sid = truth["pick"]["hot"]
+    assert "reciprocal" not in client.get(LEGACY[SD] + sid).json()  # no developer-startup bundle here
+    body = client.get(LEGACY[SD] + sid, params={"reciprocal": "true"}).json()
+    assert body["reciprocal"]["available"] is False and "scores" not in body["candidates"][0]
+
+
 def test_limit_is_honoured_up_to_100_without_silent_cap(client, truth):
     sid = truth["pick"]["warm"]
     assert len(client.get(LEGACY[SD] + sid, params={"limit": 1}).json()["candidates"]) == 1
