@@ -6,7 +6,9 @@ Scenarios (each its own server process, started and stopped in this run):
   floor of kserve + FastAPI + our request guard, parsing and metrics;
 - ``demo``: a synthetic bundle of demo size (5,000 startups x 40,000 developers);
 - ``100k``: 100,000 candidates, 20,000 startups, re-ranking of the top 200 by the MLP ranker;
-- ``1m``: 1,000,000 candidates, 50,000 startups, dim 64, re-ranking of the top 200.
+- ``1m``: 1,000,000 candidates, 50,000 startups, dim 64, re-ranking of the top 200;
+- ``<scenario>+log`` (e.g. ``100k+log``): the same bundle served with ``--log-sessions`` into a
+  SQLite app database in the work folder: the latency that session logging adds.
 Synthetic bundles use the real classes end to end (ServingData with feature tables resampled
 from the tiny synthetic marketplace, ALS factors, a RankerMLP with random weights, routing.json,
 the publish-time ANN build of serving/ann_build.py and cold entities' content lists of
@@ -181,10 +183,10 @@ class Server:
         self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=self._f, stderr=subprocess.STDOUT)
 
     @classmethod
-    def bundle(cls, uri: str, log: Path) -> Server:
+    def bundle(cls, uri: str, log: Path, extra: tuple[str, ...] = ()) -> Server:
         port = _free_port()
         return cls([sys.executable, "-m", "predictors", "--bundle", uri, "--http_port", str(port),
-                    "--host", "127.0.0.1", "--enable_grpc", "false", "--reload-interval", "0"], port, log)
+                    "--host", "127.0.0.1", "--enable_grpc", "false", "--reload-interval", "0", *extra], port, log)
 
     @classmethod
     def trivial(cls, log: Path) -> Server:
@@ -313,9 +315,12 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-predictor-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
+    built: dict[str, tuple[str, list[str]]] = {}  # a "+log" scenario serves its base scenario's bundle
     for name in args.scenarios.split(","):
         t = time.time()
         core, load_s, ann_info = float("nan"), float("nan"), {}
+        base, _, variant = name.partition("+")
+        extra = ("--log-sessions", f"sqlite:///{work / f'sessions-{base}.db'}") if variant == "log" else ()
         if name == "trivial":
             srv, n_cand, ids = Server.trivial(work / "trivial.log"), 0, [f"s{i}" for i in range(500)]
         else:
@@ -323,13 +328,14 @@ def main() -> None:
                 uri = args.demo_bundle
                 ids = None
             else:
-                n_ent, n_cand = SCENARIOS[name]
-                uri, ids = reuse_bundle(work, n_ent, n_cand) if args.reuse else (None, None)
+                n_ent, n_cand = SCENARIOS[base]
+                uri, ids = built.get(base) or (reuse_bundle(work, n_ent, n_cand) if args.reuse else (None, None))
                 if uri is None:
                     uri, ids = build_bundle(work, n_ent, n_cand)
+                built[base] = (uri, ids)
             n_cand, ids, core, load_s, ann_info = core_latency(uri, ids)
             t = time.time()
-            srv = Server.bundle(uri, work / f"{name}.log")
+            srv = Server.bundle(uri, work / f"{name}.log", extra)
         try:
             srv.wait_ready()
             ready = time.time() - t

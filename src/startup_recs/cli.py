@@ -124,6 +124,9 @@ def _extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--entity-features", default=None, help="optional entity feature table (Parquet/CSV)")
     p.add_argument("--candidate-features", default=None, help="optional candidate feature table")
     p.add_argument("--event-weights", default=None, help="JSON object or file: event -> weight")
+    p.add_argument("--sessions", default=None, metavar="URI",
+                   help="Parquet session parts the predictor logged (recs serve --log-sessions <folder or s3://>): "
+                        "appended as recommendation_sessions / impressions, incrementally")
     p.set_defaults(func=_lazy("data.extract", "cli_extract"))
 
 

@@ -122,10 +122,17 @@ def test_extract_reads_the_logged_impressions_and_the_next_dataset_takes_them_as
     shown = world.get("shown") or pytest.skip("needs the serving test's sessions")
     snap_dir = world["root"] / "snapshot"
     extract_db(world["url"], str(snap_dir))
-    # after being shown, the startup acts on other candidates: its sessions' part has positives
-    ent, cands = next(v for v in shown.values() if len(v[1]) == 5)
+    # after being shown, a startup acts on other candidates: its sessions' part has positives. It is
+    # one that was shown candidates it never interacted with (a viewed one may be recommended again)
     snap = load_snapshot(str(snap_dir))
-    acted = set(snap.events(SD).query("entity_id == @ent")["candidate_id"])
+    ev = snap.events(SD)
+
+    def fresh(item: tuple[str, list[str]]) -> int:
+        return len(set(item[1]) - set(ev.loc[ev["entity_id"] == item[0], "candidate_id"]))
+
+    ent, cands = max(shown.values(), key=fresh)
+    assert fresh((ent, cands)) > 0
+    acted = set(ev.loc[ev["entity_id"] == ent, "candidate_id"])
     others = [u for u in snap.known_ids(SD, "candidate") if u not in set(cands) | acted][:2]
     t = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     appdb.insert_rows(world["url"], {"startup_interactions": pa.table({

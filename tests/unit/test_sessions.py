@@ -148,3 +148,38 @@ def test_session_ids() -> None:
     for bad in ("", "x" * 33, "has space", "-leading", "123e4567-e89b-12d3-a456-426614174000", 7, None):
         with pytest.raises(InvalidRequest, match="session_id"):
             check_session_id(bad)
+
+
+def test_extract_reads_parquet_session_parts_incrementally(tmp_path: Path, tiny_db: str) -> None:
+    from startup_recs.data.extract import extract_db, import_events
+    from startup_recs.data.snapshot import load_snapshot
+
+    parts = str(tmp_path / "logged")
+    sink = ParquetSink(parts)
+    late = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    first = [Session(f"p{i}", "s000001", "startup_developer", late + dt.timedelta(minutes=i), "v2",
+                     ("u0000001", "u0000002")) for i in range(3)]
+    sink.write(first)
+    snap = str(tmp_path / "snap")
+    extract_db(tiny_db, snap, sessions_uri=parts)
+    imp = load_snapshot(snap).table("impressions")
+    assert set(imp.loc[imp["model_version"] == "v2", "session_id"]) == {"p0", "p1", "p2"}
+    sink.write([Session("p9", "s000002", "startup_developer", late + dt.timedelta(hours=1), "v3", ("u0000003",))])
+    stats = extract_db(tiny_db, snap, sessions_uri=parts)  # only the new part's rows
+    assert stats["runs"][-1]["appended"]["recommendation_sessions"] == 1
+    assert stats["runs"][-1]["appended"]["impressions"] == 1
+    s = load_snapshot(snap)
+    assert not s.table("recommendation_sessions")["session_id"].duplicated().any()
+    view = s.impressions("startup_developer")
+    assert view.loc[view["session_id"] == "p9", "candidate_id"].tolist() == ["u0000003"]
+
+    # an imported log: the parts become its sessions and impressions
+    import pyarrow as pa
+
+    log = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"entity_id": ["s000001", "s000002"], "candidate_id": ["u0000009", "u0000008"],
+                             "ts": [late, late], "event": ["contact", "view"]}), log)
+    imported = str(tmp_path / "imported")
+    import_events(str(log), imported, "startup_developer", sessions_uri=parts)
+    view = load_snapshot(imported).impressions("startup_developer")
+    assert set(view["session_id"]) == {"p0", "p1", "p2", "p9"}

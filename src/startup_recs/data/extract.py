@@ -190,11 +190,13 @@ def _rows_to_table(table: str, names: list[str], rows: list[Any]) -> pa.Table:
 
 
 def extract_db(db_url: str, out_uri: str, since: str | None = None, chunk_size: int = 100_000,
-               event_weights: dict[str, float] | str | None = None) -> dict:
+               event_weights: dict[str, float] | str | None = None, sessions_uri: str | None = None) -> dict:
     """Read the six app tables (streamed in ``chunk_size`` rows) into a snapshot at ``out_uri``.
 
     Returns the new ``extract_stats.json`` content. A first run reads everything (or events at
     or after ``since``); later runs on the same ``out_uri`` append only newer events.
+    ``sessions_uri``: Parquet session parts the predictor logged there
+    (:mod:`startup_recs.data.session_parts`), appended with the database's own sessions.
     """
     if chunk_size <= 0:
         raise ConfigError("--chunk-size must be positive")
@@ -205,6 +207,12 @@ def extract_db(db_url: str, out_uri: str, since: str | None = None, chunk_size: 
         tables = _db_tables(engine, shown)
         run = SnapshotRun(out_uri, "db", None, since, weights)
         try:
+            extra: dict[str, pa.Table] = {}
+            if sessions_uri:
+                from startup_recs.data.session_parts import read_session_parts
+
+                extra = read_session_parts(sessions_uri, run.lower_bound("recommendation_sessions"),
+                                           _sessions_at_watermark(run))
             with engine.connect() as conn:
                 for table in schema.APP_TABLES:
                     lb = run.lower_bound("recommendation_sessions" if table == "impressions" else table)
@@ -222,6 +230,8 @@ def extract_db(db_url: str, out_uri: str, since: str | None = None, chunk_size: 
                                 mask = pc.invert(pc.is_in(tbl.column("session_id"), pa.array(sorted(seen))))
                                 tbl = tbl.filter(mask)
                             yield tbl
+                        if table in extra:  # the Parquet session parts (already incremental)
+                            yield extra[table]
 
                     n = run.write(table, chunks())
                     log.info("extract %s: %d rows", table, n)
@@ -243,11 +253,9 @@ def extract_db(db_url: str, out_uri: str, since: str | None = None, chunk_size: 
 
 def _sessions_at_watermark(run: SnapshotRun) -> set[str]:
     """Sessions already in the snapshot at the sessions' watermark (their impressions too)."""
-    wm = run.prev_watermark("recommendation_sessions")
-    if wm is None:
-        return set()
-    rows = run._existing_at("recommendation_sessions", wm)
-    return {key[0] for key in rows}
+    from startup_recs.data.session_parts import sessions_at_watermark
+
+    return sessions_at_watermark(run)
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -256,7 +264,7 @@ def cli_extract(args: argparse.Namespace) -> int:
         if args.use_case:
             raise ConfigError("--use-case applies to --events imports, not --db")
         stats = extract_db(args.db, args.out, since=args.since, chunk_size=args.chunk_size,
-                           event_weights=args.event_weights)
+                           event_weights=args.event_weights, sessions_uri=getattr(args, "sessions", None))
     else:
         if not args.use_case:
             raise ConfigError("--use-case is required with --events")
@@ -265,7 +273,7 @@ def cli_extract(args: argparse.Namespace) -> int:
             candidate_col=args.candidate_col, time_col=args.time_col, event_col=args.event_col,
             weight_col=args.weight_col, entity_features=args.entity_features,
             candidate_features=args.candidate_features, event_weights=args.event_weights,
-            since=args.since, chunk_size=args.chunk_size)
+            since=args.since, chunk_size=args.chunk_size, sessions_uri=getattr(args, "sessions", None))
     appended = stats["runs"][-1]["appended"]
     print(f"snapshot {args.out} (source={stats['source']}"
           + (f", use_case={stats['use_case']}" if stats["use_case"] else "") + ")")

@@ -71,13 +71,16 @@ def import_events(path: str, out_uri: str, use_case: str, entity_col: str = "ent
                   weight_col: str = "weight", entity_features: str | None = None,
                   candidate_features: str | None = None,
                   event_weights: dict[str, float] | str | None = None, since: str | None = None,
-                  chunk_size: int = 100_000) -> dict:
+                  chunk_size: int = 100_000, sessions_uri: str | None = None) -> dict:
     """Import an interaction log (Parquet or CSV) as snapshot table ``events`` for ``use_case``.
 
     Columns are renamed to ``entity_id, candidate_id, ts, event, weight``. Without an event
     column every row is event ``"interaction"``; without a weight column the weight is 1.
     Timestamps may be ISO strings, timestamps or epoch seconds. Every event name must have a
-    configured weight (defaults, ``RECS_EVENT_WEIGHTS`` or ``event_weights``).
+    configured weight (defaults, ``RECS_EVENT_WEIGHTS`` or ``event_weights``). ``sessions_uri``:
+    Parquet session parts the predictor logged (``recs serve --log-sessions <folder>``), appended as
+    the snapshot's ``recommendation_sessions`` / ``impressions`` tables
+    (:mod:`startup_recs.data.session_parts`).
     """
     uc = get_use_case(use_case).name
     if chunk_size <= 0:
@@ -122,6 +125,10 @@ def import_events(path: str, out_uri: str, use_case: str, entity_col: str = "ent
             raise DataError(f"events file {path}: no events" + (f" at or after {since}" if since else ""))
         for table, tbl in feats.items():
             run.write(table, iter([tbl]))
+        if sessions_uri:
+            from startup_recs.data.session_parts import append_session_parts
+
+            append_session_parts(run, sessions_uri)
         stats = run.commit()
     finally:
         run.cleanup()
