@@ -45,10 +45,14 @@ def test_train_ranker_cli_and_serve(stage1, tiny_snapshot, capsys):
     rc = _recs("train", "ranker", "--data", w / "ranker_reverse.parquet", "--use-case", UC,
                "--retrievers", w / "stage1", "--output-dir", w / "stage1", "--epochs", 8, "--seed", 0)
     assert rc == 0
-    names = sorted(p.name for p in (w / "stage1").glob("ranker*"))
-    assert names == ["ranker_reverse_v1_booster.txt", "ranker_reverse_v1_config.json"]  # LightGBM, the default
     cfg = json.loads((w / "stage1" / "ranker_reverse_v1_config.json").read_text())
-    assert cfg["use_case"] == UC and cfg["model"] == "ranker" and cfg["learner"] == "lightgbm"
+    assert cfg["use_case"] == UC and cfg["model"] == "ranker"
+    # the default learner "auto" fits both and keeps the better one on the holdout
+    choice = cfg["train"]["metrics"]["learner_choice"]
+    assert cfg["learner"] == choice["chosen"] and set(choice["holdout_ndcg@10"]) == {"lightgbm", "mlp"}
+    names = sorted(p.name for p in (w / "stage1").glob("ranker*"))
+    assert names == (["ranker_reverse_v1_booster.txt", "ranker_reverse_v1_config.json"] if cfg["learner"] == "lightgbm"
+                     else ["ranker_reverse_v1.pth", "ranker_reverse_v1_best.pth", "ranker_reverse_v1_config.json"])
     assert cfg["train"]["retrievers_used"] == ["content", "als"]  # content always loads; no two-tower here
     assert cfg["pool"]["sizes"][0] == ["content", 200]
     # the features came from data and models that end at the validation start

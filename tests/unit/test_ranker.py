@@ -334,3 +334,14 @@ def test_learner_search_keeps_or_beats_the_defaults(boosted):
     assert summary["trials"][0]["params"]["learner"] == "lightgbm"  # trial 0 = the config as given
     assert summary["best_value"] >= summary["default_value"]
     assert best.tune_trials == 0 and best.learner in ("lightgbm", "mlp")
+
+
+def test_auto_learner_keeps_the_better_holdout(boosted):
+    cfg, lists, lgb_result = boosted
+    from dataclasses import replace
+
+    auto = tr.fit(lists, replace(cfg, learner="auto", epochs=5))
+    choice = auto.metrics["learner_choice"]
+    assert auto.learner == choice["chosen"]
+    assert choice["holdout_ndcg@10"][choice["chosen"]] == max(choice["holdout_ndcg@10"].values())
+    assert choice["holdout_ndcg@10"]["lightgbm"] == pytest.approx(lgb_result.metrics["holdout_ndcg@10"])

@@ -205,4 +205,14 @@ def test_real_feature_tables_are_label_free(tiny_snapshot, tmp_path):
     for name in ("ent_funding_usd", "ent_stage_rank", "cand_experience_years", "match_skills_coverage"):
         assert name in d.names and np.ptp(d.X[:, d.names.index(name)]) > 0, name
     assert d.names == ranking_features.feature_names(data, cfg.retrievers)
+    # a training list's rows are what serving builds for that entity's pool alone
+    from startup_recs.serving.pool import build_pools
+
+    ents = [str(e) for e in d.entity[:5]]
+    for i, pool in enumerate(build_pools(retrievers, data, ents, cfg.pool, routes=["content"] * 5,
+                                         score_names=cfg.retrievers)):
+        X, _ = ranking_features.build(uc, pool.entity_id, pool.cand, pool.scores, data, cfg.retrievers, pool.listed)
+        a, b = d.offsets[i], d.offsets[i + 1]
+        mine = {int(c): x for c, x in zip(d.cand[a:b], d.X[a:b], strict=True)}
+        np.testing.assert_allclose(np.stack([mine[int(c)] for c in pool.cand]), X, rtol=1e-5, atol=1e-5)
     assert_label_free(lambda r: rlists.make_lists(r, data, retrievers, cfg), val, trials=2)

@@ -345,9 +345,12 @@ def _match_names(data: ServingData) -> list[str]:
 
 def _match_block(use_case: str, entity_ids: Sequence[str], offsets: np.ndarray,
                  cand_idx: np.ndarray, data: ServingData) -> np.ndarray:
-    """``entity_has_features`` + match features ``[N, 1 + k]``, one batched call over all rows
-    (zeros for rows whose entity has no feature row)."""
+    """``entity_has_features`` + match features ``[N, 1 + k]`` (zeros for rows whose entity has no
+    feature row): per list from the data's :class:`~startup_recs.serving.candidate_match.MatchTable`
+    (equal to :func:`startup_recs.features.match.match_features` on the rows, tested there), or
+    one batched pandas call over all rows for tables the match table cannot encode."""
     from startup_recs.features.match import match_features
+    from startup_recs.serving.candidate_match import match_table
 
     k = len(_match_names(data))
     n = len(cand_idx)
@@ -355,17 +358,19 @@ def _match_block(use_case: str, entity_ids: Sequence[str], offsets: np.ndarray,
     ent = data.entity_features
     if n == 0 or ent is None:
         return out
-    if len(entity_ids) == 1:  # one request's list: the candidates' side is encoded once per data
-        from startup_recs.serving.candidate_match import match_table
-
+    if not getattr(match_table(data), "_pandas_only", True) or len(entity_ids) == 1:
+        # the candidates' side encoded once per data, one vectorised pass per list: the serving
+        # path, also for training's thousands of lists (the pandas path below joins every row)
         table = match_table(data)
-        if not table.knows(entity_ids[0]):
-            return out
-        m, names = table.features(entity_ids[0], cand_idx)
-        if list(names) != _match_names(data):
-            raise DataError(f"match features changed shape: {names} vs {_match_names(data)}")
-        out[:, 0] = 1.0
-        out[:, 1:] = m
+        for i, e in enumerate(entity_ids):
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            if b == a or not table.knows(e):
+                continue
+            m, names = table.features(e, cand_idx[a:b])
+            if list(names) != _match_names(data):
+                raise DataError(f"match features changed shape: {names} vs {_match_names(data)}")
+            out[a:b, 0] = 1.0
+            out[a:b, 1:] = m
         return out
     sizes = np.diff(offsets)
     has = np.array([e in ent.index for e in entity_ids], dtype=bool)

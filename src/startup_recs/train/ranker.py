@@ -80,7 +80,8 @@ class RankerTrainConfig:
     # the use case's positive events (contact, apply) get ``positive_grade``
     grades: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GRADES))
     positive_grade: int = 3
-    learner: str = "lightgbm"  # lightgbm (LambdaRank) | mlp
+    # auto: fit both and keep the one with the better holdout NDCG@10 | lightgbm (LambdaRank) | mlp
+    learner: str = "auto"
     threads: int = 2
     # LightGBM LambdaRank (train/ranker_lgbm.py): few leaves, many rows per leaf, L2: the lists are
     # few (one per validation entity) and a 31-leaf booster overfits them within ~15 rounds
@@ -109,8 +110,8 @@ class RankerTrainConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         if not self.hidden or min(self.hidden) < 1:
             raise ConfigError(f"--hidden needs positive sizes, got {self.hidden}")
-        if self.learner not in LEARNERS:
-            raise ConfigError(f"--learner must be one of {LEARNERS}, not {self.learner!r}")
+        if self.learner not in (*LEARNERS, "auto"):
+            raise ConfigError(f"--learner must be auto or one of {LEARNERS}, not {self.learner!r}")
         PoolSpec.of(self.pool)  # validates the sizes
         self.pool = {str(k): int(v) for k, v in dict(self.pool).items()}
         self.grades = {str(k): int(v) for k, v in dict(self.grades).items()}
@@ -185,9 +186,19 @@ def _fit_lightgbm(tr: ListData, ho: ListData, cfg: RankerTrainConfig) -> FitResu
 def fit(data: ListData, cfg: RankerTrainConfig, *, progress: bool = False) -> FitResult:
     """Train a :class:`RankerMLP` on ``data``'s lists (holdout by entity); CPU, seeded.
 
-    Raises :class:`DataError` when no list has both a positive and a negative, and
-    :class:`ModelFitError` on a non-finite loss.
+    ``cfg.learner == "auto"``: both learners are fitted and the one with the better holdout
+    NDCG@10 is returned (``metrics["learner_choice"]`` records both). Raises :class:`DataError`
+    when no list has both a positive and a negative, and :class:`ModelFitError` on a non-finite loss.
     """
+    if cfg.learner == "auto":
+        from dataclasses import replace
+
+        fits = {name: fit(data, replace(cfg, learner=name), progress=progress) for name in LEARNERS}
+        score = {name: float(r.metrics.get("holdout_ndcg@10", -1.0)) for name, r in fits.items()}
+        best = max(LEARNERS, key=lambda n: (score[n], n == "lightgbm"))
+        fits[best].metrics["learner_choice"] = {"chosen": best, "holdout_ndcg@10": score}
+        log.info("ranker learner chosen on the holdout: %s (%s)", best, score)
+        return fits[best]
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     useful = _useful(data)
@@ -339,7 +350,7 @@ def cli_train(args: argparse.Namespace) -> int:
         hidden=hidden, loss=getattr(args, "loss", "listwise"), seed=getattr(args, "seed", 0),
         lists=getattr(args, "lists", "entity"), extra_negatives=getattr(args, "extra_negatives", 20),
         retrieve_k=getattr(args, "retrieve_k", 200), positives=getattr(args, "positives", "both"), holdout=getattr(args, "holdout", 0.2),
-        patience=getattr(args, "patience", 5), learner=getattr(args, "learner", None) or "lightgbm",
+        patience=getattr(args, "patience", 5), learner=getattr(args, "learner", None) or "auto",
         tune_trials=int(getattr(args, "tune_trials", 0) or 0),
     )
     retrievers_dir = getattr(args, "retrievers", None) or args.output_dir

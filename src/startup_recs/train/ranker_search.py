@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # name -> ("int"|"float", low, high, log) or ("cat", [choices]), the tuning package's format
 SPACE: dict[str, tuple] = {
-    "learner": ("cat", ["lightgbm", "mlp"]),
+    "learner": ("cat", ["auto", "lightgbm", "mlp"]),
     "lr": ("float", 1e-4, 3e-2, True),
     "hidden": ("cat", ["32", "64,32", "128,64", "128,64,32"]),
     "lgb_num_leaves": ("int", 3, 31, True),
