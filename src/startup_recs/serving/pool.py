@@ -116,6 +116,30 @@ def _order(spec: PoolSpec, route: str | None) -> list[tuple[str, int]]:
     return items
 
 
+def _union(lists: Sequence[np.ndarray]) -> np.ndarray:
+    """Deduplicated concatenation, first occurrence kept, in order: ``int64 [m]``."""
+    if not lists:
+        return np.zeros(0, np.int64)
+    allc = np.concatenate(lists).astype(np.int64)
+    _, first = np.unique(allc, return_index=True)
+    return allc[np.sort(first)]
+
+
+def _positions(row: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Position of each of ``cand`` in the ranked list ``row`` (-1 pads it), :data:`NOT_LISTED`
+    where absent: ``int32 [len(cand)]`` by one sort and a binary search (no Python loop)."""
+    valid = row[row >= 0]
+    out = np.full(len(cand), NOT_LISTED, np.int32)
+    if not len(valid) or not len(cand):
+        return out
+    order = np.argsort(valid, kind="stable")
+    sv = valid[order]
+    at = np.minimum(np.searchsorted(sv, cand), len(sv) - 1)
+    hit = sv[at] == cand
+    out[hit] = order[at[hit]]
+    return out
+
+
 def build_pools(retrievers: Mapping[str, Retriever], data: ServingData, entity_ids: Sequence[str],
                 spec: PoolSpec | Mapping[str, int] | None = None, *, routes: Sequence[str | None] | None = None,
                 score_names: Sequence[str] = (), chunk: int = 256) -> list[Pool]:
@@ -145,23 +169,10 @@ def build_pools(retrievers: Mapping[str, Retriever], data: ServingData, entity_i
             tops[n] = np.where(np.isfinite(sc), idx, -1)
         for j, e in enumerate(batch):
             knows = {n: retrievers[n].knows(e) for n in want_scores}
-            merged: dict[int, None] = {}
-            for n, _k in _order(spec, routes[lo + j]):
-                if n not in tops or not knows[n]:
-                    continue
-                for c in tops[n][j]:
-                    if c >= 0:
-                        merged.setdefault(int(c), None)
-            cand = np.fromiter(merged, dtype=np.int64, count=len(merged))
-            listed: dict[str, np.ndarray] = {}
-            for n in pool_names:
-                pos = np.full(len(cand), NOT_LISTED, np.int32)
-                if knows[n] and len(cand):
-                    row = tops[n][j]
-                    ok = row >= 0
-                    where = {int(c): i for i, c in enumerate(row[ok])}
-                    pos = np.fromiter((where.get(int(c), NOT_LISTED) for c in cand), np.int32, len(cand))
-                listed[n] = pos
+            lists = [tops[n][j][tops[n][j] >= 0] for n, _k in _order(spec, routes[lo + j]) if n in tops and knows[n]]
+            cand = _union(lists)
+            listed = {n: _positions(tops[n][j], cand) if knows[n] else np.full(len(cand), NOT_LISTED, np.int32)
+                      for n in pool_names}
             scores = {n: np.asarray(retrievers[n].score_at(e, cand), np.float32)
                       for n in want_scores if knows[n] and len(cand)}
             out.append(Pool(e, cand, listed, scores, routes[lo + j]))
