@@ -119,3 +119,25 @@ def test_entity_without_feature_row_gives_zeros_block() -> None:
     blk = table.block("s0", np.array([0, 1]), len(table.names))
     assert blk.shape == (2, 1 + len(table.names)) and (blk[:, 0] == 1).all()
     assert table.reasons("nobody", np.array([0, 1])) == [[], []]
+
+
+def test_vectorised_tokeniser_equals_the_original(snap) -> None:
+    from startup_recs.features.values import _exploded
+    from startup_recs.serving.candidate_match import exploded
+
+    cols = []
+    for uc in ("startup_developer", "startup_investor"):
+        for df in (snap.entity_features(uc), snap.candidate_features(uc)):
+            cols += [df[c] for c in df.columns if df[c].dtype == object]
+    ef, cf = _developer_frames()
+    cols += [ef["skills_needed"], cf["skills"]]
+    arr = np.empty(4, dtype=object)
+    arr[:] = [np.array(["a", "b"], dtype=object), np.array(["b", "b"], dtype=object), np.array([], dtype=object),
+              np.array(["c"], dtype=object)]
+    cols += [pd.Series(arr), pd.Series([["x"], [], ["y", "z"]]), pd.Series([[], []]), pd.Series([["a"], None]),
+             pd.Series([[1, 2], ["3"]]), pd.Series(["a|b", "c"])]
+    for col in cols:
+        r0, t0 = _exploded(col)
+        r1, t1 = exploded(col)
+        np.testing.assert_array_equal(r1, r0)
+        assert t1.dtype == t0.dtype == object and t1.tolist() == t0.tolist()

@@ -76,7 +76,9 @@ class CandidateMatcher:
     def _list_matrix(self, col: pd.Series, vocab: pd.Index | None = None):
         import scipy.sparse as sp
 
-        rows, toks = self.F._exploded(col)
+        from startup_recs.serving.candidate_match import exploded
+
+        rows, toks = exploded(col)  # the original tokeniser's output, vectorised for Parquet lists
         if vocab is None:
             vocab = pd.Index(pd.unique(toks)) if len(toks) else pd.Index([], dtype=object)
         codes = vocab.get_indexer(toks) if len(vocab) else np.full(len(toks), -1)
