@@ -139,6 +139,8 @@ def render_markdown(metrics: dict[str, Any], plots: list[str] | None = None) -> 
                   "application) and the candidate on the startup (applied, contacted, or replied), both "
                   "after the split.", "", headline_table(metrics, f"mutual_ndcg@{k0}"), "",
                   headline_table(metrics, f"mutual_recall@{k0}")]
+    if metrics.get("reciprocal"):
+        lines += ["", reciprocal_section(metrics)]
     cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "map", "hitrate", "coverage")]
     lines += ["", "## All metrics (all test entities)", "", "| model | " + " | ".join(cols) + " |",
               "|---|" + "---:|" * len(cols)]
@@ -151,6 +153,32 @@ def render_markdown(metrics: dict[str, Any], plots: list[str] | None = None) -> 
     for p in plots or []:
         lines += ["", f"![{p.rsplit('.', 1)[0]}]({p})"]
     return "\n".join(lines) + "\n"
+
+
+def reciprocal_section(metrics: dict[str, Any]) -> str:
+    """Markdown: the reciprocal scorer fitted on validation (fusion chosen, calibrations, each
+    fusion's validation mutual NDCG@10) and its test row against the one-sided ranking."""
+    r = metrics.get("reciprocal") or {}
+    val = r.get("validation") or {}
+    cal = r.get("calibration") or {}
+    lines = ["## Reciprocal scorer (both sides' interest)", "",
+             f"Fusion **{r.get('method')}** chosen on validation ({val.get('entities', '-')} startups, "
+             f"{val.get('pairs', '-')} pool pairs) with the forward twin **{r.get('forward_use_case')}**. "
+             "Calibrations (Platt): reverse p = sigmoid({a:.3f} z + {b:.3f}), forward q = sigmoid({fa:.3f} "
+             "logit(percentile) + {fb:.3f}).".format(a=cal.get("reverse", {}).get("a", float("nan")),
+                                                     b=cal.get("reverse", {}).get("b", float("nan")),
+                                                     fa=cal.get("forward", {}).get("a", float("nan")),
+                                                     fb=cal.get("forward", {}).get("b", float("nan"))), ""]
+    scores = val.get("mutual_ndcg@10") or {}
+    if scores:
+        lines += ["| validation | mutual_ndcg@10 |", "|---|---:|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in scores.items()]
+    test = [(m, _get(metrics, m, "all", "mutual_ndcg@10"), _get(metrics, m, "all", "ndcg@10"))
+            for m in ("routed_ranked", "reciprocal") if m in metrics.get("models", {})]
+    if test:
+        lines += ["", "| test | mutual_ndcg@10 | ndcg@10 |", "|---|---:|---:|"]
+        lines += [f"| {m} | {_fmt(mu)} | {_fmt(nd)} |" for m, mu, nd in test]
+    return "\n".join(lines)
 
 
 def _png(fig: Any) -> bytes:

@@ -37,6 +37,9 @@ from startup_recs.pipeline.step import step
 
 log = logging.getLogger(__name__)
 EVALUATION = "evaluation"
+# manifest keys bundle.publish writes itself; every other key of the published one is carried over
+_OWN_KEYS = frozenset({"use_case", "version", "created_at", "data_watermark", "package_version", "metrics", "files",
+                       "unchanged"})
 
 
 def _use_case_of(folder: str) -> str | None:
@@ -136,6 +139,7 @@ def publish_reciprocal(fit_dir: str, models_uri: str, *, margin: float | None = 
     import tempfile
 
     from startup_recs.core import bundle
+    from startup_recs.evaluation.report import reciprocal_section
     from startup_recs.serving.reciprocal import FILE
 
     out: dict[str, Any] = {}
@@ -156,10 +160,11 @@ def publish_reciprocal(fit_dir: str, models_uri: str, *, margin: float | None = 
             storage.download(storage.join(models_uri, uc, ptr["path"]), str(staging))
             (staging / artifacts.MANIFEST).unlink(missing_ok=True)
             shutil.copy2(uc_dir / FILE, staging / FILE)
-            for f in (uc_dir / EVALUATION).iterdir():  # the metrics with the reciprocal row, the report
-                if f.is_file():
-                    shutil.copy2(f, staging / f.name)
-            extra = {key: current[key] for key in ("routing", "ann", "content_lists", "data") if key in current}
+            storage.write_json(str(staging / artifacts.METRICS), metrics)  # with the reciprocal row
+            report = staging / artifacts.REPORT  # the published report (it says what the models saw) + ours
+            if report.is_file():
+                report.write_text(report.read_text().rstrip() + "\n\n" + reciprocal_section(metrics) + "\n")
+            extra = {key: v for key, v in current.items() if key not in _OWN_KEYS}  # routing, ann, fit_until, ...
             manifest = bundle.publish(staging, models_uri, uc, metrics=metrics, watermark=current.get("data_watermark"),
                                       extra=extra, gate_margin=margin)
         out[uc] = manifest["version"]
