@@ -84,7 +84,7 @@ class _Tokens:
         count = np.bincount(rows, minlength=len(col))
         width = int(count.max()) if len(count) else 0
         pairs = rows * max(len(uniq), 1) + codes
-        usable = width <= MAX_PADDED and len(np.unique(pairs)) == len(pairs)
+        usable = width <= MAX_PADDED and pd.Index(pairs).is_unique
         padded = np.full((len(col), max(width, 1) if usable else 1), -1, np.int32)
         if usable and len(toks):
             start = np.zeros(len(col) + 1, np.int64)
@@ -139,9 +139,9 @@ class _EntityTokens:
         np.cumsum(count, out=indptr[1:])
         f, _ = pd.factorize(toks) if len(toks) else (np.zeros(0, np.int64), None)
         keys = rows * max(len(toks), 1) + f
-        uniq_per_row = np.bincount(rows[np.unique(keys, return_index=True)[1]], minlength=len(col)) if len(toks) \
-            else np.zeros(len(col), np.int64)
-        return cls(indptr, codes, count.astype(np.float64), uniq_per_row != count)
+        repeated = pd.Index(keys).duplicated() if len(toks) else np.zeros(0, bool)  # hashed, not sorted
+        collide = np.bincount(rows[repeated], minlength=len(col)) > 0
+        return cls(indptr, codes, count.astype(np.float64), collide)
 
     def of(self, i: int) -> np.ndarray:
         c = self.codes[self.indptr[i]:self.indptr[i + 1]]
