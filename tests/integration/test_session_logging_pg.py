@@ -93,3 +93,26 @@ def test_logging_survives_a_database_outage(pg_url: str, tiny_snapshot: str, tmp
     log = srv.log_path.read_text(errors="replace")
     assert log.count("session log: writing to") == 1, log  # one line per outage, not per request
     assert "reachable again" in log
+
+
+def test_postgres_sink_copies_a_batch_and_refuses_only_a_reused_id(pg_url: str) -> None:
+    import datetime as dt
+
+    from startup_recs.serving.session_sinks import SqlSink
+    from startup_recs.serving.sessions import Session
+
+    t = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    batch = [Session(f"k{i}", "s000001", "startup_developer", t, "v2", ("u1", "u2")) for i in range(50)]
+    sink = SqlSink(pg_url)
+    assert sink.write(batch) == []  # one COPY per table
+    again = sink.write([batch[3], Session("k99", "s000002", "startup_developer", t, "v2", ("u3",))])
+    assert [s.session_id for s in again] == ["k3"]  # the batch falls back to one session at a time
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from recommendation_sessions")).scalar() == 51
+        rows = conn.execute(sa.text("select position, candidate_id, model_version from impressions "
+                                    "where session_id = 'k7' order by position")).all()
+        ts = conn.execute(sa.text("select ts from recommendation_sessions where session_id = 'k0'")).scalar()
+    engine.dispose()
+    sink.close()
+    assert rows == [(0, "u1", "v2"), (1, "u2", "v2")] and ts == t

@@ -105,8 +105,9 @@ def _rows(table: pa.Table, name: str, chunk: int, sqlite: bool) -> Iterator[list
         yield list(zip(*cols, strict=True))
 
 
-def _insert_sql(engine, table) -> str:
-    """``INSERT INTO t (a, b) VALUES (?, ?)`` in the driver's positional parameter style."""
+def insert_sql(engine, table) -> str:
+    """``INSERT INTO t (a, b) VALUES (?, ?)`` in the driver's positional parameter style, over the
+    table's contract columns in table order (bulk writes and the session sink)."""
     style = engine.dialect.paramstyle
     mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(style)
     if mark is None:
@@ -121,7 +122,7 @@ def _insert(conn, md, name: str, table: pa.Table, chunk: int) -> None:
     """Bulk insert: one executemany per chunk of plain tuples (no per-row ORM/Core processing)."""
     t = md.tables[name]
     names = [c.name for c in t.columns if c.name in schema.SCHEMAS[name].names]
-    sql = _insert_sql(conn.engine, t)
+    sql = insert_sql(conn.engine, t)
     for rows in _rows(table.select(names), name, chunk, conn.engine.dialect.name == "sqlite"):
         conn.exec_driver_sql(sql, rows)
 

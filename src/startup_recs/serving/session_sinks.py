@@ -100,15 +100,28 @@ class SqlSink:
 
     @staticmethod
     def _insert(engine: Any, sess_t: Any, imp_t: Any, sessions: Sequence[Session]) -> None:
+        """One transaction, one driver-level executemany of plain tuples per table (no per-row
+        SQLAlchemy processing: ~3x the rows per second of ``conn.execute(t.insert(), dicts)``)."""
+        sqlite = engine.dialect.name == "sqlite"
         sess, imp = session_rows(sessions)
         with engine.begin() as conn:
-            conn.execute(sess_t.insert(), sess)
-            if imp:
-                conn.execute(imp_t.insert(), imp)
+            for table, rows in ((sess_t, sess), (imp_t, imp)):
+                if not rows:
+                    continue
+                names = [c.name for c in table.columns]
+                sql = appdb.insert_sql(engine, table)
+                conn.exec_driver_sql(sql, [tuple(_db_value(r[n], sqlite) for n in names) for r in rows])
 
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+
+def _db_value(value: Any, sqlite: bool) -> Any:
+    """A timestamp as SQLAlchemy stores it in SQLite (UTC text), else the value itself."""
+    if sqlite and isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
 
 
 class ParquetSink:
