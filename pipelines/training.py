@@ -279,7 +279,7 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
 
         with dsl.ParallelFor(use_cases, parallelism=opts.parallelism) as uc:
             with dsl.If(monitor_online == True, name="monitor-enabled"):  # noqa: E712 - a KFP condition
-                _db_env(_cpu_step(c.monitor(db_url=db_url, use_case=uc, models_uri=models_uri, watermark=probe.output,
+                _db_env(_cpu_step(c.monitor(snapshot=snapshot, db_url=db_url, use_case=uc, models_uri=models_uri,
                                             window_days=monitor_window_days), opts, "monitor", cache=False), opts)
             ds_tt = _cpu_step(c.dataset_two_tower(
                 snapshot=snapshot, use_case=uc, negative_samples=negative_samples,

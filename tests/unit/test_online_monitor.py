@@ -136,7 +136,10 @@ def test_pipeline_step_reads_the_period_since_the_previous_run(db, tmp_path):
     # period starts at v2's watermark (+1.5 h), so only B1 (+2 h) is in it
     assert monitor_steps.previous_watermark(str(models), "startup_developer", at(30).isoformat()) == at(1.5).isoformat()
     out, md = tmp_path / "online", tmp_path / "report.md"
-    info = monitor_steps.monitor(db, "startup_developer", str(models), str(out), watermark=at(30).isoformat(),
+    snapshot = tmp_path / "snapshot"  # the run's watermark comes from its snapshot (the KFP step's input)
+    snapshot.mkdir()
+    (snapshot / "extract_stats.json").write_text(json.dumps({"watermark": at(30).isoformat()}))
+    info = monitor_steps.monitor(db, "startup_developer", str(models), str(out), snapshot=str(snapshot),
                                  report_md=str(md))
     assert set(json.loads((out / "metrics.json").read_text())["arms"]) == {"v2"}
     assert info["headline"]["v2_contact_rate"] == 1.0 and info["metadata"]["sessions"] == 1

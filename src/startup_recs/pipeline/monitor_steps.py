@@ -3,7 +3,9 @@
 The period is ``(previous run's data watermark, this run's data watermark]``: ``since`` is the
 data watermark recorded in the newest published bundle whose watermark is *before* this run's
 (so the step reads the same period whether or not this run's own publish has already moved
-``latest``), ``until`` the probe's newest event. Sessions of that period are joined with their
+``latest``), ``until`` the newest event (the snapshot's watermark: a task output parameter passed
+into the ``ParallelFor`` would be replaced by the loop item in ``kfp.local``, so the step reads the
+watermark from the snapshot artifact). Sessions of that period are joined with their
 impressions and later events by :mod:`startup_recs.evaluation.online`.
 """
 
@@ -16,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from startup_recs.core import bundle, storage
+from startup_recs.core.artifacts import EXTRACT_STATS
 from startup_recs.core.errors import RecsError
 from startup_recs.pipeline.step import step
 from startup_recs.pipeline.ui_report import embed_plots_markdown
@@ -58,12 +61,24 @@ def _headline(m: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def snapshot_watermark(snapshot: str) -> str:
+    """The data watermark a snapshot's ``extract_stats.json`` records ("" when it has none)."""
+    try:
+        return str(storage.read_json(storage.join(snapshot, EXTRACT_STATS)).get("watermark") or "")
+    except (RecsError, OSError, ValueError):
+        return ""
+
+
 @step("monitor")
 def monitor(db_url: str, use_case: str, models_uri: str, out_dir: str, *, watermark: str = "",
-            report_md: str | None = None, window_days: float = 7.0, since: str = "") -> dict[str, Any]:
+            snapshot: str = "", report_md: str | None = None, window_days: float = 7.0,
+            since: str = "") -> dict[str, Any]:
     """``metrics.json``, ``report.md`` and plots into ``out_dir`` (and the Markdown with embedded
-    plots to ``report_md``). Returns ``{"headline": {name: float}, "metadata": {...}}``."""
+    plots to ``report_md``). This run's data watermark is ``watermark`` or, without it, the one
+    ``snapshot`` records. Returns ``{"headline": {name: float}, "metadata": {...}}``."""
     from startup_recs.evaluation import online
+
+    watermark = watermark or (snapshot_watermark(snapshot) if snapshot else "")
     from startup_recs.pipeline.urls import source_db_url
 
     db_url = source_db_url(db_url)  # "" -> $RECS_DB_URL (the Secret), as the extract steps
