@@ -144,7 +144,8 @@ def test_compiled_pipeline_uses_the_package_images(registry: str | None, tmp_pat
     expected = {f"{reg}/startup-recs-base:{__version__}", f"{reg}/startup-recs-trainer-gpu:{__version__}"}
     assert len(execs) >= 8 and set(execs.values()) == expected
     gpu = {name for name, img in execs.items() if "trainer-gpu" in img}
-    assert gpu and all("two-tower" in n or "two_tower" in n for n in gpu), gpu
+    # the GPU image runs the two-tower steps and the publish refit (which refits the two-tower too)
+    assert gpu and all("two-tower" in n or "two_tower" in n or n == "exec-refit" for n in gpu), gpu
 
 
 # --- Makefile and scripts -------------------------------------------------------------------------
