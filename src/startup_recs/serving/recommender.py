@@ -28,6 +28,7 @@ from startup_recs.serving.data import ServingData
 from startup_recs.serving.filters import CandidateFilter
 from startup_recs.serving.index import top_k
 from startup_recs.serving.pool import Pool, PoolSpec, build_pools
+from startup_recs.serving.reciprocal import POOL as RECIPROCAL_POOL
 from startup_recs.serving.reciprocal import ReciprocalScorer
 from startup_recs.serving.retrievers import Retriever, load_retrievers
 from startup_recs.serving.router import Router, Routing
@@ -242,6 +243,8 @@ class Recommender:
         them), cut to ``limit`` (reciprocal with ``forward``, see :meth:`recommend`)."""
         two_sided = None
         if forward is not None and len(cand):
+            # the pool the scorer was fitted on: the best POOL of the ranked list (as evaluation's pools)
+            cand, scores = cand[:max(RECIPROCAL_POOL, limit)], scores[:max(RECIPROCAL_POOL, limit)]
             order, fused, p, q = self.reciprocal.rank(forward, entity_id, [self._ids[c] for c in cand.tolist()], scores)
             cand, scores = cand[order], fused[order].astype(np.float32)
             two_sided = (p[order][:limit], q[order][:limit])
