@@ -8,6 +8,7 @@
 #   4. the pipeline again, its test window the last DAYS days: extract appends round 1's sessions,
 #      impressions and events, so v2 is trained on the predictor's own impressions (the first half of
 #      round 1: the final models' fit window and the ranker's validation sessions) and tested on the rest;
+#      its optional monitor step (monitor_online=true) reports round 1 online inside the pipeline;
 #   5. round 2: an A/B experiment in one predictor, v1 (control) vs v2 (treatment, SHARE %),
 #      sticky per startup;
 #   6. the random and popularity baselines (after the training rounds: a baseline's slates in the
@@ -103,7 +104,9 @@ stop_server
 say "[4/7] training pipeline, round 2: trained on round 1's first half, tested on its second"
 # test window = the last DAYS days (round 1's second half): the final models and the ranker's
 # validation sessions include round 1's first half, i.e. the predictor's own impressions
-pipeline run2 --test-days "$DAYS"
+pipeline run2 --test-days "$DAYS" --param monitor_online=true
+# the run's monitor step (monitor_online) read round 1 online, since v1's data watermark
+grep -A4 "online evaluation of" "$WORK/run2/logs/$UC/monitor.log" 2>/dev/null | grep -v "^--" || true
 if [ -d "$MODELS/$UC/v2" ]; then TREATMENT=v2; else
   echo "the gate kept v1 (round 2 did not beat it offline): round 2 runs v1 against itself"; TREATMENT=v1; fi
 
