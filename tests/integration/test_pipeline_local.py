@@ -82,10 +82,12 @@ def test_first_run_publishes_a_verified_bundle_to_s3(first, models_uri: str, tmp
     assert manifest["version"] == 1 and manifest["use_case"] == UC
     sfx = "_reverse"
     for f in (f"two_tower{sfx}_v1_best.pth", f"two_tower{sfx}_v1_config.json", f"als{sfx}_v1_user_factors.npy",
-              f"als{sfx}_v1_item_factors.npy", f"ranker{sfx}_v1.pth", f"ranker{sfx}_v1_config.json",
+              f"als{sfx}_v1_item_factors.npy", f"ranker{sfx}_v1_config.json",
               f"item2item{sfx}_v1_config.json",
               "routing.json", "metrics.json", "report.md", "serving/serving_data.json"):
         assert f in manifest["files"], f
+    # the ranker learner chosen on the holdout: MLP weights or a LightGBM text booster
+    assert f"ranker{sfx}_v1.pth" in manifest["files"] or f"ranker{sfx}_v1_booster.txt" in manifest["files"]
     # the bundle on S3 is exactly the manifest's files plus the manifest itself and the publisher's
     # claim on the number (core/bundle_pointer.py; never listed, never read by a predictor)
     assert _s3_keys(storage.join(models_uri, UC, "v1")) == set(manifest["files"]) | {"manifest.json", ".claim"}
