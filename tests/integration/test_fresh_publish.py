@@ -94,8 +94,11 @@ def test_published_bundle_is_fit_until_the_watermark(run: dict) -> None:
     umap = json.loads((local / "als_reverse_v1_user_mapping.json").read_text())
     assert late and late <= set(umap)
     # the ranker learnt on the window after split_at, with features fit until it
-    rk = json.loads((local / "ranker_reverse_v1_config.json").read_text())["train"]
+    rk_config = json.loads((local / "ranker_reverse_v1_config.json").read_text())
+    rk = rk_config["train"]
     assert pd.Timestamp(rk["val_start"]) == pd.Timestamp(manifest["metrics"]["split_at"])
+    evaluated_rk = json.loads((run["w"] / "models" / "ranker_reverse_v1_config.json").read_text())
+    assert rk_config["learner"] == evaluated_rk["learner"] and rk["learner"] == evaluated_rk["learner"]
     assert pd.Timestamp(rk["features_fit_until"]) == pd.Timestamp(rk["val_start"])
     assert json.loads((local / "routing.json").read_text()) == json.loads((run["w"] / "models" / "routing.json").read_text())
 

@@ -16,7 +16,8 @@ What is refit, with which choices (nothing is chosen again):
 - the ranker on the window after ``split_at`` (the evaluation's test window: the freshest
   labelled sessions) with features from the *evaluated* retrievers, which were fit until
   ``split_at`` and never saw those labels: stage 1 one window later
-  (:meth:`startup_recs.data.split.TimeSplit.shifted`), re-ranking the routing chosen on validation;
+  (:meth:`startup_recs.data.split.TimeSplit.shifted`), re-ranking the routing chosen on validation,
+  with the learner (LightGBM or MLP) the stage-1 ranker chose on its holdout;
 - ``serving/`` from every event (``until=None``); ``routing.json`` copied from the evaluated folder.
 
 The output folder has the evaluated folder's layout plus ``refit.json``
@@ -114,6 +115,9 @@ def _ranker(snapshot: str, models_dir: str, use_case: str, work: Path, split: An
     build_ranker(snapshot, uc.name, str(data), neg_ratio=neg_ratio, propensity_clip=propensity_clip, seed=seed,
                  split=shifted)
     given = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items() if v is not None}
+    learner = _stage1_learner(models_dir, uc.name)
+    if learner:  # a choice validation made: not fitted (and compared) again
+        given["learner"] = learner
     cfg = ranker.RankerTrainConfig(use_case=uc.name, seed=seed, **given)
     (work / "ranker").mkdir()
     config = ranker.train(cfg, str(data), models_dir, str(work / "ranker"), snapshot=snapshot)
@@ -121,6 +125,15 @@ def _ranker(snapshot: str, models_dir: str, use_case: str, work: Path, split: An
     return {"val_start": shifted.val_start.isoformat(), "until": shifted.split_at.isoformat(),
             "features_fit_until": (config.get("train") or {}).get("features_fit_until"),
             **{k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+
+
+def _stage1_learner(models_dir: str, use_case: str) -> str | None:
+    """The learner of the ranker in the evaluated folder (``lightgbm`` | ``mlp``), if it names one."""
+    from startup_recs.models.ranker import LEARNERS
+
+    uri = storage.join(models_dir, artifacts.ranker_files(get_use_case(use_case)).config)
+    learner = storage.read_json(uri).get("learner") if storage.exists(uri) else None
+    return learner if learner in LEARNERS else None
 
 
 __all__ = ["refit"]
