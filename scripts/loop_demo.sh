@@ -18,7 +18,8 @@
 #
 # Environment: SIZE (tiny), SEED (0), SESSIONS per arm and round (1500), UC (startup_developer),
 # WORKDIR (loop_out), PORT (8093), SHARE (50), AA (0), DAYS per simulated arm (7), PARAMS (pipeline
-# --param values, small budgets by default). `make loop-demo` runs it; tiny takes about 5 min on 2 cores.
+# --param values, small budgets by default). `make loop-demo` runs it: tiny took 7 min on a 2-core machine at
+# load 7-14 (AA=0), demo about an hour at load 11-27 (docs/online.md, Results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
