@@ -142,6 +142,9 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
         run.evaluations[uc], run.metrics[uc], run.sources[uc] = dest, metrics, str(src)
     from startup_recs.core import bundle
 
+    order = {uc: i for i, uc in enumerate(arguments["use_cases"])}  # tables list use cases as asked
+    for name in ("evaluations", "metrics", "sources"):
+        setattr(run, name, dict(sorted(getattr(run, name).items(), key=lambda kv: order.get(kv[0], len(order)))))
     for uc in arguments["use_cases"]:
         ptr = bundle.read_pointer(models_uri, uc)
         run.published[uc] = ptr
