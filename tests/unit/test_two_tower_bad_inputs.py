@@ -92,7 +92,7 @@ def test_nan_loss_raises_model_fit_error(data: Path, tmp_path: Path) -> None:
         train(cfg(temperature=1e-45), str(data), str(tmp_path))
 
 
-@pytest.mark.parametrize("flag,value", [("batch_size", 1), ("epochs", 0), ("lr", -1.0), ("fit_on", "all"),
+@pytest.mark.parametrize("flag,value", [("batch_size", 1), ("epochs", 0), ("lr", -1.0), ("fit_on", "everything"),
                                         ("temperature", 0.0)])
 def test_bad_hyperparameters(data: Path, tmp_path: Path, flag: str, value: object) -> None:
     with pytest.raises(ConfigError):

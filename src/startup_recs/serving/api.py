@@ -88,8 +88,10 @@ def json_too_deep(text: bytes | str, limit: int) -> bool:
 def parse_limit(raw: object, *, field: str = "limit", from_text: bool = True) -> int:
     """``limit`` from a query string (str, when ``from_text``) or JSON (int); ``None`` means 10.
 
-    Raises :class:`InvalidRequest` for a bool, float, non-numeric string or a value outside
-    ``[1, MAX_LIMIT]``: an out-of-range limit is an error, never silently capped.
+    A JSON ``10.0`` is the integer 10: JSON has one number type, JSON Schema (and the OpenAPI
+    document) calls ``10.0`` an integer, and Python's ``json.dumps`` writes a float that way.
+    Raises :class:`InvalidRequest` for a bool, a fractional or text-borne float, a non-numeric
+    string or a value outside ``[1, MAX_LIMIT]``: an out-of-range limit is an error, never capped.
     """
     if raw is None:
         return DEFAULT_LIMIT
@@ -103,6 +105,8 @@ def parse_limit(raw: object, *, field: str = "limit", from_text: bool = True) ->
             raise InvalidRequest(f"{field} must be an integer, got {raw[:20]!r}")
         value = int(text)
     elif isinstance(raw, int | np.integer):
+        value = int(raw)
+    elif not from_text and isinstance(raw, float | np.floating) and float(raw).is_integer():
         value = int(raw)
     else:
         raise InvalidRequest(f"{field} must be an integer, got {type(raw).__name__}")
@@ -219,8 +223,6 @@ def parse_v2(inputs: Iterable[Tensor]) -> tuple[list[str], int]:
         flat = _flat(lim)
         if len(flat) != 1:
             raise InvalidRequest(f"input 'limit' has {len(flat)} elements but shape [1]")
-        if isinstance(flat[0], float) and flat[0].is_integer():  # a JSON 10.0 decoded by the client
-            flat[0] = int(flat[0])
         limit = parse_limit(flat[0], from_text=False)
     return ids, limit
 
