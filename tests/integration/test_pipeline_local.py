@@ -115,9 +115,6 @@ def test_first_run_publishes_a_verified_bundle_to_s3(first, models_uri: str, tmp
     assert (local / "manifest.json").is_file()
 
 
-@pytest.mark.xfail(reason="known defect: a second run on the same data republishes (the refit's files carry "
-                   "fit timings, so their checksums differ and publish does not see the bundle as unchanged)",
-                   strict=False)
 def test_second_run_on_same_data_is_cached_and_unchanged(first, tiny_db: str, models_uri: str,
                                                          workdir: Path) -> None:
     second = _run(tiny_db, models_uri, workdir)
@@ -132,9 +129,6 @@ def test_second_run_on_same_data_is_cached_and_unchanged(first, tiny_db: str, mo
     assert bundle.versions(models_uri, UC) == [1]
 
 
-@pytest.mark.xfail(reason="known defect: a second run on the same data republishes (the refit's files carry "
-                   "fit timings, so their checksums differ and publish does not see the bundle as unchanged)",
-                   strict=False)
 def test_gate_failure_keeps_the_previous_bundle(first, tiny_db: str, models_uri: str, workdir: Path) -> None:
     before = bundle.read_pointer(models_uri, UC)
     # a negative margin demands twice the published NDCG@10: the same models cannot pass
@@ -144,9 +138,6 @@ def test_gate_failure_keeps_the_previous_bundle(first, tiny_db: str, models_uri:
     assert bundle.versions(models_uri, UC) == [1]
 
 
-@pytest.mark.xfail(reason="known defect: a second run on the same data republishes (the refit's files carry "
-                   "fit timings, so their checksums differ and publish does not see the bundle as unchanged)",
-                   strict=False)
 def test_failing_step_fails_the_run_with_its_message(first, tiny_db: str, models_uri: str, workdir: Path) -> None:
     before = bundle.read_pointer(models_uri, UC)
     with pytest.raises(PipelineRunError) as err:

@@ -147,6 +147,22 @@ def test_index_round_trips_through_a_bundle(built, tmp_path: Path) -> None:
         bundle.verify_dir(local)
 
 
+def test_rebuild_on_the_same_vectors_writes_the_same_files(built, tmp_path: Path) -> None:
+    """The files hold what was built, not how long it took: a rerun on the same data leaves the
+    bundle's checksums as they were (publish then sees it unchanged); timings go to the manifest."""
+    index, info, x, _ = built
+    again = ann.AnnInfo.from_dict(info.to_dict())
+    again.build_seconds, again.ms_per_query = info.build_seconds + 9.0, (info.ms_per_query or 0) + 1.0
+    again.tried = [{**t, "ms_per_query": t["ms_per_query"] * 3} for t in info.tried]
+    for folder, rec in (("a", info), ("b", again)):
+        ann.save(tmp_path / folder, "als", index, rec)
+    for f in ("als.json", "als.faiss"):
+        assert (tmp_path / "a/ann" / f).read_bytes() == (tmp_path / "b/ann" / f).read_bytes(), f
+    record = json.loads((tmp_path / "a/ann/als.json").read_text())
+    assert "build_seconds" not in record and "ms_per_query" not in record["tried"][0]
+    assert info.summary["ms_per_query"] == info.ms_per_query and info.summary["build_seconds"] >= 0
+
+
 def test_exact_record_loads_as_exact_index(tmp_path: Path) -> None:
     x, q, _ = _catalogue(n=1_000)
     index, info = ann.build(x, q)

@@ -318,6 +318,11 @@ def publish(staging_dir: str | Path, models_uri: str, use_case: str, *, metrics:
         log.info("%s: unchanged (every file equals v%s's checksums); nothing published",
                  use_case, current.get("version"))
         return {**current, "unchanged": True}
+    if isinstance(current, dict) and isinstance(current.get("files"), dict):
+        old = current["files"]
+        changed = sorted(set(old) ^ set(files) | {r for r in set(old) & set(files) if old[r] != files[r]})
+        log.info("%s: %d files differ from v%s's (%s)", use_case, len(changed), current.get("version"),
+                 ", ".join(changed[:8]) + (", ..." if len(changed) > 8 else ""))
     if gate_margin is not None:
         gate = check_gate(metrics, models_uri, use_case, gate_margin)
         if not gate.passed:

@@ -87,6 +87,17 @@ class AnnInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_file_dict(self) -> dict[str, Any]:
+        """What ``ann/<retriever>.json`` holds: :meth:`to_dict` without the timings
+        (``build_seconds``, ``ms_per_query``, the ladder's ``ms_per_query``). A file is part of
+        the bundle's checksums, so a rebuild on the same vectors must write the same bytes, or a
+        rerun on the same data would publish a new version; the timings go to the manifest
+        (:attr:`summary`)."""
+        d = self.to_dict()
+        d.pop("build_seconds"), d.pop("ms_per_query")
+        d["tried"] = [{k: v for k, v in t.items() if k != "ms_per_query"} for t in d["tried"]]
+        return d
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AnnInfo:
         if d.get("format") != FORMAT:
@@ -96,8 +107,9 @@ class AnnInfo:
 
     @property
     def summary(self) -> dict[str, Any]:
-        """The manifest's short form: kind, search breadth, ``recall@k``."""
-        return {"kind": self.kind, **self.search, f"recall@{self.k}": self.recall, "n": self.n}
+        """The manifest's short form: kind, search breadth, ``recall@k``, and the timings."""
+        return {"kind": self.kind, **self.search, f"recall@{self.k}": self.recall, "n": self.n,
+                "ms_per_query": self.ms_per_query, "build_seconds": round(self.build_seconds, 3)}
 
 
 def fingerprint(vectors: np.ndarray, sample: int = 4096) -> str:
@@ -393,7 +405,7 @@ def save(folder: str | Path, name: str, index: CandidateIndex, info: AnnInfo) ->
         written.append(f"{ANN_DIR}/{info.file}")
     else:
         info.file = None
-    (root / f"{name}.json").write_text(json.dumps(info.to_dict(), indent=2, sort_keys=True) + "\n")
+    (root / f"{name}.json").write_text(json.dumps(info.to_file_dict(), indent=2, sort_keys=True) + "\n")
     written.append(f"{ANN_DIR}/{name}.json")
     return written
 

@@ -104,9 +104,8 @@ def parse_limit(raw: object, *, field: str = "limit", from_text: bool = True) ->
         if not _ASCII_INT.fullmatch(text) or len(text) > 12:
             raise InvalidRequest(f"{field} must be an integer, got {raw[:20]!r}")
         value = int(text)
-    elif isinstance(raw, int | np.integer):
-        value = int(raw)
-    elif not from_text and isinstance(raw, float | np.floating) and float(raw).is_integer():
+    elif isinstance(raw, int | np.integer) or (
+            not from_text and isinstance(raw, float | np.floating) and float(raw).is_integer()):
         value = int(raw)
     else:
         raise InvalidRequest(f"{field} must be an integer, got {type(raw).__name__}")
