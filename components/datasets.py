@@ -2,24 +2,26 @@
 
 from kfp import dsl
 
+from components.glossary import shared_args
 from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def dataset_two_tower(snapshot: dsl.Input[dsl.Dataset], use_case: str, dataset: dsl.Output[dsl.Dataset],
                       negative_samples: int = 5, min_interactions: int = 1, seed: int = 0,
                       split_at: str = "", test_days: float = 14.0, val_days: float = 14.0) -> str:
     """Pairs with hard negatives and a time-split column (Parquet) + vocabularies fitted on train.
 
     Args:
-        snapshot: The extract step's snapshot folder.
+        snapshot: (shared)
         use_case: The use case to build for (``startup_developer``, ``startup_investor``, ...).
         negative_samples: Negatives per positive (hard ones first, then random), per part.
         min_interactions: Entities with fewer train-window events are dropped from every split.
         seed: Seed of the per-row negative draws (same seed, same file).
-        split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the last event.
-        test_days: Length of the test window in days when ``split_at`` is empty.
-        val_days: Length of the validation window in days, just before ``split_at``.
+        split_at: (shared)
+        test_days: (shared)
+        val_days: (shared)
 
     Returns:
         dataset: ``two_tower{sfx}.parquet`` with its entity/candidate sidecars, the train-window
@@ -37,20 +39,21 @@ def dataset_two_tower(snapshot: dsl.Input[dsl.Dataset], use_case: str, dataset: 
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def dataset_als(snapshot: dsl.Input[dsl.Dataset], use_case: str, dataset: dsl.Output[dsl.Dataset],
                 fit_window: str = "trainval", min_interactions: int = 1, split_at: str = "",
                 test_days: float = 14.0, val_days: float = 14.0):
     """Entity x candidate CSR matrix (.npz) of one fit window (train | trainval) + id mappings.
 
     Args:
-        snapshot: The extract step's snapshot folder.
+        snapshot: (shared)
         use_case: The use case to build for.
         fit_window: ``train`` (events before the validation start: stage 1) or ``trainval``
             (events before ``split_at``: the final refit).
         min_interactions: Entities with fewer fit-window events are left out.
-        split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the last event.
-        test_days: Length of the test window in days when ``split_at`` is empty.
-        val_days: Length of the validation window in days, just before ``split_at``.
+        split_at: (shared)
+        test_days: (shared)
+        val_days: (shared)
 
     Returns:
         dataset: ``als_interactions{sfx}.npz`` and the entity/candidate id mappings of the window.
@@ -63,20 +66,21 @@ def dataset_als(snapshot: dsl.Input[dsl.Dataset], use_case: str, dataset: dsl.Ou
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def dataset_ranker(snapshot: dsl.Input[dsl.Dataset], use_case: str, dataset: dsl.Output[dsl.Dataset],
                    neg_ratio: float = 2.0, propensity_clip: float = 0.05, seed: int = 0, split_at: str = "",
                    test_days: float = 14.0, val_days: float = 14.0):
     """Session pairs with inverse-propensity weights (Parquet) + the position-bias curve.
 
     Args:
-        snapshot: The extract step's snapshot folder.
+        snapshot: (shared)
         use_case: The use case to build for.
         neg_ratio: Shown-but-not-acted negatives kept per positive, within a session.
         propensity_clip: Lower clip of the position propensity (bounds the inverse weights).
         seed: Seed of the per-row negative draws.
-        split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the last event.
-        test_days: Length of the test window in days when ``split_at`` is empty.
-        val_days: Length of the validation window in days, just before ``split_at``.
+        split_at: (shared)
+        test_days: (shared)
+        val_days: (shared)
 
     Returns:
         dataset: ``ranker{sfx}.parquet``, its ``_propensity.json`` curve and ``_meta.json``.

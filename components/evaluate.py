@@ -2,10 +2,12 @@
 
 from kfp import dsl
 
+from components.glossary import shared_args
 from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def evaluate(snapshot: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model], als: dsl.Input[dsl.Model],
              item2item: dsl.Input[dsl.Model], stage1: dsl.Input[dsl.Model],
              tuned_two_tower: dsl.Input[dsl.Artifact], tuned_als: dsl.Input[dsl.Artifact],
@@ -16,7 +18,7 @@ def evaluate(snapshot: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model], 
     """Scores the final models on test: "is this model better?" without a download.
 
     Args:
-        snapshot: The extract step's snapshot folder.
+        snapshot: (shared)
         two_tower: The final two-tower model (train + validation).
         als: The final ALS model (train + validation).
         item2item: The final item-to-item model (train + validation).
@@ -27,8 +29,8 @@ def evaluate(snapshot: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model], 
         tuned_item2item: The item-to-item tuning step's output.
         use_case: The use case to evaluate.
         k: Comma-separated cut-offs of the ranking metrics.
-        split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the last event.
-        test_days: Length of the test window in days when ``split_at`` is empty.
+        split_at: (shared)
+        test_days: (shared)
         val_days: Length of the validation window in days (routing is chosen on it).
         oracle_uri: ``oracle.parquet`` of a synthetic marketplace: adds the planted-affinity
             ceiling to the report; empty for real data.

@@ -2,10 +2,12 @@
 
 from kfp import dsl
 
+from components.glossary import shared_args
 from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def reciprocal(snapshot: dsl.Input[dsl.Dataset], models: dsl.Input[list[dsl.Model]],
                stage1: dsl.Input[list[dsl.Model]], evaluations: dsl.Input[list[dsl.Artifact]],
                evaluation: dsl.Output[dsl.Artifact], k: str = "10,20,50", split_at: str = "",
@@ -14,13 +16,13 @@ def reciprocal(snapshot: dsl.Input[dsl.Dataset], models: dsl.Input[list[dsl.Mode
     models) and scores it on test as the ``reciprocal`` model.
 
     Args:
-        snapshot: The extract step's snapshot folder.
+        snapshot: (shared)
         models: Every use case's evaluated models folder (final retrievers, ranker, serving data).
         stage1: Every use case's stage-1 folder (the ranker step's output).
         evaluations: Every use case's evaluation folder.
         k: Comma-separated cut-offs of the ranking metrics.
-        split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the last event.
-        test_days: Length of the test window in days when ``split_at`` is empty.
+        split_at: (shared)
+        test_days: (shared)
         val_days: Length of the validation window in days (the scorer is fitted on it).
 
     Returns:
@@ -36,6 +38,7 @@ def reciprocal(snapshot: dsl.Input[dsl.Dataset], models: dsl.Input[list[dsl.Mode
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def publish_reciprocal(evaluation: dsl.Input[dsl.Artifact], models_uri: str, margin: float = 0.02) -> str:
     """Adds each reverse use case's fitted scorer to the bundle this run published for it.
 

@@ -2,10 +2,12 @@
 
 from kfp import dsl
 
+from components.glossary import shared_args
 from components.images import GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+@shared_args
 def refit(snapshot: dsl.Input[dsl.Dataset], models: dsl.Input[dsl.Model], two_tower_dataset: dsl.Input[dsl.Dataset],
           two_tower_stage1: dsl.Input[dsl.Model], tuned_two_tower: dsl.Input[dsl.Artifact],
           tuned_als: dsl.Input[dsl.Artifact], tuned_item2item: dsl.Input[dsl.Artifact], use_case: str,
@@ -17,7 +19,7 @@ def refit(snapshot: dsl.Input[dsl.Dataset], models: dsl.Input[dsl.Model], two_to
     choices validation made; the evaluation of record stays the evaluated folder's (test window).
 
     Args:
-        snapshot: The extract step's snapshot folder.
+        snapshot: (shared)
         models: The evaluate step's servable folder (retrievers fit until ``split_at``): the
             ranker's features on the window after ``split_at`` and the routing.
         two_tower_dataset: The two-tower dataset (every split is fit).
@@ -37,8 +39,8 @@ def refit(snapshot: dsl.Input[dsl.Dataset], models: dsl.Input[dsl.Model], two_to
         ranker_lr: Ranker: learning rate.
         neg_ratio: Ranker dataset: negatives per positive within a session.
         propensity_clip: Ranker dataset: lower clip of the position propensity.
-        split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the last event.
-        test_days: Length of the test window in days when ``split_at`` is empty.
+        split_at: (shared)
+        test_days: (shared)
         val_days: Length of the validation window in days.
 
     Returns:

@@ -9,10 +9,12 @@ from typing import Optional
 
 from kfp import dsl
 
+from components.glossary import shared_args
 from components.images import CPU_IMAGE, GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+@shared_args
 def train_two_tower(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], use_case: str,
                     model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics], window: str = "train",
                     epochs: int = 50, batch_size: int = 256, device: str = "auto", seed: int = 0,
@@ -48,6 +50,7 @@ def train_two_tower(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifa
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def train_als(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], use_case: str,
               model: dsl.Output[dsl.Model], track_loss: bool = False):
     """Implicit-feedback ALS on the dataset's CSR matrix (its fit window decides the stage).
@@ -70,6 +73,7 @@ def train_als(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], u
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def train_item2item(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], use_case: str,
                     model: dsl.Output[dsl.Model], memory_gb: float = 4.0):
     """Item-to-item retriever (EASE where its n x n solve fits ``memory_gb``, else item-kNN) on the
@@ -94,6 +98,7 @@ def train_item2item(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifa
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def train_ranker(dataset: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model], als: dsl.Input[dsl.Model],
                  item2item: dsl.Input[dsl.Model], snapshot: dsl.Input[dsl.Dataset], use_case: str,
                  model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics], epochs: int = 20,
@@ -113,8 +118,8 @@ def train_ranker(dataset: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model
         epochs: Maximum training epochs (early stopping on a held-out set of entities).
         batch_size: Lists per optimiser step.
         lr: Adam learning rate.
-        split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the last event.
-        test_days: Length of the test window in days when ``split_at`` is empty.
+        split_at: (shared)
+        test_days: (shared)
         val_days: Length of the validation window in days (the ranker learns from it).
 
     Returns:
@@ -132,6 +137,7 @@ def train_ranker(dataset: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def train_two_tower_ddp(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifact], use_case: str,
                         model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics], workers: int, image: str,
                         window: str = "train", epochs: int = 50, batch_size: int = 256, device: str = "auto",

@@ -8,10 +8,12 @@ the pod; ``tests/unit/test_config_defaults.py`` checks each against its trainer 
 
 from kfp import dsl
 
+from components.glossary import shared_args
 from components.images import CPU_IMAGE, GPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def tune_als(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Output[dsl.Artifact],
              report: dsl.Output[dsl.Markdown], factors: int = 128, regularization: float = 0.01,
              alpha: float = 1.0, iterations: int = 10, weighting: str = "linear", trials: int = 0,
@@ -20,24 +22,24 @@ def tune_als(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Output[d
     """ALS: factors, regularization, alpha, iterations, confidence weighting.
 
     Args:
-        snapshot: The extract step's snapshot folder.
+        snapshot: (shared)
         use_case: The use case to tune for.
         factors: Latent factors of trial 0 (the baseline the search must beat).
         regularization: L2 regularization of trial 0.
         alpha: Confidence scale of trial 0 (confidence = 1 + alpha * f(weight)).
         iterations: ALS sweeps of trial 0.
         weighting: Confidence weighting of trial 0: ``linear``, ``binary``, ``log`` or ``bm25``.
-        trials: Optuna trials; 0 skips the search and passes the values above through.
-        timeout_s: Wall-clock budget of the whole search in seconds; 0 = no limit.
-        seed: Seed of the TPE sampler.
-        split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the last event.
-        test_days: Length of the test window in days when ``split_at`` is empty.
-        val_days: Length of the validation window in days (trials are scored on it).
+        trials: (shared)
+        timeout_s: (shared)
+        seed: (shared tune_seed)
+        split_at: (shared)
+        test_days: (shared)
+        val_days: (shared tune_val_days)
 
     Returns:
         best: ``best_params.json`` (chosen and default values, their validation NDCG@10, every
             trial) and ``trials.csv``; the ALS trainers read their values from it.
-        report: The chosen vs default values and the trials table, for the Kubeflow UI.
+        report: (shared tune_report)
     """
     from startup_recs.pipeline import tune_steps
 
@@ -49,6 +51,7 @@ def tune_als(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Output[d
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@shared_args
 def tune_item2item(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Output[dsl.Artifact],
                    report: dsl.Output[dsl.Markdown], method: str = "ease", lam: float = 200.0,
                    neighbours: int = 100, trials: int = 0, timeout_s: float = 0.0, seed: int = 0,
@@ -56,23 +59,23 @@ def tune_item2item(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Ou
     """Item-to-item: EASE's lambda or the item-kNN neighbourhood size.
 
     Args:
-        snapshot: The extract step's snapshot folder.
+        snapshot: (shared)
         use_case: The use case to tune for.
         method: Method of trial 0: ``ease`` (EASE where its solve fits in memory, BM25 item-kNN
             past that; the trainer's ``auto``), ``cosine`` or ``bm25``.
         lam: EASE L2 strength of trial 0.
         neighbours: Item-kNN neighbours (K) of trial 0.
-        trials: Optuna trials; 0 skips the search and passes the values above through.
-        timeout_s: Wall-clock budget of the whole search in seconds; 0 = no limit.
-        seed: Seed of the TPE sampler.
-        split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the last event.
-        test_days: Length of the test window in days when ``split_at`` is empty.
-        val_days: Length of the validation window in days (trials are scored on it).
+        trials: (shared)
+        timeout_s: (shared)
+        seed: (shared tune_seed)
+        split_at: (shared)
+        test_days: (shared)
+        val_days: (shared tune_val_days)
 
     Returns:
         best: ``best_params.json`` and ``trials.csv``; the item-to-item trainers read their values
             from it.
-        report: The chosen vs default values and the trials table, for the Kubeflow UI.
+        report: (shared tune_report)
     """
     from startup_recs.pipeline import tune_steps
 
@@ -83,6 +86,7 @@ def tune_item2item(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Ou
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+@shared_args
 def tune_two_tower(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Output[dsl.Artifact],
                    report: dsl.Output[dsl.Markdown], embedding_dim: int = 128, lr: float = 0.001,
                    temperature: float = 0.2, hard_negatives: int = 2, trials: int = 0, timeout_s: float = 0.0,
@@ -90,23 +94,23 @@ def tune_two_tower(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Ou
     """Two-tower: embedding dim, learning rate, softmax temperature, hard negatives (early stopping).
 
     Args:
-        snapshot: The extract step's snapshot folder.
+        snapshot: (shared)
         use_case: The use case to tune for.
         embedding_dim: Output embedding size of trial 0.
         lr: Adam learning rate of trial 0.
         temperature: Softmax temperature of trial 0 (logits = cosine / temperature).
         hard_negatives: Hard negatives per positive of trial 0.
-        trials: Optuna trials; 0 skips the search and passes the values above through.
-        timeout_s: Wall-clock budget of the whole search in seconds; 0 = no limit.
-        seed: Seed of the TPE sampler.
-        split_at: Start of the test window (ISO-8601); empty = ``test_days`` before the last event.
-        test_days: Length of the test window in days when ``split_at`` is empty.
-        val_days: Length of the validation window in days (trials are scored on it).
+        trials: (shared)
+        timeout_s: (shared)
+        seed: (shared tune_seed)
+        split_at: (shared)
+        test_days: (shared)
+        val_days: (shared tune_val_days)
 
     Returns:
         best: ``best_params.json`` and ``trials.csv``; the two-tower trainers read their values
             from it.
-        report: The chosen vs default values and the trials table, for the Kubeflow UI.
+        report: (shared tune_report)
     """
     from startup_recs.pipeline import tune_steps
 

@@ -244,3 +244,33 @@ def test_every_input_and_output_is_described_for_the_ui(compiled: tuple[dict, di
     assert not _undescribed(root["inputDefinitions"]), _undescribed(root["inputDefinitions"])
     assert not _undescribed(root.get("outputDefinitions")), _undescribed(root.get("outputDefinitions"))
     assert "learning rate" in root["inputDefinitions"]["parameters"]["tt_lr"]["description"]
+    # the shared descriptions (components/glossary.py) reach the IR, every marker filled
+    described = [d.get("description", "") for comp in steps.values() for defs in (comp["inputDefinitions"],
+                 comp.get("outputDefinitions") or {}) for group in defs.values() for d in group.values()]
+    assert not [d for d in described if "(shared" in d]
+    split_at = {comp["inputDefinitions"]["parameters"]["split_at"]["description"] for comp in steps.values()
+                if "split_at" in comp["inputDefinitions"].get("parameters", {})}
+    assert len(split_at) == 1 and "ISO-8601" in split_at.pop()
+
+
+def test_glossary_fills_markers_and_refuses_an_unknown_key() -> None:
+    from components.glossary import ARGS, shared_args
+
+    def step(split_at: str = "", seed: int = 0) -> None:
+        """A step.
+
+        Args:
+            split_at: (shared)
+            seed: (shared tune_seed)
+        """
+
+    doc = shared_args(step).__doc__
+    assert f"            split_at: {ARGS['split_at']}" in doc and f"seed: {ARGS['tune_seed']}" in doc
+
+    def bad(x: int = 0) -> None:
+        """Args:
+            x: (shared nope)
+        """
+
+    with pytest.raises(KeyError, match="nope"):
+        shared_args(bad)
