@@ -84,6 +84,22 @@ def test_reciprocal_rank_of_a_pool_by_hand() -> None:
     assert order.tolist() == [1, 0]
 
 
+def test_a_segment_chosen_one_sided_keeps_the_reverse_order() -> None:
+    """u1 is lukewarm about s4 (q = 0.625), u2 ranks it last (q ~ 0): the product puts u1 first;
+    a segment whose validation kept the one-sided order ranks by p alone (u2's higher reverse
+    score first)."""
+    scorer = ReciprocalScorer("product", Calibration(1.0, 0.0), Calibration(1.0, 0.0, prior=0.5),
+                              by_segment={"cold": "reverse_only", "hot": "product"})
+    pool = (_forward(), "s4", ["u1", "u2"], np.array([2.9, 3.0]))
+    assert scorer.rank(*pool, segment="hot")[0].tolist() == [0, 1]
+    assert scorer.rank(*pool)[0].tolist() == [0, 1]  # no segment: the overall method
+    order, fused, p, _ = scorer.rank(*pool, segment="cold")
+    assert order.tolist() == [1, 0] and np.array_equal(fused, p)
+    assert scorer.method_for("warm") == "product" and scorer.method_for("cold") == "reverse_only"
+    with pytest.raises(Exception, match="unknown segment fusion"):
+        ReciprocalScorer.from_dict({**scorer.to_dict(), "by_segment": {"cold": "max"}})
+
+
 def test_fit_logistic_recovers_weights_and_handles_one_class() -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20_000, 2))
@@ -102,7 +118,7 @@ def test_ranked_orders_each_pool_by_score() -> None:
 
 def test_scorer_file_round_trip(tmp_path) -> None:
     s = ReciprocalScorer("learned", Calibration(0.5, -2.0, 0.01), Calibration(0.3, -4.0, 0.02), (0.1, 1.0, 2.0),
-                         "developer_startup", True, {"chosen": "learned"})
+                         "developer_startup", True, {"chosen": "learned"}, {"cold": "reverse_only", "hot": "learned"})
     s.save(str(tmp_path))
     t = ReciprocalScorer.load(str(tmp_path))
     assert t == s

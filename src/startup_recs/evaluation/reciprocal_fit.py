@@ -12,8 +12,11 @@ window ``[val_start, split_at)``:
 - the learned fusion: a logistic regression of "both acted" (mutual) on ``logit p, logit q``;
 
 then picks the fusion (``harmonic``, ``product``, ``learned``) with the best validation
-``mutual_ndcg@10`` (ties: the first in that order). :func:`ranking` is the same fused ordering
-for any entities with the final models: evaluation scores it on test as ``reciprocal``.
+``mutual_ndcg@10`` (ties: the first in that order), and per entity segment (cold / warm / hot)
+the best of those and the one-sided order (``reverse_only``; ties keep the one-sided order), so
+a segment where the forward side does not help is answered as before. :func:`ranking` is the
+same fused ordering for any entities with the final models: evaluation scores it on test as
+``reciprocal``.
 
 Shapes: ``b`` entities x ``P`` pool slots; every pool pair of a batch gets its forward percentile in
 one :func:`~startup_recs.serving.reciprocal.forward_percentiles` call (users grouped by route).
@@ -37,6 +40,7 @@ from startup_recs.evaluation.mutual import mutual_pairs, target_of_pairs
 from startup_recs.serving.reciprocal import (
     METHODS,
     POOL,
+    REVERSE_ONLY,
     Calibration,
     ReciprocalScorer,
     forward_percentiles,
@@ -175,18 +179,27 @@ def fit(snapshot: Any, use_case: str, split: Any, rev_val: Any, fwd_val: Any, ks
     n_rel, segs = target.n_relevant[np.array(keep)], target.segments[np.array(keep)]
     k0 = min(ks)
     scores_by: dict[str, float] = {}
-    candidates = {m: fuse(m, p, q, weights) for m in METHODS} | {"reverse_only": p, "forward_only": q}
+    by_seg: dict[str, dict[str, float]] = {}
+    candidates = {m: fuse(m, p, q, weights) for m in METHODS} | {REVERSE_ONLY: p, "forward_only": q}
     for name, score in candidates.items():
         top = _ranked(idx, rows, score, len(ids), max(ks))[t_rows]
-        scores_by[name] = summarize(top, rel, rev_val.data.n_candidates, ks, segs, n_rel)["all"][f"ndcg@{k0}"]
+        summary = summarize(top, rel, rev_val.data.n_candidates, ks, segs, n_rel)
+        scores_by[name] = summary["all"][f"ndcg@{k0}"]
+        for seg, vals in summary.items():
+            if seg != "all" and f"ndcg@{k0}" in vals:
+                by_seg.setdefault(seg, {})[name] = float(vals[f"ndcg@{k0}"])
     best = max(METHODS, key=lambda m: (scores_by[m], -METHODS.index(m)))
+    choice = (REVERSE_ONLY, *METHODS)  # ties keep the one-sided order
+    by_segment = {seg: max(choice, key=lambda m, v=v: (v.get(m, -1.0), -choice.index(m)))
+                  for seg, v in sorted(by_seg.items())}
     scorer = ReciprocalScorer(best, reverse, forward, weights, twin.name, True, {
         "window": [start.isoformat(), end.isoformat()], "entities": len(ids), "mutual_entities": len(rel),
         "pairs": int(len(rows)), "positives": {"reverse": int(y_rev.sum()), "forward": int(y_fwd.sum()),
                                                "mutual": int(y_mut.sum())},
-        f"mutual_ndcg@{k0}": {k: float(v) for k, v in scores_by.items()}, "chosen": best})
-    log.info("reciprocal %s: %s chosen on validation (mutual_ndcg@%d %s)", uc.name, best, k0,
-             ", ".join(f"{k} {v:.4f}" for k, v in scores_by.items()))
+        f"mutual_ndcg@{k0}": {k: float(v) for k, v in scores_by.items()}, "chosen": best,
+        f"mutual_ndcg@{k0}_by_segment": by_seg, "chosen_by_segment": by_segment}, by_segment)
+    log.info("reciprocal %s: %s chosen on validation (mutual_ndcg@%d %s); by segment %s", uc.name, best, k0,
+             ", ".join(f"{k} {v:.4f}" for k, v in scores_by.items()), by_segment)
     return scorer
 
 
@@ -199,6 +212,11 @@ def ranking(rec: Any, forward: Any, scorer: ReciprocalScorer, ids: Sequence[str]
         part = list(ids[lo:lo + batch])
         idx, sc = pools(rec, part, pool)
         rows, x_r, x_f = features(rec, forward, part, idx, sc)
-        score = fuse(scorer.method, scorer.reverse(x_r), scorer.forward(x_f), scorer.weights)
+        p, q = scorer.reverse(x_r), scorer.forward(x_f)
+        method = np.array([scorer.method_for(rec.router.segment(e)) for e in part], dtype=object)[rows]
+        score = np.empty(len(rows))
+        for m in set(method.tolist()):  # each entity's segment's fusion
+            at = method == m
+            score[at] = fuse(m, p[at], q[at], scorer.weights)
         out[lo:lo + len(part)] = _ranked(idx, rows, score, len(part), n)
     return out

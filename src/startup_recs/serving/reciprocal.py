@@ -11,9 +11,12 @@ wants ``s``; the two are turned into probabilities and fused:
   favourite); ``q_i = sigmoid(a_f * x_f + b_f)`` ~ P(the candidate acts). A startup the
   forward bundle does not know gets the forward prior ``q = prior``;
 - fusion (:data:`METHODS`): ``harmonic`` ``2pq / (p + q)``, ``product`` ``p q``, or ``learned``
-  ``sigmoid(w0 + w1 logit p + w2 logit q)``.
+  ``sigmoid(w0 + w1 logit p + w2 logit q)``; per entity segment (cold / warm / hot) the
+  validation may instead keep the one-sided order (:data:`REVERSE_ONLY`, ``p`` alone): a cold
+  startup is new to the forward bundle too, whose percentiles then only add noise.
 
-The calibrations (``a``, ``b``), the learned weights and the method are fitted on the validation
+The calibrations (``a``, ``b``), the learned weights, the method and each segment's choice
+(``by_segment``) are fitted on the validation
 window with the stage-1 models of both directions (:mod:`startup_recs.evaluation.reciprocal_fit`)
 and saved as ``reciprocal.json`` in the reverse models folder (:data:`FILE`); without one the
 defaults below apply (identity calibration, harmonic mean) and the answer says ``fitted: false``.
@@ -40,6 +43,7 @@ from startup_recs.core.errors import DataError
 FILE = "reciprocal.json"
 FORMAT = 1
 METHODS = ("harmonic", "product", "learned")
+REVERSE_ONLY = "reverse_only"  # a segment's choice that keeps the one-sided (reverse) order
 POOL = 200  # the reverse pool fused (the routed top N_RETRIEVE, re-ranked)
 EPS = 1e-4  # percentiles and probabilities are clipped to [EPS, 1 - EPS] before a logit
 
@@ -68,8 +72,11 @@ class Calibration:
 
 
 def fuse(method: str, p: np.ndarray, q: np.ndarray, weights: Sequence[float] = (0.0, 1.0, 1.0)) -> np.ndarray:
-    """Fused score ``float64 [m]`` of calibrated ``p`` (reverse) and ``q`` (forward)."""
+    """Fused score ``float64 [m]`` of calibrated ``p`` (reverse) and ``q`` (forward);
+    :data:`REVERSE_ONLY` is ``p`` itself."""
     p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    if method == REVERSE_ONLY:
+        return p
     if method == "harmonic":
         return 2.0 * p * q / np.maximum(p + q, 1e-12)
     if method == "product":
@@ -77,7 +84,7 @@ def fuse(method: str, p: np.ndarray, q: np.ndarray, weights: Sequence[float] = (
     if method == "learned":
         w0, w1, w2 = (float(w) for w in weights)
         return _sigmoid(w0 + w1 * logit(p) + w2 * logit(q))
-    raise DataError(f"unknown reciprocal fusion {method!r}; expected one of: {', '.join(METHODS)}")
+    raise DataError(f"unknown reciprocal fusion {method!r}; expected one of: {', '.join((*METHODS, REVERSE_ONLY))}")
 
 
 def pool_z(scores: np.ndarray) -> np.ndarray:
@@ -130,7 +137,8 @@ def forward_percentiles(forward: Any, users: Sequence[str], startups: Sequence[s
 
 @dataclass
 class ReciprocalScorer:
-    """Calibrations, fusion method and learned weights (``reciprocal.json``)."""
+    """Calibrations, fusion method and learned weights (``reciprocal.json``). ``by_segment``:
+    ``{segment: method or REVERSE_ONLY}`` chosen on validation; a segment it lacks uses ``method``."""
 
     method: str = "harmonic"
     reverse: Calibration = field(default_factory=Calibration)
@@ -139,13 +147,19 @@ class ReciprocalScorer:
     forward_use_case: str | None = None
     fitted: bool = False
     validation: dict[str, Any] = field(default_factory=dict)
+    by_segment: dict[str, str] = field(default_factory=dict)
+
+    def method_for(self, segment: str | None) -> str:
+        """The fusion of an entity in ``segment`` (``None``: the overall ``method``)."""
+        return self.by_segment.get(segment, self.method) if segment else self.method
 
     # --- files ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "method": self.method, "forward_use_case": self.forward_use_case,
                 "calibration": {"reverse": {"feature": "pool_z", **self.reverse.__dict__},
                                 "forward": {"feature": "logit_forward_percentile", **self.forward.__dict__}},
-                "learned_weights": list(self.weights), "pool": POOL, "validation": self.validation}
+                "learned_weights": list(self.weights), "by_segment": dict(self.by_segment), "pool": POOL,
+                "validation": self.validation}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReciprocalScorer:
@@ -158,8 +172,11 @@ class ReciprocalScorer:
             return Calibration(float(c.get("a", 1.0)), float(c.get("b", 0.0)), float(c.get("prior", 0.5)))
 
         w = d.get("learned_weights") or (0.0, 1.0, 1.0)
+        by_segment = {str(k): str(v) for k, v in (d.get("by_segment") or {}).items()}
+        if bad := sorted(v for v in by_segment.values() if v not in (*METHODS, REVERSE_ONLY)):
+            raise DataError(f"{FILE}: unknown segment fusion {bad[0]!r}")
         return cls(d["method"], one("reverse"), one("forward"), (float(w[0]), float(w[1]), float(w[2])),
-                   d.get("forward_use_case"), True, d.get("validation") or {})
+                   d.get("forward_use_case"), True, d.get("validation") or {}, by_segment)
 
     def save(self, models_dir: str) -> None:
         storage.write_json(storage.join(models_dir, FILE), self.to_dict())
@@ -178,10 +195,11 @@ class ReciprocalScorer:
         q = self.forward(np.where(np.isnan(pct), np.nan, logit(pct)))
         return p, q
 
-    def rank(self, forward: Any, entity_id: str, cand_ids: Sequence[str],
-             scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(order, fused, p, q)`` of a pool: ``order`` (int [m], best first) sorts it by the fused score."""
+    def rank(self, forward: Any, entity_id: str, cand_ids: Sequence[str], scores: np.ndarray,
+             segment: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(order, fused, p, q)`` of a pool: ``order`` (int [m], best first) sorts it by the fused
+        score of the entity's ``segment`` (:meth:`method_for`)."""
         p, q = self.probabilities(forward, entity_id, cand_ids, scores)
-        fused = fuse(self.method, p, q, self.weights)
+        fused = fuse(self.method_for(segment), p, q, self.weights)
         order = np.argsort(-fused, kind="stable")
         return order, fused, p, q

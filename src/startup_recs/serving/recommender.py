@@ -245,7 +245,8 @@ class Recommender:
         if forward is not None and len(cand):
             # the pool the scorer was fitted on: the best POOL of the ranked list (as evaluation's pools)
             cand, scores = cand[:max(RECIPROCAL_POOL, limit)], scores[:max(RECIPROCAL_POOL, limit)]
-            order, fused, p, q = self.reciprocal.rank(forward, entity_id, [self._ids[c] for c in cand.tolist()], scores)
+            order, fused, p, q = self.reciprocal.rank(forward, entity_id, [self._ids[c] for c in cand.tolist()],
+                                                      scores, segment)
             cand, scores = cand[order], fused[order].astype(np.float32)
             two_sided = (p[order][:limit], q[order][:limit])
         cand, scores = cand[:limit], scores[:limit]
@@ -254,7 +255,7 @@ class Recommender:
         if forward is not None:
             if two_sided is not None:
                 self._two_sided(forward, entity_id, candidates, *two_sided)
-            extra["reciprocal"] = {"method": self.reciprocal.method, "fitted": self.reciprocal.fitted,
+            extra["reciprocal"] = {"method": self.reciprocal.method_for(segment), "fitted": self.reciprocal.fitted,
                                    "forward_model_version": forward.model_version}
         return {
             "entity_id": entity_id,
