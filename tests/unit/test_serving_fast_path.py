@@ -175,7 +175,12 @@ def test_materialized_content_lists_equal_live_content_scoring(models: Path, tmp
 
     staging = tmp_path / "staging"
     shutil.copytree(models, staging)
-    info = content_lists.build(staging, batch=7)  # batches cut across entities on purpose
+    info = content_lists.build(staging, batch=7, workers=3)  # batches cut across entities on purpose
+    one = tmp_path / "one-thread"
+    shutil.copytree(models, one)
+    content_lists.build(one, batch=5, workers=1)
+    for f in ("top_idx.npy", "top_scores.npy", "lists.json"):  # threads and batches change no byte
+        assert (staging / "content" / f).read_bytes() == (one / "content" / f).read_bytes(), f
     rec = Recommender.load(str(staging))
     live = Recommender.load(str(models))  # no lists: scans every candidate
     assert info["entities"] == len(rec.data.known_entities())
