@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from tests.integration import test_predictor as base
@@ -37,7 +37,9 @@ SCHEMA_BUDGET_S = 30.0
 BINARY_BUDGET_S = 12.0
 BATCH = 25  # examples per hypothesis run; runs repeat until the budget is spent
 LENGTH = "inference-header-content-length"
-_FUZZ = settings(deadline=None, database=None, phases=[Phase.generate], print_blob=True,
+# derandomize=False: hypothesis's "ci" profile (loaded when CI is set) derandomizes, and every
+# batch would then draw the same examples; each batch gets its own @seed instead (reproducible)
+_FUZZ = settings(deadline=None, database=None, phases=[Phase.generate], print_blob=True, derandomize=False,
                  suppress_health_check=list(HealthCheck))
 
 
@@ -107,6 +109,7 @@ def test_schemathesis_over_the_openapi_document_finds_no_5xx(server: Server, tru
     session = requests.Session()
 
     def batch(i: int) -> None:
+        @seed(i)
         @settings(_FUZZ, max_examples=BATCH)
         @given(case=negative if i % 3 == 2 else positive)  # two positive batches per negative one
         def run(case: schemathesis.Case) -> None:
@@ -218,6 +221,7 @@ def test_generated_binary_v2_bodies_get_no_5xx(server: Server, truth: dict) -> N
     with httpx.Client(base_url=server.url, timeout=30) as c:
 
         def batch(i: int) -> None:
+            @seed(i)
             @settings(_FUZZ, max_examples=BATCH)
             @given(req=strategy)
             def run(req: tuple[bytes, list[tuple[str, bytes]], bool]) -> None:
