@@ -1,6 +1,7 @@
 """Descriptions of the parameters many components share, written once.
 
-A component's ``Args:`` entry ``name: (shared)`` takes its text from :data:`ARGS`;
+A component's ``Args:`` entry ``name: (shared)`` (or a line ``(shared) a b c`` for several)
+takes its text from :data:`ARGS`;
 :func:`shared_args` fills it in before ``@dsl.component`` reads the docstring (the Kubeflow UI
 shows it), so the time-split and tuning parameters read the same in every step. It goes *under*
 ``@dsl.component``; KFP ships only the ``def`` to the pod, decorators dropped.
@@ -26,19 +27,33 @@ ARGS: dict[str, str] = {
 
 
 def shared_args(fn: F) -> F:
-    """Replace each ``<name>: (shared)`` line of ``fn``'s docstring with :data:`ARGS`' text.
+    """Fill ``fn``'s docstring from :data:`ARGS`.
 
-    ``<name>: (shared <key>)`` takes the text of another key (``seed: (shared tune_seed)``).
+    - ``<name>: (shared)`` becomes ``<name>: <ARGS[name]>``; ``<name>: (shared <key>)`` takes
+      another key's text (``seed: (shared tune_seed)``);
+    - ``(shared) a b=key c`` becomes one ``Args:`` line per name, in that order (the run of
+      time-split and tuning parameters most steps end with).
+
     Raises ``KeyError`` naming a key the glossary lacks, at import: a typo never reaches the UI.
     """
+
+    def text(name: str, key: str) -> str:
+        if key not in ARGS:
+            raise KeyError(f"{fn.__name__}: no shared description for {key!r} (components/glossary.py)")
+        return f"{name}: {ARGS[key]}"
+
     lines = []
     for line in (fn.__doc__ or "").split("\n"):
-        name, sep, rest = line.strip().partition(": ")
+        indent = line[:len(line) - len(line.lstrip())]
+        stripped = line.strip()
+        name, sep, rest = stripped.partition(": ")
+        if stripped.startswith(MARK + " "):
+            for item in stripped[len(MARK):].split():
+                n, _, k = item.partition("=")
+                lines.append(indent + text(n, k or n))
+            continue
         if sep and rest.startswith(MARK[:-1]) and rest.endswith(")"):
-            key = rest[len(MARK) - 1:-1].strip() or name
-            if key not in ARGS:
-                raise KeyError(f"{fn.__name__}: no shared description for {key!r} (components/glossary.py)")
-            line = f"{line[:len(line) - len(line.lstrip())]}{name}: {ARGS[key]}"
+            line = indent + text(name, rest[len(MARK) - 1:-1].strip() or name)
         lines.append(line)
     fn.__doc__ = "\n".join(lines)
     return fn

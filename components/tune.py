@@ -29,12 +29,7 @@ def tune_als(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Output[d
         alpha: Confidence scale of trial 0 (confidence = 1 + alpha * f(weight)).
         iterations: ALS sweeps of trial 0.
         weighting: Confidence weighting of trial 0: ``linear``, ``binary``, ``log`` or ``bm25``.
-        trials: (shared)
-        timeout_s: (shared)
-        seed: (shared tune_seed)
-        split_at: (shared)
-        test_days: (shared)
-        val_days: (shared tune_val_days)
+        (shared) trials timeout_s seed=tune_seed split_at test_days val_days=tune_val_days
 
     Returns:
         best: ``best_params.json`` (chosen and default values, their validation NDCG@10, every
@@ -65,12 +60,7 @@ def tune_item2item(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Ou
             past that; the trainer's ``auto``), ``cosine`` or ``bm25``.
         lam: EASE L2 strength of trial 0.
         neighbours: Item-kNN neighbours (K) of trial 0.
-        trials: (shared)
-        timeout_s: (shared)
-        seed: (shared tune_seed)
-        split_at: (shared)
-        test_days: (shared)
-        val_days: (shared tune_val_days)
+        (shared) trials timeout_s seed=tune_seed split_at test_days val_days=tune_val_days
 
     Returns:
         best: ``best_params.json`` and ``trials.csv``; the item-to-item trainers read their values
@@ -100,12 +90,7 @@ def tune_two_tower(snapshot: dsl.Input[dsl.Dataset], use_case: str, best: dsl.Ou
         lr: Adam learning rate of trial 0.
         temperature: Softmax temperature of trial 0 (logits = cosine / temperature).
         hard_negatives: Hard negatives per positive of trial 0.
-        trials: (shared)
-        timeout_s: (shared)
-        seed: (shared tune_seed)
-        split_at: (shared)
-        test_days: (shared)
-        val_days: (shared tune_val_days)
+        (shared) trials timeout_s seed=tune_seed split_at test_days val_days=tune_val_days
 
     Returns:
         best: ``best_params.json`` and ``trials.csv``; the two-tower trainers read their values

@@ -262,10 +262,13 @@ def test_glossary_fills_markers_and_refuses_an_unknown_key() -> None:
         Args:
             split_at: (shared)
             seed: (shared tune_seed)
+            (shared) test_days trials=tune_val_days
         """
 
     doc = shared_args(step).__doc__
     assert f"            split_at: {ARGS['split_at']}" in doc and f"seed: {ARGS['tune_seed']}" in doc
+    assert doc.rstrip().endswith(f"            test_days: {ARGS['test_days']}\n"
+                                 f"            trials: {ARGS['tune_val_days']}")
 
     def bad(x: int = 0) -> None:
         """Args:
