@@ -132,9 +132,10 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
         finally:
             os.environ.pop(STEP_ERROR_ENV, None)
     run = LocalRun(workdir=work, seconds=time.perf_counter() - t0, log_dir=log_dir, tasks=progress.results)
-    for src in _evaluation_folders(task.output):
-        metrics = json.loads((src / "metrics.json").read_text())
-        uc = metrics.get("use_case") or src.parent.name
+    order = {uc: i for i, uc in enumerate(arguments["use_cases"])}  # tables list use cases as asked
+    found = [(json.loads((src / "metrics.json").read_text()), src) for src in _evaluation_folders(task.output)]
+    found = [(m.get("use_case") or src.parent.name, m, src) for m, src in found]
+    for uc, metrics, src in sorted(found, key=lambda f: order.get(f[0], len(order))):
         dest = work / uc / "evaluation"
         if dest.exists():
             shutil.rmtree(dest)
@@ -142,9 +143,6 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
         run.evaluations[uc], run.metrics[uc], run.sources[uc] = dest, metrics, str(src)
     from startup_recs.core import bundle
 
-    order = {uc: i for i, uc in enumerate(arguments["use_cases"])}  # tables list use cases as asked
-    for name in ("evaluations", "metrics", "sources"):
-        setattr(run, name, dict(sorted(getattr(run, name).items(), key=lambda kv: order.get(kv[0], len(order)))))
     for uc in arguments["use_cases"]:
         ptr = bundle.read_pointer(models_uri, uc)
         run.published[uc] = ptr

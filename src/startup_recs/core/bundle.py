@@ -272,14 +272,21 @@ def _link_files(src: Path, rels: list[str], dest: Path) -> None:
 
 
 # --- writing -----------------------------------------------------------------------------------
-def build_manifest(staging_dir: Path, use_case: str, version: int, *, metrics: dict[str, Any],
-                   watermark: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def file_table(staging_dir: Path) -> dict[str, dict[str, Any]]:
+    """``{relpath: {"sha256", "bytes"}}`` of every file under ``staging_dir`` but the manifest."""
     files = {}
     for f in sorted(p for p in staging_dir.rglob("*") if p.is_file()):
         rel = str(f.relative_to(staging_dir))
-        if rel == MANIFEST:
-            continue
-        files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+        if rel != MANIFEST:
+            files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+    return files
+
+
+def build_manifest(staging_dir: Path, use_case: str, version: int, *, metrics: dict[str, Any],
+                   watermark: str | None, extra: dict[str, Any] | None = None,
+                   files: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The manifest of ``staging_dir``; ``files``: its :func:`file_table`, when already computed."""
+    files = file_table(staging_dir) if files is None else files
     return {
         "use_case": use_case,
         "version": version,
@@ -308,7 +315,7 @@ def publish(staging_dir: str | Path, models_uri: str, use_case: str, *, metrics:
     staging = Path(staging_dir)
     if not staging.is_dir() or not any(staging.iterdir()):
         raise BundleError(f"{staging}: nothing to publish")
-    files = build_manifest(staging, use_case, 1, metrics={}, watermark=None)["files"]
+    files = file_table(staging)  # hashed once: compared with the current bundle, then the manifest
     try:
         current = current_manifest(models_uri, use_case)
     except (StorageError, KeyError, TypeError) as exc:  # latest names a broken or missing bundle
@@ -329,7 +336,8 @@ def publish(staging_dir: str | Path, models_uri: str, use_case: str, *, metrics:
             raise BundleError(f"gate refused publishing {use_case}: {gate.reason}")
     version = claim_version(models_uri, use_case, max(versions(models_uri, use_case), default=0) + 1)
     target = storage.join(models_uri, use_case, f"v{version}")
-    manifest = build_manifest(staging, use_case, version, metrics=metrics, watermark=watermark, extra=extra)
+    manifest = build_manifest(staging, use_case, version, metrics=metrics, watermark=watermark, extra=extra,
+                              files=files)
     log.info("publishing %s v%d (%d files) to %s", use_case, version, len(manifest["files"]), target)
     for rel in manifest["files"]:
         storage.upload_file(staging / rel, storage.join(target, rel))

@@ -18,7 +18,6 @@ from typing import Any
 import pandas as pd
 
 from startup_recs.core import bundle, storage
-from startup_recs.core.artifacts import EXTRACT_STATS
 from startup_recs.core.errors import RecsError
 from startup_recs.pipeline.step import step
 from startup_recs.pipeline.ui_report import embed_plots_markdown
@@ -61,14 +60,6 @@ def _headline(m: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def snapshot_watermark(snapshot: str) -> str:
-    """The data watermark a snapshot's ``extract_stats.json`` records ("" when it has none)."""
-    try:
-        return str(storage.read_json(storage.join(snapshot, EXTRACT_STATS)).get("watermark") or "")
-    except (RecsError, OSError, ValueError):
-        return ""
-
-
 @step("monitor")
 def monitor(db_url: str, use_case: str, models_uri: str, out_dir: str, *, watermark: str = "",
             snapshot: str = "", report_md: str | None = None, window_days: float = 7.0,
@@ -77,9 +68,10 @@ def monitor(db_url: str, use_case: str, models_uri: str, out_dir: str, *, waterm
     plots to ``report_md``). This run's data watermark is ``watermark`` or, without it, the one
     ``snapshot`` records. Returns ``{"headline": {name: float}, "metadata": {...}}``."""
     from startup_recs.evaluation import online
-
-    watermark = watermark or (snapshot_watermark(snapshot) if snapshot else "")
+    from startup_recs.pipeline.folders import watermark_of
     from startup_recs.pipeline.urls import source_db_url
+
+    watermark = watermark or (watermark_of(snapshot) if snapshot else "")
 
     db_url = source_db_url(db_url)  # "" -> $RECS_DB_URL (the Secret), as the extract steps
     out = Path(out_dir)

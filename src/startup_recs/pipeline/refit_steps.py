@@ -128,12 +128,12 @@ def _ranker(snapshot: str, models_dir: str, use_case: str, work: Path, split: An
 
 
 def _stage1_learner(models_dir: str, use_case: str) -> str | None:
-    """The learner of the ranker in the evaluated folder (``lightgbm`` | ``mlp``), if it names one."""
-    from startup_recs.models.ranker import LEARNERS
+    """The learner of the ranker in the evaluated folder (``lightgbm`` | ``mlp``), if it has one."""
+    from startup_recs.models.ranker import load_config
 
-    uri = storage.join(models_dir, artifacts.ranker_files(get_use_case(use_case)).config)
-    learner = storage.read_json(uri).get("learner") if storage.exists(uri) else None
-    return learner if learner in LEARNERS else None
+    uc = get_use_case(use_case)
+    has = storage.exists(storage.join(models_dir, artifacts.ranker_files(uc).config))
+    return load_config(models_dir, uc.name).learner if has else None
 
 
 __all__ = ["refit"]
