@@ -55,6 +55,24 @@ def test_evaluation_and_serving_rank_the_same_pool(served):
         assert one["reranked"] and methods[i] == one["method_used"]
 
 
+def test_the_reciprocal_pool_is_the_served_ranked_list(served):
+    """The reciprocal scorer re-orders the ranked list a request of ``limit`` gets; its fit and
+    its evaluation read that same list, further down, not a pool built for a longer answer."""
+    from startup_recs.evaluation.reciprocal_fit import pools as reciprocal_pools
+
+    rec, _ = served
+    ents = sorted(rec.data.entity_counts)[:20]
+    idx, _ = reciprocal_pools(rec, ents, 200, 10)
+    top, _, _, pools = rec.top_ranked(ents, 10)
+    for i, e in enumerate(ents):
+        ranked, _ = rec.rank_pool(pools[i])
+        assert idx[i][idx[i] >= 0].tolist() == ranked.tolist()
+        assert idx[i][:10].tolist() == top[i].tolist()
+        assert [rec.data.candidate_ids[c] for c in idx[i][:10]] == [c["id"] for c in rec.recommend(e, 10)["candidates"]]
+    wider, _ = reciprocal_pools(rec, ents, 200, 200)  # a request of 200 has a wider routed list
+    assert any(len(wider[i][wider[i] >= 0]) > len(idx[i][idx[i] >= 0]) for i in range(len(ents)))
+
+
 def test_training_lists_hold_the_serving_pool(served):
     rec, lists = served
     for i, e in enumerate(lists.entity[:10]):

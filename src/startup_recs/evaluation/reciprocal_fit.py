@@ -74,10 +74,12 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 30
     return w
 
 
-def pools(rec: Any, ids: Sequence[str], pool: int = POOL) -> tuple[np.ndarray, np.ndarray]:
-    """Each entity's reverse pool: routed top ``pool``, re-ranked when the bundle has a ranker
-    (``idx int64 [b, pool]``, ``scores [b, pool]``; ``-1`` / ``-inf`` pad)."""
-    idx, sc, _ = rec.top_routed(list(ids), pool, rerank=rec.reranker is not None, n_retrieve=pool)
+def pools(rec: Any, ids: Sequence[str], pool: int = POOL, limit: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Each entity's reverse pool as a served answer of ``limit`` sees it: the best ``pool`` of
+    the routed list, re-ranked when the bundle has a ranker (the ranker's hybrid pool is built for
+    a request of ``limit``, as :meth:`Recommender.recommend` builds it, then read ``pool`` deep),
+    ``idx int64 [b, pool]``, ``scores [b, pool]``; ``-1`` / ``-inf`` pad."""
+    idx, sc, _ = rec.top_routed(list(ids), pool, rerank=rec.reranker is not None, limit=limit)
     return idx, sc
 
 
@@ -158,7 +160,7 @@ def fit(snapshot: Any, use_case: str, split: Any, rev_val: Any, fwd_val: Any, ks
     if not ids or mutual is None or not len(mutual):
         log.warning("reciprocal %s: no validation pairs to fit on; the defaults stay (harmonic)", uc.name)
         return scorer
-    idx, sc = pools(rev_val, ids, pool)
+    idx, sc = pools(rev_val, ids, pool, max(ks))
     rows, x_r, x_f = features(rev_val, fwd_val, ids, idx, sc)
     users = rev_val.data.candidate_ids[idx[rows, np.nonzero(idx >= 0)[1]]]
     y_rev, y_fwd, y_mut = (_labels(p, ids, users, rows) for p in (positive, theirs, mutual))
@@ -210,7 +212,7 @@ def ranking(rec: Any, forward: Any, scorer: ReciprocalScorer, ids: Sequence[str]
     out = np.full((len(ids), n), -1, np.int64)
     for lo in range(0, len(ids), batch):
         part = list(ids[lo:lo + batch])
-        idx, sc = pools(rec, part, pool)
+        idx, sc = pools(rec, part, pool, n)
         rows, x_r, x_f = features(rec, forward, part, idx, sc)
         p, q = scorer.reverse(x_r), scorer.forward(x_f)
         method = np.array([scorer.method_for(rec.router.segment(e)) for e in part], dtype=object)[rows]

@@ -331,15 +331,18 @@ class Recommender:
     def routes(self, entity_ids: Sequence[str]) -> list[tuple[str, str]]:
         return [self.router.route(e) for e in entity_ids]
 
-    def top_ranked(self, entity_ids: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray, list[str], list[Pool]]:
-        """Batch re-ranked top-``n`` for evaluation, over the pools :meth:`recommend` builds
-        (``limit = n``): ``(idx int64 [b, n], scores [b, n], method per entity, pools)``."""
+    def top_ranked(self, entity_ids: Sequence[str], n: int, *, limit: int | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, list[str], list[Pool]]:
+        """Batch re-ranked top-``n`` for evaluation, over the pools :meth:`recommend` builds for
+        a request of ``limit`` (default ``n``): ``(idx int64 [b, n], scores [b, n], method per
+        entity, pools)``. ``n > limit`` reads further down the same ranked pool, which is what a
+        reciprocal answer of ``limit`` re-orders."""
         if self.reranker is None:
             raise DataError("top_ranked needs a ranker")
         routes = self.routes(entity_ids)
         out_i = np.full((len(entity_ids), n), -1, np.int64)
         out_s = np.full((len(entity_ids), n), -np.inf, np.float32)
-        pools = self.pools([str(e) for e in entity_ids], [r for _, r in routes], n)
+        pools = self.pools([str(e) for e in entity_ids], [r for _, r in routes], n if limit is None else limit)
         for i, pool in enumerate(pools):
             ci, cs = self.rank_pool(pool)
             m = min(n, len(ci))
@@ -347,15 +350,17 @@ class Recommender:
         return out_i, out_s, [f"{s}:{r}" for s, r in routes], pools
 
     def top_routed(self, entity_ids: Sequence[str], n: int, *, rerank: bool = False,
-                   n_retrieve: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                   n_retrieve: int | None = None, limit: int | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Batch routed (optionally re-ranked) top-``n`` for evaluation.
 
         Entities are grouped by route and each group scored with one matrix product. Returns
         ``(idx int64 [b, n], scores [b, n], method per entity)``; ``-1``/``-inf`` pad short rows.
-        ``rerank=True`` (with a ranker): :meth:`top_ranked`, the hybrid pools re-ranked.
+        ``rerank=True`` (with a ranker): :meth:`top_ranked`, the hybrid pools of a request of
+        ``limit`` re-ranked.
         """
         if rerank and self.reranker is not None:
-            return self.top_ranked(entity_ids, n)[:3]
+            return self.top_ranked(entity_ids, n, limit=limit)[:3]
         routes = self.routes(entity_ids)
         out_i = np.full((len(entity_ids), n), -1, np.int64)
         out_s = np.full((len(entity_ids), n), -np.inf, np.float32)
