@@ -88,3 +88,35 @@ def test_generate_keeps_reverse_rows_and_adds_the_mutual_ceiling() -> None:
     one = dev[dev.entity_id == dev.entity_id.iloc[0]].sort_values("mutual_rank")
     assert one["mutual_rank"].tolist() == list(range(1, len(one) + 1))
     assert np.all(np.diff(one["mutual_affinity"].to_numpy()) <= 0)
+
+
+def _sig(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_mutual_score_is_the_whole_contact_cascade_times_the_answer(world) -> None:
+    """By hand: view (bias 0), click (-2.8) and contact (-3.6) by the startup's affinity, then
+    the answer (-3.8) by the candidate's own affinity, multiplied (summed in log)."""
+    w, _ = world
+    s = np.array([0, 0, 3, 7])
+    u = w.dev[[0, 5, 9, 11]]
+    got = reciprocity.mutual_scores(w, "startup_developer", s, u[:, None])
+    rev = w.affinity("startup_developer", s, u).astype(np.float64)
+    fwd = w.affinity("developer_startup", s, u).astype(np.float64)
+    want = np.log(_sig(rev) * _sig(rev - 2.8) * _sig(rev - 3.6) * _sig(fwd - 3.8))
+    np.testing.assert_allclose(got[:, 0], want, rtol=1e-5)
+
+
+def test_within_a_startup_the_forward_affinity_is_the_reverse_one_less_candidate_quality(world) -> None:
+    """Why one startup's pool gains nothing from knowing the candidates' side (docs/contracts.md):
+    the planted match and taste are symmetric, so ``fwd - rev`` is the startup's constant minus
+    the candidate's quality term; only the reply's and the exposure's curvature differ."""
+    from startup_recs.synth.world import C_QUAL
+
+    w, _ = world
+    for rev_uc, fwd_uc, users in (("startup_developer", "developer_startup", w.dev),
+                                  ("startup_investor", "investor_startup", w.inv)):
+        for s in (0, 17, 101):
+            ss = np.full(len(users), s)
+            diff = w.affinity(fwd_uc, ss, users) - w.affinity(rev_uc, ss, users) + C_QUAL * w.U.quality[users]
+            assert np.ptp(diff) < 1e-4

@@ -15,9 +15,11 @@ and adds the answers to every first move:
 One answer per pair (to its first first-move), ``REPLY_HOURS`` later (log-uniform, 1 h to 5
 days), and only when that is still inside the window; replies carry no session id.
 
-The planted *mutual* ceiling (:func:`mutual_scores`): ``log sigmoid(a_rev + CONTACT_BIAS) + log
-sigmoid(a_fwd + REPLY_BIAS)``, the log-probability that a startup contacts a candidate and is
-answered (examination left out); the oracle ranks each startup's shortlist by it.
+The planted *mutual* ceiling (:func:`mutual_scores`): ``sum_i log sigmoid(a_rev + b_i) + log
+sigmoid(a_fwd + REPLY_BIAS)`` over the reverse cascade's steps ``b_i``
+(:data:`~startup_recs.synth.sessions.REV_STEPS`: view, click, contact), the noise-free
+log-probability that a startup shown a candidate contacts them and is answered (examination and
+the logging policy's exposure left out); the oracle ranks each startup's shortlist by it.
 
 Why: a startup wants candidates who answer. Mutual evaluation (a test pair counts when both
 sides acted) and the reciprocal scorer (reverse x forward scores) need that in the data.
@@ -32,11 +34,11 @@ from __future__ import annotations
 import numpy as np
 
 from startup_recs.synth.affinity import World
+from startup_recs.synth.sessions import REV_STEPS
 from startup_recs.synth.world import DAY_US, T0_US, WINDOW_DAYS
 
 REPLY_STREAM = 0x5E9  # the replies' own random stream (with the seed)
 REPLY_BIAS = -3.8  # about half of the first moves get an answer (first moves already favour good pairs)
-CONTACT_BIAS = -3.6  # the reverse cascade's contact step (sessions.REV_STEPS): the mutual ceiling
 REPLY_HOURS = (1.0, 120.0)  # delay of an answer, log-uniform
 REPLY_EVENT = "reply"
 
@@ -115,7 +117,12 @@ def add_replies(w: World, sim: dict[str, dict[str, np.ndarray]], seed: int) -> d
 def mutual_scores(w: World, use_case: str, rows: np.ndarray, cand: np.ndarray, block: int = 2_000) -> np.ndarray:
     """Planted mutual score ``float32 [n, k]`` of reverse use case ``use_case``'s startups ``rows``
     ``[n]`` with their candidates ``cand`` ``[n, k]`` (user indices): the log-probability that
-    the startup contacts the candidate and the candidate answers. Blocks of ``block`` rows."""
+    the startup, shown the candidate, goes through every step of the reverse cascade to the
+    contact, and the candidate answers. Blocks of ``block`` rows.
+
+    Why the whole cascade: a contact needs a view, a click and the contact, each
+    ``sigmoid(a_rev + b_i)``, so the startup's side weighs about three times in the log; one
+    contact step alone would over-weigh the answer against the contact it answers."""
     twin = {"startup_developer": "developer_startup", "startup_investor": "investor_startup"}[use_case]
     out = np.empty(cand.shape, np.float32)
     for lo in range(0, len(rows), block):
@@ -124,5 +131,6 @@ def mutual_scores(w: World, use_case: str, rows: np.ndarray, cand: np.ndarray, b
         s = np.broadcast_to(r[:, None], c.shape)
         rev = w.affinity(use_case, s, c)
         fwd = w.affinity(twin, s, c)
-        out[lo:lo + block] = _log_sigmoid(rev + CONTACT_BIAS) + _log_sigmoid(fwd + REPLY_BIAS)
+        contact = sum(_log_sigmoid(rev + bias) for _, bias in REV_STEPS)
+        out[lo:lo + block] = contact + _log_sigmoid(fwd + REPLY_BIAS)
     return out
