@@ -48,6 +48,7 @@ from startup_recs.core.errors import ConfigError
 from startup_recs.serving import api
 from startup_recs.serving.experiments import Experiment, parse_experiments
 from startup_recs.serving.flags import add_serve_flags
+from startup_recs.serving.fresh import FreshExclusions
 from startup_recs.serving.reload import (
     BundleSlot,
     Loader,
@@ -153,18 +154,22 @@ class RecsModelServer(ModelServer):
 
 
 def build_models(bundles: Sequence[str], *, loader: Loader = default_loader,
-                 cache_dir: str | None = None, experiments: Sequence[str] = ()) -> list[RecsModel]:
+                 cache_dir: str | None = None, experiments: Sequence[str] = (),
+                 fresh: FreshExclusions | None = None) -> list[RecsModel]:
     """One loaded (or not-ready) :class:`RecsModel` per use case named by ``bundles``; every
     bundle is warmed up before it is served (:mod:`predictors.warm_up`). ``experiments``
     (``--experiment`` values): the use case's model answers through
-    :class:`~startup_recs.serving.experiments.Experiment` (its treatment slot: ``model.experiment``)."""
+    :class:`~startup_recs.serving.experiments.Experiment` (its treatment slot: ``model.experiment``).
+    ``fresh`` (``--fresh-exclusions``): every loaded bundle, either arm's, also excludes what
+    each entity contacted after its data watermark."""
     models = []
     if cache_dir:
         clean_cache(cache_dir)  # before any slot loads: those folders belong to a dead process
     sources = expand_sources(bundles)
     specs = parse_experiments(experiments, sources)
+    base = fresh.wrap(loader) if fresh is not None else loader
     for use_case, source in sources.items():
-        model_loader, experiment = warming(loader), None
+        model_loader, experiment = warming(base), None
         if use_case in specs:
             treatment = BundleSlot(specs[use_case].source, use_case, loader=model_loader, cache_root=cache_dir)
             experiment = Experiment(specs[use_case], treatment)
@@ -183,16 +188,22 @@ def serve(bundles: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, 
           cache_dir: str | None = None, max_body_bytes: int = api.MAX_BODY_BYTES,
           limits: Limits | None = None, loader: Loader = default_loader, models: list[Any] | None = None,
           experiments: Sequence[str] = (), log_sessions: str | None = None, session_queue: int = 10_000,
-          **server_kwargs: Any) -> None:
+          fresh_exclusions: str | None = None, fresh_interval: float = 30.0, **server_kwargs: Any) -> None:
     """Load the bundles and serve them until SIGINT/SIGTERM. ``reload_interval <= 0`` disables
     polling. ``limits``: the work queue's (default: from the environment). ``models`` (instead
     of ``bundles``) serves ready-made models: the benchmark's trivial model goes through exactly
     this path. ``log_sessions``: a SQLAlchemy URL or storage URI every answer is logged to
     (:mod:`predictors.session_log`; at most ``session_queue`` sessions wait for it), flushed on
-    shutdown."""
+    shutdown. ``fresh_exclusions``: the app database whose events after each bundle's watermark
+    are excluded too (:mod:`startup_recs.serving.fresh`), read every ``fresh_interval`` seconds."""
     queue = work_queue.configure(limits or Limits.from_env())
+    fresh = FreshExclusions(fresh_exclusions, fresh_interval) if fresh_exclusions else None
     if models is None:
-        models = build_models(bundles, loader=loader, cache_dir=cache_dir, experiments=experiments)
+        models = build_models(bundles, loader=loader, cache_dir=cache_dir, experiments=experiments, fresh=fresh)
+    if fresh is not None:
+        log.info("fresh exclusions from %s: %s pairs (read every %ss)", fresh.shown_url, fresh.counts(),
+                 fresh.interval_s if fresh.interval_s > 0 else "-")
+        fresh.start()
     link_twins(models)  # reverse answers fuse the forward twin's scores when it is served here
     app = kms.app
     app.add_middleware(RequestGuard, max_bytes=max_body_bytes)
@@ -221,6 +232,8 @@ def serve(bundles: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, 
     try:
         RecsModelServer(host=host, poller=poller, http_port=port, **server_kwargs).start(models)
     finally:
+        if fresh is not None:
+            fresh.stop()
         if sessions is not None:
             sessions.close()
 
@@ -250,7 +263,8 @@ def cli_serve(args: argparse.Namespace) -> int:
     serve(args.bundle, host=args.host, port=args.port, reload_interval=args.reload_interval,
           cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes, limits=limits_of(args),
           experiments=getattr(args, "experiment", None) or (), log_sessions=args.log_sessions,
-          session_queue=args.session_queue)
+          session_queue=args.session_queue, fresh_exclusions=getattr(args, "fresh_exclusions", None),
+          fresh_interval=getattr(args, "fresh_interval", 30.0))
     return 0
 
 
@@ -275,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve(args.bundle, host=args.host, port=args.http_port, reload_interval=args.reload_interval,
           cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes, limits=limits_of(args),
           experiments=args.experiment, log_sessions=args.log_sessions, session_queue=args.session_queue,
-          grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
+          fresh_exclusions=args.fresh_exclusions, fresh_interval=args.fresh_interval, grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
           max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
           enable_docs_url=args.enable_docs_url, enable_latency_logging=args.enable_latency_logging,
           access_log_format=args.access_log_format, event_loop=args.event_loop,

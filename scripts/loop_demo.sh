@@ -16,8 +16,12 @@
 #      AA=1 an A/A experiment: the same bundle in both arms, arms by the experiment's assignment;
 #   7. recs monitor per round and over all of it: online contact rate per arm, 95 % intervals, p values.
 #
+# Every predictor also reads, with --fresh-exclusions, the contacts made after its bundle's data (FRESH=1,
+# the default; FRESH=0 serves each bundle's own exclusions only): in round 2 the older v1 no longer
+# re-shows the candidates that round 1 got contacted, which the newer v2 excludes by its data.
+#
 # Environment: SIZE (tiny), SEED (0), SESSIONS per arm and round (1500), UC (startup_developer),
-# WORKDIR (loop_out), PORT (8093), SHARE (50), AA (0), DAYS per simulated arm (7), PARAMS (pipeline
+# WORKDIR (loop_out), PORT (8093), SHARE (50), AA (0), DAYS per simulated arm (7), FRESH (1), PARAMS (pipeline
 # --param values, small budgets by default). `make loop-demo` runs it: tiny took 7 min on a 2-core machine at
 # load 7-14 (AA=0), demo about an hour at load 11-27 (docs/online.md, Results).
 set -euo pipefail
@@ -32,6 +36,7 @@ PORT=${PORT:-8093}
 SHARE=${SHARE:-50}
 AA=${AA:-0}
 DAYS=${DAYS:-7}
+FRESH=${FRESH:-1}
 RECS=${RECS:-.venv/bin/recs}
 PY=${PY:-.venv/bin/python}
 PARAMS=${PARAMS:-tt_epochs=2 tt_batch_size=1024 embedding_dim=64 tune_als_trials=2 tune_item2item_trials=1 i2i_memory_gb=1.0}
@@ -60,7 +65,10 @@ trap stop_server EXIT
 
 serve() {  # serve ARGS...: recs serve on loopback with session logging, until the model is ready
   SERVES=$((SERVES + 1))
-  "$RECS" serve "$@" --port "$PORT" --log-sessions "$DB" --reload-interval 5 > "$WORK/serve-$SERVES.log" 2>&1 &
+  local fresh=()
+  if [ "$FRESH" = 1 ]; then fresh=(--fresh-exclusions "$DB" --fresh-interval 5); fi
+  "$RECS" serve "$@" --port "$PORT" --log-sessions "$DB" --reload-interval 5 "${fresh[@]}" \
+    > "$WORK/serve-$SERVES.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 1 180); do
     if curl -sf "http://127.0.0.1:$PORT/v2/models/$MODEL_NAME/ready" > /dev/null; then return 0; fi

@@ -98,3 +98,42 @@ def test_experiment_answers_each_entity_from_its_arm(setup: dict) -> None:
     log = Path(root / "serve-ab.log").read_text()
     assert "experiment {'name': 'it-ab'" in log
     json.dumps(m)  # metrics.json is plain JSON
+
+
+def test_fresh_exclusions_keep_what_was_contacted_after_the_bundle_out(setup: dict) -> None:
+    """``--fresh-exclusions``: the database's contacts after v1's data watermark (the tiny world's
+    test window, and any simulated traffic) are never answered by the served v1, though the same
+    bundle in process, without them, answers some of them."""
+    import sqlalchemy as sa
+
+    from startup_recs.serving.reload import default_loader
+
+    root, url, published = setup["root"], setup["url"], setup["published"]
+    bundle = published / SD / "v1"
+    plain = default_loader(bundle)
+    since = plain.data.until.strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sa.create_engine(url).connect() as conn:
+        rows = conn.execute(sa.text("select startup_id, user_id from startup_interactions where event in "
+                                    "('contact', 'apply_received') and ts >= :t"), {"t": since}).all()
+    fresh: dict[str, set[str]] = {}
+    for s, u in rows:
+        if u in plain.data.candidate_index and plain.data.knows_entity(s):
+            fresh.setdefault(s, set()).add(u)
+    ents = sorted(fresh)[:60]
+    assert len(ents) >= 20
+    stale = sum(bool(fresh[e] & {c["id"] for c in plain.recommend(e, 10)["candidates"]}) for e in ents)
+    assert stale > 0  # without them, the bundle re-shows candidates contacted after its data
+    srv = Server.recs_serve([f"{SD}={bundle}"], root / "serve-fresh.log", "--fresh-exclusions", url,
+                            "--fresh-interval", "0", "--reload-interval", "0")
+    try:
+        srv.wait_ready("startup-developer")
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            preds = client.post("/v1/models/startup-developer:predict",
+                                json={"instances": [{"entity_id": e, "limit": 10} for e in ents]}).json()["predictions"]
+            one = client.get(f"/api/recommendations/developers/for-startup/{ents[0]}?limit=10").json()
+    finally:
+        srv.stop()
+    for e, p in zip(ents, preds, strict=True):
+        assert len(p["candidates"]) == 10 and not fresh[e] & {c["id"] for c in p["candidates"]}, e
+    assert not fresh[ents[0]] & {c["id"] for c in one["candidates"]}
+    assert "fresh exclusions from sqlite:///" in Path(root / "serve-fresh.log").read_text()

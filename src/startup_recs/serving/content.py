@@ -264,7 +264,13 @@ class ContentRetriever(Retriever):
             rows = [self.lists.row.get(e) for e in entity_ids]
             if all(r is not None for r in rows):
                 idx = self.lists.idx[rows].astype(np.int64)
-                return idx, self.lists.scores[rows]
+                sc = self.lists.scores[rows]
+                for j, e in enumerate(entity_ids):  # contacted since the lists were built: dropped
+                    fresh = self.data.fresh_of(e)
+                    if len(fresh):
+                        gone = np.isin(idx[j], fresh)
+                        idx[j, gone], sc[j, gone] = -1, -np.inf
+                return idx, sc
         return super().top(entity_ids, n, exclude_seen=exclude_seen)
 
     def score_at(self, entity_id: str, cand_idx: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ Saved as plain files (no pickle) in one folder, by convention ``<models_dir>/ser
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,8 @@ FORMAT_VERSION = 1
 META_FILE = artifacts.SERVING_META
 # Recency of a candidate without any event in the fit window (days); finite so it can be a feature.
 NEVER_SEEN_DAYS = 3650.0
+_NONE = np.empty(0, dtype=np.int64)  # read-only: an entity with nothing excluded
+_NONE.setflags(write=False)
 
 
 def _as_utc(ts: Any) -> pd.Timestamp | None:
@@ -81,6 +83,7 @@ class ServingData:
     excluded: dict[str, np.ndarray] | None = None
     exclude_events: tuple[str, ...] | None = None
     candidate_index: dict[str, int] = field(init=False, repr=False)
+    _fresh: Callable[[str], Sequence[str]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.candidate_ids = np.asarray(self.candidate_ids, dtype=np.str_)
@@ -122,8 +125,28 @@ class ServingData:
         return self.seen.get(entity_id, np.empty(0, dtype=np.int64))
 
     def excluded_of(self, entity_id: str) -> np.ndarray:
-        """Candidate indices the entity already contacted (``int64 [m]``, maybe empty)."""
-        return self.excluded.get(entity_id, np.empty(0, dtype=np.int64))
+        """Candidate indices the entity already contacted (``int64 [m]``, maybe empty): in the
+        fit window, plus since it (:meth:`attach_fresh`) when the server reads fresh ones."""
+        done = self.excluded.get(entity_id, _NONE)
+        if self._fresh is None:
+            return done
+        extra = self.fresh_of(entity_id)
+        return np.union1d(done, extra) if len(extra) else done
+
+    def attach_fresh(self, lookup: Callable[[str], Sequence[str]] | None) -> None:
+        """Exclude, beside the fit window's, the candidate ids ``lookup(entity_id)`` names (the
+        predictor's :class:`~startup_recs.serving.fresh.FreshExclusions`: events after ``until``)."""
+        self._fresh = lookup
+
+    def fresh_of(self, entity_id: str) -> np.ndarray:
+        """Indices of the candidates excluded since ``until`` only (``int64 [m]``, maybe empty)."""
+        if self._fresh is None:
+            return _NONE
+        ids = self._fresh(entity_id)
+        if not ids:
+            return _NONE
+        idx = [self.candidate_index[c] for c in ids if c in self.candidate_index]
+        return np.asarray(sorted(idx), np.int64) if idx else _NONE
 
     def exclusions(self, entity_id: str) -> np.ndarray:
         """Indices never to recommend to ``entity_id``: already-contacted candidates and itself."""

@@ -29,6 +29,12 @@ def add_serve_flags(p: argparse.ArgumentParser, *, default_host: str = "127.0.0.
                    help="log every answer (a recommendation_sessions row + one impressions row per candidate) to "
                         "the app database (SQLAlchemy URL) or as Parquet parts under a storage URI (s3://, folder); "
                         "written in batches off the request path; answers carry session_id")
+    p.add_argument("--fresh-exclusions", default=None, metavar="URL",
+                   help="app database (SQLAlchemy URL) to read, beside each bundle's own exclusions, the candidates "
+                        "each entity contacted after the bundle's data watermark: never shown again until the next "
+                        "publish (docs/online.md)")
+    p.add_argument("--fresh-interval", type=float, default=30.0, metavar="S",
+                   help="with --fresh-exclusions: seconds between reads of new events (0: at bundle load only)")
     p.add_argument("--session-queue", type=int, default=10_000, metavar="N",
                    help="with --log-sessions: sessions that may wait in memory while the sink is down; "
                         "later ones are dropped and counted (recs_sessions_dropped_total)")

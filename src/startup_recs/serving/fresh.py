@@ -1,0 +1,187 @@
+"""Fresh exclusions: what an entity contacted after its bundle's data was taken.
+
+What: a bundle excludes the candidates each entity acted on (the use case's ``excluded_by``
+events: ``contact``, ``apply_received``, ...) up to its data watermark (``ServingData.until``,
+the refit's ``fit_until``). Between two publishes that list goes stale: a startup that contacts a
+developer at 10:00 is shown the same developer again at 10:05, and an A/B test of an older bundle
+against a newer one measures staleness, not ranking. :class:`FreshExclusions` (``recs serve
+--fresh-exclusions URL``) reads those events *after* the watermark from the app database (the
+interactions tables of ``data/schema.py``), at load and then every ``interval_s`` seconds, and
+each served bundle's :class:`~startup_recs.serving.data.ServingData` adds them to its
+exclusions (``excluded_of``), so every retriever, pool, filter and answer path honours them.
+
+Shapes: per use case ``{entity_id: {candidate_id: ts_us}}``; a lookup returns the candidate ids
+(a ``tuple``, empty for most entities). Reads are incremental (``ts >= the newest ts read``;
+repeats are deduplicated), so a poll costs one indexed range query.
+
+Why no raise: a database outage must not take answers down. A failed read logs one warning per
+outage, keeps what was read and is retried on the next poll; the answers then exclude what the
+bundle and the last good read knew.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from startup_recs.core.usecases import get_use_case
+from startup_recs.data.appdb import db_url, mask_url, sqlite_path
+
+log = logging.getLogger(__name__)
+
+Lookup = Callable[[str], tuple[str, ...]]
+# interactions table -> (entity column, candidate column) by the use case's direction
+COLUMNS = {"startup_interactions": ("startup_id", "user_id"), "user_interactions": ("user_id", "startup_id")}
+
+
+def _to_us(values: Iterable[Any]) -> np.ndarray:
+    """Timestamps as the drivers return them (datetimes; SQLite: text) -> int64 us since the epoch (UTC)."""
+    ts = pd.to_datetime(pd.Series(list(values), dtype=object), utc=True, format="mixed")
+    return ts.to_numpy(dtype="datetime64[us]").astype(np.int64)
+
+
+class FreshExclusions:
+    """The exclude events newer than each served bundle, read from the app database ``url``.
+
+    ``attach(model)`` (the loader wrapper calls it for every bundle it loads) reads the model's
+    use case from its data watermark on and gives the model's data the lookup; ``refresh()``
+    reads what is new since the last read; ``start()`` polls every ``interval_s`` seconds in a
+    daemon thread (``interval_s <= 0``: only at load)."""
+
+    def __init__(self, url: str, interval_s: float = 30.0) -> None:
+        self.url = db_url(url)
+        self.interval_s = float(interval_s)
+        self._engine: Any = None
+        self._lock = threading.Lock()
+        self._pairs: dict[str, dict[str, dict[str, int]]] = {}
+        self._from: dict[str, int] = {}  # use case -> read events at or after this (us)
+        self._failing = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rows_read = 0
+
+    @property
+    def shown_url(self) -> str:
+        """The database URL with its password masked (for logs)."""
+        return mask_url(self.url)
+
+    # --- wiring --------------------------------------------------------------------------------
+    def wrap(self, loader: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``loader``, then :meth:`attach` on what it loaded."""
+
+        def load(local_dir: Any) -> Any:
+            return self.attach(loader(local_dir))
+
+        return load
+
+    def attach(self, model: Any) -> Any:
+        data = getattr(model, "data", None)
+        if data is None or not hasattr(data, "attach_fresh"):
+            return model
+        if data.until is None:
+            log.warning("fresh exclusions: %s has no data watermark (fit on every event); not applied",
+                        data.use_case)
+            return model
+        uc = data.use_case
+        until_us = int(data.until.value // 1000)
+        with self._lock:
+            first = uc not in self._from
+            if first or until_us < self._from[uc]:
+                self._from[uc] = until_us  # an older bundle: read further back (repeats merge)
+                self._pairs.setdefault(uc, {})
+        self.refresh([uc])
+        data.attach_fresh(self.lookup(uc))
+        return model
+
+    def lookup(self, use_case: str) -> Lookup:
+        def of(entity_id: str) -> tuple[str, ...]:
+            got = self._pairs.get(use_case, {}).get(entity_id)
+            return tuple(got) if got else ()
+
+        return of
+
+    # --- reading -------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        if self._engine is None:
+            import sqlalchemy as sa
+
+            path = sqlite_path(self.url)
+            if path is not None and not path.is_file():
+                raise FileNotFoundError(f"database file not found: {path}")
+            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+        return self._engine
+
+    def refresh(self, use_cases: Iterable[str] | None = None) -> int:
+        """Read every watched use case's new exclude events; returns the rows read. Never raises."""
+        import sqlalchemy as sa
+
+        with self._lock:
+            todo = [u for u in (use_cases or list(self._from)) if u in self._from]
+            since = {u: self._from[u] for u in todo}
+        n = 0
+        try:
+            engine = self._connect()
+            with engine.connect() as conn:
+                for uc_name in todo:
+                    uc = get_use_case(uc_name)
+                    ent, cand = COLUMNS[uc.interactions_table]
+                    t = sa.table(uc.interactions_table, sa.column(ent), sa.column(cand), sa.column("event"),
+                                 sa.column("ts", sa.DateTime()))
+                    lower = dt.datetime.fromtimestamp(since[uc_name] / 1e6, dt.UTC)
+                    bound = lower.strftime("%Y-%m-%d %H:%M:%S.%f") if engine.dialect.name == "sqlite" else lower
+                    stmt = sa.select(t.c[ent], t.c[cand], sa.type_coerce(t.c.ts, sa.String()) if
+                                     engine.dialect.name == "sqlite" else t.c.ts).where(
+                        t.c.event.in_(list(uc.excluded_by)), t.c.ts >= bound)
+                    rows = conn.execute(stmt).all()
+                    if rows:
+                        self._add(uc_name, rows)
+                    n += len(rows)
+        except Exception as exc:  # noqa: BLE001 - any driver or network error: keep serving
+            if not self._failing:
+                log.warning("fresh exclusions: cannot read %s (%s); answers keep the last good read",
+                            self.shown_url, str(exc).splitlines()[0][:200])
+            self._failing = True
+            return n
+        if self._failing:
+            log.info("fresh exclusions: %s readable again", self.shown_url)
+        self._failing = False
+        self.rows_read += n
+        return n
+
+    def _add(self, use_case: str, rows: list[Any]) -> None:
+        ents = [str(r[0]) for r in rows]
+        cands = [str(r[1]) for r in rows]
+        ts = _to_us(r[2] for r in rows)
+        with self._lock:
+            table = self._pairs.setdefault(use_case, {})
+            for e, c, t in zip(ents, cands, ts.tolist(), strict=True):
+                table.setdefault(e, {})[c] = max(t, table.get(e, {}).get(c, t))
+            self._from[use_case] = max(self._from[use_case], int(ts.max()))
+
+    def counts(self) -> dict[str, int]:
+        """Pairs held per use case (what the overlay adds to the bundles' exclusions)."""
+        with self._lock:
+            return {u: sum(len(v) for v in p.values()) for u, p in self._pairs.items()}
+
+    # --- polling -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.interval_s <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="fresh-exclusions", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

@@ -1,0 +1,101 @@
+"""Fresh exclusions: a candidate contacted after the bundle's watermark is never answered again.
+
+A real recommender on the tiny marketplace, fitted on all of it; its app database (a copy
+of the tiny SQLite file, and a real PostgreSQL schema) gets contacts *after* that watermark, and
+:class:`~startup_recs.serving.fresh.FreshExclusions` must remove exactly those candidates from
+every answer path (materialised-free scoring, the hybrid pool, filters), leave a view alone, follow
+new events on refresh, and survive an unreachable database without raising.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from startup_recs.data import appdb, schema
+from startup_recs.serving.fresh import FreshExclusions
+
+UC = "startup_developer"
+
+
+@pytest.fixture(scope="module")
+def rec(tiny_snapshot, tmp_path_factory):
+    from startup_recs.data.snapshot import load_snapshot
+    from startup_recs.serving.data import ServingData
+    from startup_recs.serving.recommender import Recommender
+    from startup_recs.serving.retrievers import load_retrievers
+
+    snap = load_snapshot(tiny_snapshot)
+    # fitted on every event of the database, as a refit bundle is: what comes later is fresh
+    data = ServingData.from_snapshot(snap, UC, until=pd.to_datetime(snap.events(UC)["ts"], utc=True).max()
+                                     + pd.Timedelta(seconds=1))
+    folder = tmp_path_factory.mktemp("fresh_models")
+    return Recommender(data, load_retrievers(str(folder), data))
+
+
+def _events(rows: list[tuple[str, str, str, pd.Timestamp]]) -> dict[str, pa.Table]:
+    t = pa.table({"startup_id": [r[0] for r in rows], "user_id": [r[1] for r in rows],
+                  "event": [r[2] for r in rows], "ts": pa.array([r[3] for r in rows], schema.TS),
+                  "session_id": pa.nulls(len(rows), pa.string())})
+    return {"startup_interactions": schema.validate(t, "startup_interactions")}
+
+
+def _ids(answer: dict) -> list[str]:
+    return [c["id"] for c in answer["candidates"]]
+
+
+def _check(rec, url: str) -> None:
+    busy = sorted(rec.data.entity_counts, key=rec.data.entity_counts.get, reverse=True)[:3]
+    e, other, third = busy
+    before = _ids(rec.recommend(e, 10))
+    other_before = _ids(rec.recommend(other, 10))
+    after_mark = rec.data.until + pd.Timedelta(hours=1)
+    appdb.insert_rows(url, _events([(e, before[0], "contact", after_mark), (e, before[1], "view", after_mark),
+                                    (other, other_before[2], "apply_received", after_mark),
+                                    (third, before[0], "contact", rec.data.until - pd.Timedelta(days=400))]))
+    fresh = FreshExclusions(url, interval_s=0)
+    fresh.attach(rec)
+    try:
+        now = _ids(rec.recommend(e, 10))
+        assert before[0] not in now and before[1] in now  # a contact excludes, a view does not
+        assert now == [c for c in before if c != before[0]] + now[9:]  # the rest keeps its order
+        assert other_before[2] not in _ids(rec.recommend(other, 10))
+        assert rec.data.fresh_of(e).tolist() == [rec.data.candidate_index[before[0]]]
+        assert len(rec.data.fresh_of(third)) == 0  # before the watermark: the bundle's business
+        batch = rec.recommend_batch([e, other], 10)
+        assert before[0] not in _ids(batch[0]) and other_before[2] not in _ids(batch[1])
+        # a new contact is read on the next refresh, incrementally
+        appdb.insert_rows(url, _events([(e, now[0], "contact", after_mark + pd.Timedelta(minutes=5))]))
+        assert fresh.refresh() >= 1
+        assert now[0] not in _ids(rec.recommend(e, 10))
+        assert fresh.counts() == {UC: 3}
+    finally:
+        rec.data.attach_fresh(None)
+
+
+def test_sqlite_contacts_after_the_watermark_are_excluded(rec, tiny_db, tmp_path) -> None:
+    db = tmp_path / "app.db"
+    shutil.copy(tiny_db, db)
+    _check(rec, f"sqlite:///{db}")
+
+
+def test_postgresql_contacts_after_the_watermark_are_excluded(rec, pg_url, tiny_tables) -> None:
+    appdb.write_db({k: v.slice(0, 0) for k, v in tiny_tables.items() if k != "oracle"}, pg_url)
+    _check(rec, pg_url)
+
+
+def test_an_unreachable_database_never_raises_and_keeps_answers(rec, tmp_path, caplog) -> None:
+    fresh = FreshExclusions(f"sqlite:///{tmp_path / 'missing.db'}", interval_s=0)
+    e = max(rec.data.entity_counts, key=rec.data.entity_counts.get)
+    before = _ids(rec.recommend(e, 10))
+    try:
+        with caplog.at_level("WARNING"):
+            fresh.attach(rec)
+            assert fresh.refresh() == 0
+        assert sum("cannot read" in r.getMessage() for r in caplog.records) == 1  # one line per outage
+        assert _ids(rec.recommend(e, 10)) == before
+    finally:
+        rec.data.attach_fresh(None)
