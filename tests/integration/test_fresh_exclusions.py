@@ -99,3 +99,34 @@ def test_an_unreachable_database_never_raises_and_keeps_answers(rec, tmp_path, c
         assert _ids(rec.recommend(e, 10)) == before
     finally:
         rec.data.attach_fresh(None)
+
+
+def test_a_bundle_fitted_on_every_event_uses_its_manifest_watermark(tiny_snapshot, tiny_db, tmp_path) -> None:
+    """A published refit bundle's serving data has no ``until`` (every event of its snapshot); the
+    manifest's ``data_watermark`` is where its exclusions end and the fresh ones begin."""
+    import json
+
+    from startup_recs.data.snapshot import load_snapshot
+    from startup_recs.serving.data import ServingData
+    from startup_recs.serving.fresh import watermark_of
+    from startup_recs.serving.recommender import Recommender
+    from startup_recs.serving.retrievers import load_retrievers
+
+    snap = load_snapshot(tiny_snapshot)
+    data = ServingData.from_snapshot(snap, UC, until=None)
+    (tmp_path / "m").mkdir()
+    rec_all = Recommender(data, load_retrievers(str(tmp_path / "m"), data))
+    mark = pd.to_datetime(snap.events(UC)["ts"], utc=True).max()
+    bundle_dir = tmp_path / "v1"
+    bundle_dir.mkdir()
+    (bundle_dir / "manifest.json").write_text(json.dumps({"use_case": UC, "version": 1, "files": {},
+                                                         "data_watermark": mark.isoformat()}))
+    assert watermark_of(bundle_dir) == mark and watermark_of(tmp_path / "none") is None
+    db = tmp_path / "app.db"
+    shutil.copy(tiny_db, db)
+    e = max(data.entity_counts, key=data.entity_counts.get)
+    top = _ids(rec_all.recommend(e, 10))[0]
+    appdb.insert_rows(f"sqlite:///{db}", _events([(e, top, "contact", mark + pd.Timedelta(minutes=1))]))
+    fresh = FreshExclusions(f"sqlite:///{db}", interval_s=0)
+    fresh.attach(rec_all, watermark_of(bundle_dir))
+    assert fresh.counts() == {UC: 1} and top not in _ids(rec_all.recommend(e, 10))

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from startup_recs.core import bundle
+from startup_recs.core.errors import RecsError
 from startup_recs.core.usecases import get_use_case
 from startup_recs.data.appdb import db_url, mask_url, sqlite_path
 
@@ -44,6 +46,16 @@ def _to_us(values: Iterable[Any]) -> np.ndarray:
     """Timestamps as the drivers return them (datetimes; SQLite: text) -> int64 us since the epoch (UTC)."""
     ts = pd.to_datetime(pd.Series(list(values), dtype=object), utc=True, format="mixed")
     return ts.to_numpy(dtype="datetime64[us]").astype(np.int64)
+
+
+def watermark_of(local_dir: Any) -> pd.Timestamp | None:
+    """The ``data_watermark`` (else ``fit_until``) of the bundle in ``local_dir``'s manifest, UTC."""
+    try:
+        manifest = bundle.read_manifest(str(local_dir))
+    except RecsError:
+        return None
+    mark = manifest.get("data_watermark") or manifest.get("fit_until")
+    return pd.Timestamp(mark).tz_convert("UTC") if mark else None
 
 
 class FreshExclusions:
@@ -76,20 +88,23 @@ class FreshExclusions:
         """``loader``, then :meth:`attach` on what it loaded."""
 
         def load(local_dir: Any) -> Any:
-            return self.attach(loader(local_dir))
+            return self.attach(loader(local_dir), watermark_of(local_dir))
 
         return load
 
-    def attach(self, model: Any) -> Any:
+    def attach(self, model: Any, watermark: pd.Timestamp | None = None) -> Any:
+        """Give ``model``'s data the lookup of the events after its watermark: the serving data's
+        ``until``, else ``watermark`` (a published bundle fitted on every event of its snapshot:
+        the manifest's ``data_watermark``)."""
         data = getattr(model, "data", None)
         if data is None or not hasattr(data, "attach_fresh"):
             return model
-        if data.until is None:
-            log.warning("fresh exclusions: %s has no data watermark (fit on every event); not applied",
-                        data.use_case)
+        mark = data.until if data.until is not None else watermark
+        if mark is None:
+            log.warning("fresh exclusions: %s has no data watermark; not applied", data.use_case)
             return model
         uc = data.use_case
-        until_us = int(data.until.value // 1000)
+        until_us = int(pd.Timestamp(mark).value // 1000)
         with self._lock:
             first = uc not in self._from
             if first or until_us < self._from[uc]:
