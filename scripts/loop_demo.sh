@@ -22,8 +22,8 @@
 #
 # Environment: SIZE (tiny), SEED (0), SESSIONS per arm and round (1500), UC (startup_developer),
 # WORKDIR (loop_out), PORT (8093), SHARE (50), AA (0), DAYS per simulated arm (7), FRESH (1), PARAMS (pipeline
-# --param values, small budgets by default). `make loop-demo` runs it: tiny took 7 min on a 2-core machine at
-# load 7-14 (AA=0), demo about an hour at load 11-27 (docs/online.md, Results).
+# --param values, small budgets by default). `make loop-demo` runs it: tiny took 83 s and demo (AA=1) 10 min 26 s
+# on an idle 2-core machine (docs/online.md, Results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
