@@ -130,3 +130,29 @@ def test_a_bundle_fitted_on_every_event_uses_its_manifest_watermark(tiny_snapsho
     fresh = FreshExclusions(f"sqlite:///{db}", interval_s=0)
     fresh.attach(rec_all, watermark_of(bundle_dir))
     assert fresh.counts() == {UC: 1} and top not in _ids(rec_all.recommend(e, 10))
+
+
+def test_lookups_while_the_poller_adds_rows_never_fail() -> None:
+    """The poller's thread adds rows while requests read them: each entity's set is replaced
+    whole, so a reader never iterates a dict that changes under it."""
+    import threading
+
+    fresh = FreshExclusions("sqlite:///unused.db", interval_s=0)
+    fresh._from[UC] = 0
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            fresh._add(UC, [("s1", f"u{i}", pd.Timestamp("2026-07-01", tz="UTC"))])
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        of = fresh.lookup(UC)
+        sizes = [len(of("s1")) for _ in range(20_000)]
+    finally:
+        stop.set()
+        t.join()
+    assert sizes == sorted(sizes) and sizes[-1] > 0  # only ever grows, never raises

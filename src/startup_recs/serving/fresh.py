@@ -173,10 +173,16 @@ class FreshExclusions:
         ents = [str(r[0]) for r in rows]
         cands = [str(r[1]) for r in rows]
         ts = _to_us(r[2] for r in rows)
+        new: dict[str, dict[str, int]] = {}
+        for e, c, t in zip(ents, cands, ts.tolist(), strict=True):
+            got = new.setdefault(e, {})
+            got[c] = max(t, got.get(c, t))
         with self._lock:
             table = self._pairs.setdefault(use_case, {})
-            for e, c, t in zip(ents, cands, ts.tolist(), strict=True):
-                table.setdefault(e, {})[c] = max(t, table.get(e, {}).get(c, t))
+            for e, got in new.items():
+                # a fresh dict per entity, swapped in whole: a request reading the old one while
+                # this runs (the poller's thread) never sees it change under its iteration
+                table[e] = {**table.get(e, {}), **got}
             self._from[use_case] = max(self._from[use_case], int(ts.max()))
 
     def counts(self) -> dict[str, int]:
