@@ -30,6 +30,41 @@ from startup_recs.pipeline.step import STEP_ERROR_ENV
 
 log = logging.getLogger(__name__)
 LOG_DIR = "logs"  # under the workdir: the executor logs of the last run
+# the thread pools of NumPy/BLAS, PyTorch and LightGBM read these when a task's process starts
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def task_threads(cores: int, at_once: int, current: str | None = None) -> int:
+    """Threads per task when ``at_once`` use cases' tasks share ``cores``: ``cores // at_once``,
+    at least 1, and never more than an ``OMP_NUM_THREADS`` already set (``current``).
+
+    Why: every task's thread pools default to every core (or to ``OMP_NUM_THREADS``), so four
+    use cases side by side on 2 cores run 8 busy threads; the demo's two-tower fits took 76 s
+    that way against 20 s with one thread each, and the whole demo 492 s against 368 s."""
+    n = max(1, int(cores) // max(1, int(at_once)))
+    if current is not None and current.strip().isdigit() and int(current) > 0:
+        n = min(n, int(current))
+    return n
+
+
+class _ThreadsPerTask:
+    """Sets :data:`THREAD_ENV` for the tasks' processes while the run lasts, then restores it."""
+
+    def __init__(self, at_once: int) -> None:
+        self.n = task_threads(os.cpu_count() or 1, at_once, os.environ.get("OMP_NUM_THREADS"))
+        self._saved = {k: os.environ.get(k) for k in THREAD_ENV}
+
+    def __enter__(self) -> int:
+        for k in THREAD_ENV:
+            os.environ[k] = str(self.n)
+        return self.n
+
+    def __exit__(self, *exc: object) -> None:
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class PipelineRunError(RecsError):
@@ -94,7 +129,8 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
 
     Quiet (:mod:`pipelines.progress`): executor logs go to ``<workdir>/logs/`` (replaced on each
     run), and ``printer`` (default: stdout) gets a header and one line per pipeline task.
-    ``parallelism``: use cases trained at once (kfp.local runs them in threads; 0 = all).
+    ``parallelism``: use cases trained at once (kfp.local runs them in threads; 0 = all); each
+    task's thread pools get ``cores // parallelism`` threads (:func:`task_threads`).
     """
     from kfp import local
 
@@ -116,9 +152,12 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
     at_once = parallelism if parallelism > 0 else len(arguments["use_cases"])
     pipeline = build_pipeline(CompileOptions(parallelism=at_once))
     t0 = time.perf_counter()
-    with quiet_run(log_dir, arguments["use_cases"], printer, max_parallel=at_once) as progress:
+    with quiet_run(log_dir, arguments["use_cases"], printer, max_parallel=at_once) as progress, \
+            _ThreadsPerTask(at_once) as threads:
         log.info("kfp.local ignores the compiled resources, accelerator and GPU node selector; "
                  "the two-tower trainer uses CUDA if this machine has it, else the CPU")
+        log.info("%d use case(s) at once on %d core(s): %d thread(s) per task", at_once, os.cpu_count() or 1,
+                 threads)
         try:
             with warnings.catch_warnings():
                 # one line above says it; kfp repeats it for every task
