@@ -18,7 +18,8 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,20 +48,17 @@ def task_threads(cores: int, at_once: int, current: str | None = None) -> int:
     return n
 
 
-class _ThreadsPerTask:
-    """Sets :data:`THREAD_ENV` for the tasks' processes while the run lasts, then restores it."""
-
-    def __init__(self, at_once: int) -> None:
-        self.n = task_threads(os.cpu_count() or 1, at_once, os.environ.get("OMP_NUM_THREADS"))
-        self._saved = {k: os.environ.get(k) for k in THREAD_ENV}
-
-    def __enter__(self) -> int:
-        for k in THREAD_ENV:
-            os.environ[k] = str(self.n)
-        return self.n
-
-    def __exit__(self, *exc: object) -> None:
-        for k, v in self._saved.items():
+@contextmanager
+def _threads_per_task(at_once: int) -> Iterator[int]:
+    """:data:`THREAD_ENV` set to :func:`task_threads` for the tasks' processes while the run
+    lasts (they inherit the environment when kfp.local starts them), then restored."""
+    n = task_threads(os.cpu_count() or 1, at_once, os.environ.get("OMP_NUM_THREADS"))
+    saved = {k: os.environ.get(k) for k in THREAD_ENV}
+    os.environ.update(dict.fromkeys(THREAD_ENV, str(n)))
+    try:
+        yield n
+    finally:
+        for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
@@ -153,7 +151,7 @@ def run_local(arguments: dict[str, Any], workdir: str | Path, *, caching: bool =
     pipeline = build_pipeline(CompileOptions(parallelism=at_once))
     t0 = time.perf_counter()
     with quiet_run(log_dir, arguments["use_cases"], printer, max_parallel=at_once) as progress, \
-            _ThreadsPerTask(at_once) as threads:
+            _threads_per_task(at_once) as threads:
         log.info("kfp.local ignores the compiled resources, accelerator and GPU node selector; "
                  "the two-tower trainer uses CUDA if this machine has it, else the CPU")
         log.info("%d use case(s) at once on %d core(s): %d thread(s) per task", at_once, os.cpu_count() or 1,

@@ -263,8 +263,8 @@ def cli_serve(args: argparse.Namespace) -> int:
     serve(args.bundle, host=args.host, port=args.port, reload_interval=args.reload_interval,
           cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes, limits=limits_of(args),
           experiments=getattr(args, "experiment", None) or (), log_sessions=args.log_sessions,
-          session_queue=args.session_queue, fresh_exclusions=getattr(args, "fresh_exclusions", None),
-          fresh_interval=getattr(args, "fresh_interval", 30.0))
+          session_queue=args.session_queue, fresh_exclusions=args.fresh_exclusions,
+          fresh_interval=args.fresh_interval)
     return 0
 
 
@@ -289,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve(args.bundle, host=args.host, port=args.http_port, reload_interval=args.reload_interval,
           cache_dir=args.cache_dir, max_body_bytes=args.max_body_bytes, limits=limits_of(args),
           experiments=args.experiment, log_sessions=args.log_sessions, session_queue=args.session_queue,
-          fresh_exclusions=args.fresh_exclusions, fresh_interval=args.fresh_interval, grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
+          fresh_exclusions=args.fresh_exclusions, fresh_interval=args.fresh_interval,
+          grpc_port=args.grpc_port, workers=args.workers, max_threads=args.max_threads,
           max_asyncio_workers=args.max_asyncio_workers, enable_grpc=args.enable_grpc,
           enable_docs_url=args.enable_docs_url, enable_latency_logging=args.enable_latency_logging,
           access_log_format=args.access_log_format, event_loop=args.event_loop,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pipelines.local import THREAD_ENV, _ThreadsPerTask, task_threads
+from pipelines.local import THREAD_ENV, _threads_per_task, task_threads
 
 
 def test_threads_split_the_cores_between_the_use_cases_at_once() -> None:
@@ -25,6 +25,6 @@ def test_the_setting_lasts_for_the_run_only(monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    with _ThreadsPerTask(4) as n:
+    with _threads_per_task(4) as n:
         assert n == 1 and all(os.environ[k] == "1" for k in THREAD_ENV)
     assert os.environ["OMP_NUM_THREADS"] == "2" and "MKL_NUM_THREADS" not in os.environ

@@ -74,7 +74,7 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, iters: int = 30
     return w
 
 
-def pools(rec: Any, ids: Sequence[str], pool: int = POOL, limit: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def pools(rec: Any, ids: Sequence[str], pool: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Each entity's reverse pool as a served answer of ``limit`` sees it: the best ``pool`` of
     the routed list, re-ranked when the bundle has a ranker (the ranker's hybrid pool is built for
     a request of ``limit``, as :meth:`Recommender.recommend` builds it, then read ``pool`` deep),

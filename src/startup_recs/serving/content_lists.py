@@ -42,7 +42,8 @@ BATCH = 32
 def build(models_dir: str | Path, *, k: int = K, batch: int = BATCH, workers: int | None = None) -> dict[str, Any]:
     """Write ``<models_dir>/content/`` for every entity of the folder's serving data.
 
-    ``workers``: threads scanning batches at once (default: the machine's cores, at most 8); the
+    ``workers``: threads scanning batches at once (default: the task's ``OMP_NUM_THREADS``, which
+    ``run_local`` sets when use cases share the cores, else the machine's cores, at most 8); the
     rows do not depend on it. Logs progress about every 10 % of the entities.
     Returns ``{"entities", "k", "seconds"}`` (``{"entities": 0}`` without a content retriever).
     """
@@ -72,7 +73,9 @@ def build(models_dir: str | Path, *, k: int = K, batch: int = BATCH, workers: in
         idx[lo:lo + len(chunk), : i.shape[1]] = np.where(np.isfinite(s), i, -1)
         sc[lo:lo + len(chunk), : s.shape[1]] = s
 
-    n_workers = max(1, int(workers or min(os.cpu_count() or 1, 8)))
+    budget = os.environ.get("OMP_NUM_THREADS", "").strip()
+    default = int(budget) if budget.isdigit() and int(budget) > 0 else min(os.cpu_count() or 1, 8)
+    n_workers = max(1, int(workers or default))
     with ThreadPoolExecutor(n_workers, thread_name_prefix="content-lists") as pool:
         for done, _ in enumerate(pool.map(one, starts), 1):
             if done % step == 0 and done < len(starts):

@@ -83,7 +83,9 @@ class ServingData:
     excluded: dict[str, np.ndarray] | None = None
     exclude_events: tuple[str, ...] | None = None
     candidate_index: dict[str, int] = field(init=False, repr=False)
-    _fresh: Callable[[str], Sequence[str]] | None = field(default=None, init=False, repr=False)
+    _fresh: Callable[[str], tuple[str, ...]] | None = field(default=None, init=False, repr=False)
+    _fresh_cache: dict[str, tuple[tuple[str, ...], np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.candidate_ids = np.asarray(self.candidate_ids, dtype=np.str_)
@@ -128,25 +130,34 @@ class ServingData:
         """Candidate indices the entity already contacted (``int64 [m]``, maybe empty): in the
         fit window, plus since it (:meth:`attach_fresh`) when the server reads fresh ones."""
         done = self.excluded.get(entity_id, _NONE)
-        if self._fresh is None:
-            return done
-        extra = self.fresh_of(entity_id)
-        return np.union1d(done, extra) if len(extra) else done
+        got = self._fresh_entry(entity_id, done)
+        return done if got is None else got[2]
 
-    def attach_fresh(self, lookup: Callable[[str], Sequence[str]] | None) -> None:
+    def attach_fresh(self, lookup: Callable[[str], tuple[str, ...]] | None) -> None:
         """Exclude, beside the fit window's, the candidate ids ``lookup(entity_id)`` names (the
-        predictor's :class:`~startup_recs.serving.fresh.FreshExclusions`: events after ``until``)."""
-        self._fresh = lookup
+        predictor's :class:`~startup_recs.serving.fresh.FreshExclusions`: events after ``until``;
+        it returns the same tuple until new events arrive, so the indices are mapped once)."""
+        self._fresh, self._fresh_cache = lookup, {}
 
     def fresh_of(self, entity_id: str) -> np.ndarray:
         """Indices of the candidates excluded since ``until`` only (``int64 [m]``, maybe empty)."""
+        got = self._fresh_entry(entity_id, self.excluded.get(entity_id, _NONE))
+        return _NONE if got is None else got[1]
+
+    def _fresh_entry(self, entity_id: str, done: np.ndarray) -> tuple[tuple[str, ...], np.ndarray, np.ndarray] | None:
+        """``(ids, their indices, done + them)`` of ``entity_id``'s fresh exclusions, cached per
+        ids tuple (a request asks once per retriever); ``None`` when it has none."""
         if self._fresh is None:
-            return _NONE
+            return None
         ids = self._fresh(entity_id)
         if not ids:
-            return _NONE
-        idx = [self.candidate_index[c] for c in ids if c in self.candidate_index]
-        return np.asarray(sorted(idx), np.int64) if idx else _NONE
+            return None
+        got = self._fresh_cache.get(entity_id)
+        if got is None or got[0] is not ids:
+            idx = np.asarray(sorted({self.candidate_index[c] for c in ids if c in self.candidate_index}), np.int64)
+            got = (ids, idx, np.union1d(done, idx) if len(idx) else done)
+            self._fresh_cache[entity_id] = got
+        return got
 
     def exclusions(self, entity_id: str) -> np.ndarray:
         """Indices never to recommend to ``entity_id``: already-contacted candidates and itself."""

@@ -10,9 +10,10 @@ interactions tables of ``data/schema.py``), at load and then every ``interval_s`
 each served bundle's :class:`~startup_recs.serving.data.ServingData` adds them to its
 exclusions (``excluded_of``), so every retriever, pool, filter and answer path honours them.
 
-Shapes: per use case ``{entity_id: {candidate_id: ts_us}}``; a lookup returns the candidate ids
-(a ``tuple``, empty for most entities). Reads are incremental (``ts >= the newest ts read``;
-repeats are deduplicated), so a poll costs one indexed range query.
+Shapes: per use case ``{entity_id: tuple of candidate ids}``; a lookup returns that tuple (empty
+for most entities), the same object until a read adds to it, so a bundle's data can cache what
+it maps it to. Reads are incremental (``ts >= the newest ts read``; repeats are deduplicated), so
+a poll costs one indexed range query on the app tables of :func:`startup_recs.data.appdb.metadata`.
 
 Why no raise: a database outage must not take answers down. A failed read logs one warning per
 outage, keeps what was read and is retried on the next poll; the answers then exclude what the
@@ -33,11 +34,12 @@ import pandas as pd
 from startup_recs.core import bundle
 from startup_recs.core.errors import RecsError
 from startup_recs.core.usecases import get_use_case
-from startup_recs.data.appdb import db_url, mask_url, sqlite_path
+from startup_recs.data.appdb import db_url, mask_url, metadata, sqlite_path
 
 log = logging.getLogger(__name__)
 
 Lookup = Callable[[str], tuple[str, ...]]
+_EMPTY: tuple[str, ...] = ()
 # interactions table -> (entity column, candidate column) by the use case's direction
 COLUMNS = {"startup_interactions": ("startup_id", "user_id"), "user_interactions": ("user_id", "startup_id")}
 
@@ -70,13 +72,13 @@ class FreshExclusions:
         self.url = db_url(url)
         self.interval_s = float(interval_s)
         self._engine: Any = None
+        self._tables = metadata().tables  # the app database's tables, typed (docs/contracts.md)
         self._lock = threading.Lock()
-        self._pairs: dict[str, dict[str, dict[str, int]]] = {}
+        self._pairs: dict[str, dict[str, tuple[str, ...]]] = {}
         self._from: dict[str, int] = {}  # use case -> read events at or after this (us)
         self._failing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.rows_read = 0
 
     @property
     def shown_url(self) -> str:
@@ -106,9 +108,8 @@ class FreshExclusions:
         uc = data.use_case
         until_us = int(pd.Timestamp(mark).value // 1000)
         with self._lock:
-            first = uc not in self._from
-            if first or until_us < self._from[uc]:
-                self._from[uc] = until_us  # an older bundle: read further back (repeats merge)
+            if until_us < self._from.get(uc, until_us + 1):
+                self._from[uc] = until_us  # the first or an older bundle: read from its mark (repeats merge)
                 self._pairs.setdefault(uc, {})
         self.refresh([uc])
         data.attach_fresh(self.lookup(uc))
@@ -116,8 +117,7 @@ class FreshExclusions:
 
     def lookup(self, use_case: str) -> Lookup:
         def of(entity_id: str) -> tuple[str, ...]:
-            got = self._pairs.get(use_case, {}).get(entity_id)
-            return tuple(got) if got else ()
+            return self._pairs.get(use_case, {}).get(entity_id, _EMPTY)
 
         return of
 
@@ -146,13 +146,10 @@ class FreshExclusions:
                 for uc_name in todo:
                     uc = get_use_case(uc_name)
                     ent, cand = COLUMNS[uc.interactions_table]
-                    t = sa.table(uc.interactions_table, sa.column(ent), sa.column(cand), sa.column("event"),
-                                 sa.column("ts", sa.DateTime()))
+                    t = self._tables[uc.interactions_table]  # its typed ts column binds and parses per dialect
                     lower = dt.datetime.fromtimestamp(since[uc_name] / 1e6, dt.UTC)
-                    bound = lower.strftime("%Y-%m-%d %H:%M:%S.%f") if engine.dialect.name == "sqlite" else lower
-                    stmt = sa.select(t.c[ent], t.c[cand], sa.type_coerce(t.c.ts, sa.String()) if
-                                     engine.dialect.name == "sqlite" else t.c.ts).where(
-                        t.c.event.in_(list(uc.excluded_by)), t.c.ts >= bound)
+                    stmt = sa.select(t.c[ent], t.c[cand], t.c.ts).where(
+                        t.c.event.in_(list(uc.excluded_by)), t.c.ts >= lower)
                     rows = conn.execute(stmt).all()
                     if rows:
                         self._add(uc_name, rows)
@@ -166,24 +163,20 @@ class FreshExclusions:
         if self._failing:
             log.info("fresh exclusions: %s readable again", self.shown_url)
         self._failing = False
-        self.rows_read += n
         return n
 
     def _add(self, use_case: str, rows: list[Any]) -> None:
-        ents = [str(r[0]) for r in rows]
-        cands = [str(r[1]) for r in rows]
-        ts = _to_us(r[2] for r in rows)
-        new: dict[str, dict[str, int]] = {}
-        for e, c, t in zip(ents, cands, ts.tolist(), strict=True):
-            got = new.setdefault(e, {})
-            got[c] = max(t, got.get(c, t))
+        new: dict[str, list[str]] = {}
+        for r in rows:
+            new.setdefault(str(r[0]), []).append(str(r[1]))
+        newest = int(_to_us(r[2] for r in rows).max())
         with self._lock:
             table = self._pairs.setdefault(use_case, {})
-            for e, got in new.items():
-                # a fresh dict per entity, swapped in whole: a request reading the old one while
-                # this runs (the poller's thread) never sees it change under its iteration
-                table[e] = {**table.get(e, {}), **got}
-            self._from[use_case] = max(self._from[use_case], int(ts.max()))
+            for e, cands in new.items():
+                # a new tuple per entity, swapped in whole: a request reading the old one while
+                # this runs (the poller's thread) never sees it change
+                table[e] = tuple(dict.fromkeys((*table.get(e, _EMPTY), *cands)))
+            self._from[use_case] = max(self._from[use_case], newest)
 
     def counts(self) -> dict[str, int]:
         """Pairs held per use case (what the overlay adds to the bundles' exclusions)."""

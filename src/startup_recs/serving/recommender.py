@@ -350,8 +350,7 @@ class Recommender:
         return out_i, out_s, [f"{s}:{r}" for s, r in routes], pools
 
     def top_routed(self, entity_ids: Sequence[str], n: int, *, rerank: bool = False,
-                   n_retrieve: int | None = None, limit: int | None = None,
-                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                   limit: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Batch routed (optionally re-ranked) top-``n`` for evaluation.
 
         Entities are grouped by route and each group scored with one matrix product. Returns

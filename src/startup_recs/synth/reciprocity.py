@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from startup_recs.core.usecases import twin_of
 from startup_recs.synth.affinity import World
 from startup_recs.synth.sessions import REV_STEPS
 from startup_recs.synth.world import DAY_US, T0_US, WINDOW_DAYS
@@ -123,7 +124,7 @@ def mutual_scores(w: World, use_case: str, rows: np.ndarray, cand: np.ndarray, b
     Why the whole cascade: a contact needs a view, a click and the contact, each
     ``sigmoid(a_rev + b_i)``, so the startup's side weighs about three times in the log; one
     contact step alone would over-weigh the answer against the contact it answers."""
-    twin = {"startup_developer": "developer_startup", "startup_investor": "investor_startup"}[use_case]
+    twin = twin_of(use_case)
     out = np.empty(cand.shape, np.float32)
     for lo in range(0, len(rows), block):
         r = rows[lo:lo + block]
