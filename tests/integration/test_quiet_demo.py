@@ -84,8 +84,29 @@ def test_recs_demo_tiny_prints_at_most_80_lines(tmp_path: Path) -> None:
         assert res.returncode == 0 or "no bundle published for" in res.stderr, res.stderr[-2000:]
         if res.returncode == 0:
             assert any(line.strip().startswith("curl -s") for line in lines)
+        _check_ranker_signal(work, env)
     finally:
         pid = next((w for line in lines if line.startswith("predictor: recs serve (pid ")
                     for w in [line.split("pid ")[1].split(")")[0]]), None)
         if pid:
             subprocess.run(["kill", pid], check=False)
+
+
+def _check_ranker_signal(work: Path, env: dict[str, str]) -> None:
+    """``benchmarks/bench_ranker_signal.py`` on the demo's ranker run: it refits the trained
+    learner on the same lists (the pipeline's holdout NDCG@10 to the digit), and the planted taste
+    column, which no feature of the world's profiles carries, lifts it."""
+    import json
+
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_ranker_signal.py"), "--workdir",
+                          str(work), "--use-case", "startup_developer"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = {r["scenario"]: r for r in map(json.loads, (ln for ln in res.stdout.splitlines() if ln.startswith("{")))}
+    assert {"as trained", "- als", "- match components", "half the lists", "+ planted match",
+            "+ planted taste"} <= set(rows)
+    saved = [json.loads(p.read_text()) for p in work.glob("kfp_root/*/**/train-ranker/model/ranker_reverse_v1_config.json")]
+    trained = next(c for c in saved if c["use_case"] == "startup_developer")["train"]["metrics"]["holdout_ndcg@10"]
+    assert rows["as trained"]["holdout_ndcg@10"] == pytest.approx(trained, abs=1e-4)
+    assert rows["+ planted taste"]["ratio"] > 1.05
+    assert rows["half the lists"]["train_lists"] < rows["as trained"]["train_lists"]
