@@ -10,10 +10,11 @@ from components.images import GPU_IMAGE
 @shared_args
 def refit(snapshot: dsl.Input[dsl.Dataset], models: dsl.Input[dsl.Model], two_tower_dataset: dsl.Input[dsl.Dataset],
           two_tower_stage1: dsl.Input[dsl.Model], tuned_two_tower: dsl.Input[dsl.Artifact],
-          tuned_als: dsl.Input[dsl.Artifact], tuned_item2item: dsl.Input[dsl.Artifact], use_case: str,
+          tuned_als: dsl.Input[dsl.Artifact], tuned_item2item: dsl.Input[dsl.Artifact],
+          ranker_dataset: dsl.Input[dsl.Dataset], stage1_models: dsl.Input[dsl.Model], use_case: str,
           refitted: dsl.Output[dsl.Model], epochs: int = 50, batch_size: int = 256, device: str = "auto",
           seed: int = 0, min_interactions: int = 1, memory_gb: float = 4.0, ranker_epochs: int = 20,
-          ranker_batch_size: int = 128, ranker_lr: float = 0.001, neg_ratio: float = 2.0,
+          ranker_batch_size: int = 128, ranker_lr: float = 0.001, ranker_windows: int = 1, neg_ratio: float = 2.0,
           propensity_clip: float = 0.05, split_at: str = "", test_days: float = 14.0, val_days: float = 14.0):
     """Every model of the evaluated folder fit again on all events up to the data watermark, with the
     choices validation made; the evaluation of record stays the evaluated folder's (test window).
@@ -27,6 +28,8 @@ def refit(snapshot: dsl.Input[dsl.Dataset], models: dsl.Input[dsl.Model], two_to
         tuned_two_tower: The two-tower tuning step's output (chosen hyperparameters).
         tuned_als: The ALS tuning step's output.
         tuned_item2item: The item-to-item tuning step's output.
+        ranker_dataset: The ranker dataset (its validation window, with ``ranker_windows > 1``).
+        stage1_models: The train-ranker step's folder: the validation window's features.
         use_case: The use case to refit.
         epochs: Two-tower: the most epochs the scaled best epoch may reach.
         batch_size: Two-tower: pairs per step.
@@ -37,6 +40,8 @@ def refit(snapshot: dsl.Input[dsl.Dataset], models: dsl.Input[dsl.Model], two_to
         ranker_epochs: Ranker: maximum epochs (early stopping on held-out entities).
         ranker_batch_size: Ranker: lists per optimiser step.
         ranker_lr: Ranker: learning rate.
+        ranker_windows: Ranker: windows it learns from: the test window, then (2+) the validation
+            window with the stage-1 features, then (3+) earlier ones with retrievers fit again.
         neg_ratio: Ranker dataset: negatives per positive within a session.
         propensity_clip: Ranker dataset: lower clip of the position propensity.
         split_at: (shared)
@@ -55,4 +60,5 @@ def refit(snapshot: dsl.Input[dsl.Dataset], models: dsl.Input[dsl.Model], two_to
         epochs=epochs, batch_size=batch_size, device=device, seed=seed, min_interactions=min_interactions,
         i2i_memory_gb=memory_gb, ranker_epochs=ranker_epochs, ranker_batch_size=ranker_batch_size,
         ranker_lr=ranker_lr, neg_ratio=neg_ratio, propensity_clip=propensity_clip, split_at=split_at,
-        test_days=test_days, val_days=val_days))
+        test_days=test_days, val_days=val_days, ranker_windows=ranker_windows, ranker_dataset_dir=ranker_dataset.path,
+        stage1_models_dir=stage1_models.path))

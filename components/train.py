@@ -100,10 +100,14 @@ def train_item2item(dataset: dsl.Input[dsl.Dataset], tuned: dsl.Input[dsl.Artifa
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 @shared_args
 def train_ranker(dataset: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model], als: dsl.Input[dsl.Model],
-                 item2item: dsl.Input[dsl.Model], snapshot: dsl.Input[dsl.Dataset], use_case: str,
+                 item2item: dsl.Input[dsl.Model], snapshot: dsl.Input[dsl.Dataset],
+                 tuned_two_tower: dsl.Input[dsl.Artifact], tuned_als: dsl.Input[dsl.Artifact],
+                 tuned_item2item: dsl.Input[dsl.Artifact], use_case: str,
                  model: dsl.Output[dsl.Model], metrics: dsl.Output[dsl.Metrics], epochs: int = 20,
-                 batch_size: int = 128, lr: float = 0.001, split_at: str = "", test_days: float = 14.0,
-                 val_days: float = 14.0):
+                 batch_size: int = 128, lr: float = 0.001, windows: int = 1, tt_epochs: int = 50,
+                 tt_batch_size: int = 256, device: str = "auto", seed: int = 0, min_interactions: int = 1,
+                 memory_gb: float = 4.0, neg_ratio: float = 2.0, propensity_clip: float = 0.05,
+                 split_at: str = "", test_days: float = 14.0, val_days: float = 14.0):
     """Re-ranker on validation-window pairs scored by the stage-1 retrievers (never saw the labels).
     The output folder holds the stage-1 retrievers, their serving data and the ranker: evaluate's
     validation models.
@@ -114,10 +118,23 @@ def train_ranker(dataset: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model
         als: The stage-1 ALS model (train window).
         item2item: The stage-1 item-to-item model (train window).
         snapshot: The extract step's snapshot folder (serving data until the validation start).
+        tuned_two_tower: The two-tower tuning step's output (the earlier windows' two-tower).
+        tuned_als: The ALS tuning step's output (the earlier windows' ALS).
+        tuned_item2item: The item-to-item tuning step's output (the earlier windows' item-to-item).
         use_case: The use case of the dataset.
         epochs: Maximum training epochs (early stopping on a held-out set of entities).
         batch_size: Lists per optimiser step.
         lr: Adam learning rate.
+        windows: Validation-length windows the ranker learns from: 1 = the validation window only;
+            each more one is the window before, scored by stage-1 retrievers fit again before it.
+        tt_epochs: Earlier windows: two-tower epochs (the stage-1 value).
+        tt_batch_size: Earlier windows: two-tower pairs per step.
+        device: Earlier windows: two-tower device, ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        seed: Earlier windows: seed of the fits and of the ranker dataset's negative draws.
+        min_interactions: Earlier windows: ALS and two-tower minimum events per entity.
+        memory_gb: Earlier windows: item-to-item EASE memory budget in GiB.
+        neg_ratio: Earlier windows: ranker dataset negatives per positive within a session.
+        propensity_clip: Earlier windows: lower clip of the position propensity.
         split_at: (shared)
         test_days: (shared)
         val_days: Length of the validation window in days (the ranker learns from it).
@@ -129,9 +146,14 @@ def train_ranker(dataset: dsl.Input[dsl.Dataset], two_tower: dsl.Input[dsl.Model
     """
     from startup_recs.pipeline import step, train_steps
 
+    options = {"tuned_two_tower": tuned_two_tower.path, "tuned_als": tuned_als.path,
+               "tuned_item2item": tuned_item2item.path, "epochs": tt_epochs, "batch_size": tt_batch_size,
+               "device": device, "seed": seed, "min_interactions": min_interactions, "i2i_memory_gb": memory_gb,
+               "neg_ratio": neg_ratio, "propensity_clip": propensity_clip}
     info = train_steps.train_ranker(dataset.path, two_tower.path, als.path, snapshot.path, use_case, model.path,
                                     epochs=epochs, batch_size=batch_size, lr=lr, split_at=split_at,
-                                    test_days=test_days, val_days=val_days, item2item_dir=item2item.path)
+                                    test_days=test_days, val_days=val_days, item2item_dir=item2item.path,
+                                    windows=windows, window_options=options)
     model.metadata.update(info)
     step.log_metrics(metrics, {k: v for k, v in info.items() if "ndcg" in k})
 

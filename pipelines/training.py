@@ -190,6 +190,7 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
         ranker_epochs: int = 20,
         ranker_batch_size: int = 128,
         ranker_lr: float = 0.001,
+        ranker_windows: int = 1,
         eval_k: str = "10,20,50",
         gate_margin: float = 0.02,
         oracle_uri: str = "",
@@ -248,6 +249,9 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
             ranker_epochs: Ranker: maximum epochs (early stopping on held-out entities).
             ranker_batch_size: Ranker: lists per optimiser step.
             ranker_lr: Ranker: learning rate.
+            ranker_windows: Ranker: validation-length windows it learns from (1 = the validation
+                window; each more one is the window before, scored by stage-1 retrievers fit again
+                before it: one more set of stage-1 fits per window).
             eval_k: Comma-separated cut-offs of the ranking metrics.
             gate_margin: How far (relative) routed_ranked NDCG@10 may fall below the published
                 bundle's and still be published.
@@ -337,7 +341,11 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
             rk = _cpu_step(c.train_ranker(
                 dataset=ds_rk.outputs["dataset"], two_tower=tt["train"].outputs["model"],
                 als=als["train"].outputs["model"], item2item=i2i["train"].outputs["model"], snapshot=snapshot,
-                use_case=uc, epochs=ranker_epochs, batch_size=ranker_batch_size, lr=ranker_lr, **split),
+                tuned_two_tower=tuned["two_tower"], tuned_als=tuned["als"], tuned_item2item=tuned["item2item"],
+                use_case=uc, epochs=ranker_epochs, batch_size=ranker_batch_size, lr=ranker_lr,
+                windows=ranker_windows, tt_epochs=tt_epochs, tt_batch_size=tt_batch_size, device=device, seed=seed,
+                min_interactions=min_interactions, memory_gb=i2i_memory_gb, neg_ratio=neg_ratio,
+                propensity_clip=propensity_clip, **split),
                 opts, "train-ranker")
 
             ev = _cpu_step(c.evaluate(
@@ -357,7 +365,9 @@ def build_pipeline(opts: CompileOptions | None = None) -> Any:
                     tuned_als=tuned["als"], tuned_item2item=tuned["item2item"], use_case=uc, epochs=tt_epochs,
                     batch_size=tt_batch_size, device=device, seed=seed, min_interactions=min_interactions,
                     memory_gb=i2i_memory_gb, ranker_epochs=ranker_epochs, ranker_batch_size=ranker_batch_size,
-                    ranker_lr=ranker_lr, neg_ratio=neg_ratio, propensity_clip=propensity_clip, **split),
+                    ranker_lr=ranker_lr, ranker_windows=ranker_windows, neg_ratio=neg_ratio,
+                    propensity_clip=propensity_clip, ranker_dataset=ds_rk.outputs["dataset"],
+                    stage1_models=rk.outputs["model"], **split),
                     opts, "refit")
                 pub = _cpu_step(c.publish(models=fresh.outputs["refitted"], evaluation=ev.outputs["evaluation"],
                                     snapshot=snapshot, models_uri=models_uri, use_case=uc, margin=gate_margin,

@@ -75,9 +75,11 @@ def test_fitting_windows_and_order(compiled: tuple[dict, dict]) -> None:
     assert param("dataset-als-trainval", "fit_window") == "trainval"
     assert param("train-two-tower-stage1", "window") == "train"
     assert param("train-two-tower-final", "window") == "trainval"
-    # the ranker learns from stage-1 retrievers (train window) only
+    # the ranker learns from stage-1 retrievers (train window) only; the tuned values are for the
+    # earlier windows' retrievers (ranker_windows > 1), fit again before each window
     assert deps("train-ranker") == {key["dataset-ranker"], key["train-two-tower-stage1"], key["train-als-stage1"],
-                                    key["train-item2item-stage1"]}
+                                    key["train-item2item-stage1"], key["tune-two-tower"], key["tune-als"],
+                                    key["tune-item2item"]}
     # a tuning step before each trainer; its output feeds both stages
     for stage, window in (("stage1", "train"), ("final", "trainval")):
         assert deps(f"train-als-{stage}") == {key[f"dataset-als-{window}"], key["tune-als"]}

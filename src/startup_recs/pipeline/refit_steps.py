@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from startup_recs.core import artifacts, storage
+from startup_recs.core.errors import ConfigError
 from startup_recs.core.usecases import get_use_case
 from startup_recs.pipeline import data_steps, train_steps
 from startup_recs.pipeline.folders import (
@@ -56,11 +57,16 @@ def refit(snapshot: str, models_dir: str, two_tower_dataset_dir: str, stage1_dir
           device: str | None = None, seed: int = 0, min_interactions: int = 1, i2i_memory_gb: float | None = None,
           ranker_epochs: int | None = None, ranker_batch_size: int | None = None, ranker_lr: float | None = None,
           neg_ratio: float = 2.0, propensity_clip: float = 0.05, split_at: str = "", test_days: float = 14.0,
-          val_days: float = 14.0) -> dict[str, Any]:
+          val_days: float = 14.0, ranker_windows: int = 1, ranker_dataset_dir: str | None = None,
+          stage1_models_dir: str | None = None) -> dict[str, Any]:
     """Refit ``models_dir`` (evaluate's servable folder) on every event of ``snapshot`` into
     ``out_dir`` (see the module docstring). ``stage1_dir``: the stage-1 two-tower model (its best
     epoch); ``tuned_*``: the tuning steps' outputs; ``epochs``: the two-tower's cap. Returns the
-    step's provenance (``fit_until``, the two-tower epochs, ranker holdout NDCG, version)."""
+    step's provenance (``fit_until``, the two-tower epochs, ranker holdout NDCG, version).
+
+    ``ranker_windows > 1``: after the test window, the ranker also learns from the validation window
+    (``ranker_dataset_dir`` scored by ``stage1_models_dir``, the train-ranker step's folder) and from
+    ``ranker_windows - 2`` windows before it (fit again, as the train-ranker step does)."""
     uc = get_use_case(use_case)
     out = fresh_dir(out_dir)
     split = time_split(snapshot, use_case, split_at, test_days, val_days)
@@ -82,9 +88,22 @@ def refit(snapshot: str, models_dir: str, two_tower_dataset_dir: str, stage1_dir
         record["als"] = train_steps.train_als(str(work / "als_data"), use_case, str(work / "als"), params_dir=tuned_als)
         record["item2item"] = train_steps.train_item2item(str(work / "als_data"), use_case, str(work / "item2item"),
                                                           memory_gb=i2i_memory_gb, params_dir=tuned_item2item)
+        extra: list[tuple[str, str]] = []
+        if int(ranker_windows) > 1:
+            from startup_recs.pipeline.folders import find_one
+            from startup_recs.pipeline.ranker_windows import earlier_windows
+
+            if not ranker_dataset_dir or not stage1_models_dir:
+                raise ConfigError("ranker_windows > 1: the refit needs the ranker dataset and the stage-1 folder")
+            extra.append((str(find_one(Path(ranker_dataset_dir), artifacts.ranker_dataset(uc))), stage1_models_dir))
+            extra += earlier_windows(
+                snapshot, uc.name, split, int(ranker_windows) - 2, work / "windows", tuned_two_tower=tuned_two_tower,
+                tuned_als=tuned_als, tuned_item2item=tuned_item2item, epochs=epochs, batch_size=batch_size,
+                device=device, seed=seed, min_interactions=min_interactions, i2i_memory_gb=i2i_memory_gb,
+                neg_ratio=neg_ratio, propensity_clip=propensity_clip)
         record["ranker"] = _ranker(snapshot, models_dir, use_case, work, split, seed=seed, neg_ratio=neg_ratio,
                                    propensity_clip=propensity_clip, epochs=ranker_epochs,
-                                   batch_size=ranker_batch_size, lr=ranker_lr)
+                                   batch_size=ranker_batch_size, lr=ranker_lr, extra_windows=extra)
         for name in ("two_tower", "als", "item2item", "ranker"):
             copy_files(work / name, out)
     routing = Path(models_dir) / artifacts.ROUTING
@@ -102,9 +121,11 @@ def refit(snapshot: str, models_dir: str, two_tower_dataset_dir: str, stage1_dir
 
 
 def _ranker(snapshot: str, models_dir: str, use_case: str, work: Path, split: Any, *, seed: int, neg_ratio: float,
-            propensity_clip: float, epochs: int | None, batch_size: int | None, lr: float | None) -> dict[str, Any]:
+            propensity_clip: float, epochs: int | None, batch_size: int | None, lr: float | None,
+            extra_windows: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """The ranker learnt on the window after ``split_at`` with the evaluated retrievers' features
-    (``models_dir``: fit until ``split_at``, ``serving/`` until then), into ``work/ranker``."""
+    (``models_dir``: fit until ``split_at``, ``serving/`` until then), into ``work/ranker``;
+    ``extra_windows`` as for :func:`startup_recs.train.ranker.train`."""
     from startup_recs.data.snapshot import load_snapshot
     from startup_recs.datasets.ranker import build_ranker
     from startup_recs.train import ranker
@@ -120,7 +141,8 @@ def _ranker(snapshot: str, models_dir: str, use_case: str, work: Path, split: An
         given["learner"] = learner
     cfg = ranker.RankerTrainConfig(use_case=uc.name, seed=seed, **given)
     (work / "ranker").mkdir()
-    config = ranker.train(cfg, str(data), models_dir, str(work / "ranker"), snapshot=snapshot)
+    config = ranker.train(cfg, str(data), models_dir, str(work / "ranker"), snapshot=snapshot,
+                          extra_windows=extra_windows or ())
     metrics = (config.get("train") or {}).get("metrics") or {}
     return {"val_start": shifted.val_start.isoformat(), "until": shifted.split_at.isoformat(),
             "features_fit_until": (config.get("train") or {}).get("features_fit_until"),

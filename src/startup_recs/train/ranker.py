@@ -28,6 +28,7 @@ import argparse
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -282,12 +283,25 @@ def fit(data: ListData, cfg: RankerTrainConfig, *, progress: bool = False) -> Fi
 
 
 def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir: str, *,
-          serving_data: str | None = None, snapshot: str | None = None) -> dict[str, Any]:
+          serving_data: str | None = None, snapshot: str | None = None,
+          extra_windows: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """The whole step: read the dataset, build stage-1 features, fit, write the three artifacts.
 
-    Returns the config JSON written (with ``train`` metrics and history).
+    ``extra_windows``: ``(ranker dataset, retrievers folder)`` of earlier validation windows
+    (:func:`startup_recs.pipeline.ranker_windows.earlier_windows`), each folder fit before its own
+    window and leak-checked like the first; their lists join the training lists (the holdout stays
+    by entity). Returns the config JSON written (with ``train`` metrics and history).
     """
     lists, info = training_lists(cfg, data_uri, retrievers_dir, serving_data=serving_data, snapshot=snapshot)
+    if extra_windows:
+        windows = [_window_record(info, lists.n_lists)]
+        for data_j, retrievers_j in extra_windows:
+            lists_j, info_j = training_lists(cfg, data_j, retrievers_j, snapshot=snapshot)
+            lists = lists.concat(lists_j)
+            windows.append(_window_record(info_j, lists_j.n_lists))
+        info["windows"] = windows
+        log.info("ranker: %d validation windows, %d lists (%s)", len(windows), lists.n_lists,
+                 ", ".join(f"{w['val_start'][:10]}: {w['lists']}" for w in windows))
     search: dict[str, Any] | None = None
     if cfg.tune_trials > 0:
         from startup_recs.train.ranker_search import search_learner
@@ -313,6 +327,12 @@ def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir
     log.info("ranker written: %s (holdout ndcg@10 %s, baselines %s)", uris["config"],
              result.metrics.get("holdout_ndcg@10"), result.metrics.get("holdout_baselines_ndcg@10"))
     return rcfg.to_json()
+
+
+def _window_record(info: dict[str, Any], n_lists: int) -> dict[str, Any]:
+    """What the config records of one validation window the ranker learnt from."""
+    return {"val_start": info.get("val_start"), "features_fit_until": info.get("features_fit_until"),
+            "lists": int(n_lists)}
 
 
 def _use_case_of(data_uri: str, given: str | None) -> str:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from startup_recs.core.errors import DataError
 from startup_recs.serving import ranking_features
 from startup_recs.serving.data import ServingData
 
@@ -55,6 +56,18 @@ class ListData:
     @property
     def n_lists(self) -> int:
         return len(self.offsets) - 1
+
+    def concat(self, other: ListData) -> ListData:
+        """These lists followed by ``other``'s (another window's lists of the same features). An
+        entity may have a list in both; the holdout split is by entity, so they stay together."""
+        if list(other.names) != list(self.names):
+            raise DataError(f"ranker: the windows' lists have different features ({len(self.names)} vs "
+                            f"{len(other.names)}: {sorted(set(self.names) ^ set(other.names))})")
+        cand = None if self.cand is None or other.cand is None else np.concatenate([self.cand, other.cand])
+        return ListData(np.vstack([self.X, other.X]), np.concatenate([self.y, other.y]),
+                        np.concatenate([self.w, other.w]),
+                        np.concatenate([self.offsets, other.offsets[1:] + self.offsets[-1]]).astype(np.int64),
+                        np.concatenate([self.entity, other.entity]), self.names, cand, self.relevant_from)
 
     def subset(self, lists: np.ndarray) -> ListData:
         """The lists ``lists`` (indices), re-packed contiguously."""
