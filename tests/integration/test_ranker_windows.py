@@ -41,8 +41,9 @@ def _train(w: Path, snapshot: str, out: str, windows: int) -> dict:
 def test_a_second_window_adds_lists_scored_by_retrievers_fit_before_it(stage1: Path, tiny_snapshot: str) -> None:
     one = _train(stage1, tiny_snapshot, "one", 1)
     two = _train(stage1, tiny_snapshot, "two", 2)
-    assert "windows" not in one["train"]
-    windows = two["train"]["windows"]
+    assert one["train"]["windows"] == 1 and "window_lists" not in one["train"]
+    assert two["train"]["windows"] == 2
+    windows = two["train"]["window_lists"]
     assert len(windows) == 2 and all(w["lists"] > 0 for w in windows)
     first, second = (pd.Timestamp(w["val_start"]) for w in windows)
     assert first == pd.Timestamp(one["train"]["val_start"])
@@ -57,6 +58,11 @@ def test_a_second_window_adds_lists_scored_by_retrievers_fit_before_it(stage1: P
 def test_window_count_below_one_is_refused(stage1: Path, tiny_snapshot: str) -> None:
     with pytest.raises(ConfigError, match="ranker_windows must be >= 1"):
         _train(stage1, tiny_snapshot, "zero", 0)
+    from startup_recs.pipeline.refit_steps import refit
+
+    with pytest.raises(ConfigError, match="ranker_windows must be >= 1"):
+        refit(tiny_snapshot, str(stage1 / "one"), str(stage1 / "tt_data"), str(stage1 / "tt"), UC,
+              str(stage1 / "refit"), ranker_windows=0)
 
 
 def test_window_bounds() -> None:
@@ -85,3 +91,46 @@ def test_concat_keeps_each_list_whole() -> None:
     assert c.X[5:].tolist() == [[2.0, 2.0]] * 3 and c.y[5:].tolist() == [0.0, 1.0, 2.0]
     with pytest.raises(DataError, match="different features"):
         a.concat(_lists(["f"], [1], ["s4"], 0.0))
+
+
+def test_the_refit_ranker_learns_from_the_test_and_the_validation_window(stage1: Path, tiny_snapshot: str) -> None:
+    """The published refit: the test window with the evaluated retrievers (here a folder fit until
+    the validation start, which the leak check also accepts), then the validation window with the
+    train-ranker step's folder."""
+    from startup_recs.pipeline.refit_steps import refit
+
+    one = _train(stage1, tiny_snapshot, "evaluated", 1)
+    refit(tiny_snapshot, str(stage1 / "evaluated"), str(stage1 / "tt_data"), str(stage1 / "tt"), UC,
+          str(stage1 / "refit2"), ranker_windows=2, ranker_dataset_dir=str(stage1 / "rk"),
+          stage1_models_dir=str(stage1 / "evaluated"), **TT)
+    config = json.loads(next((stage1 / "refit2").glob("ranker_*_config.json")).read_text())["train"]
+    assert config["windows"] == 2
+    test_window, val_window = config["window_lists"]
+    val_start = pd.Timestamp(one["train"]["val_start"])
+    assert pd.Timestamp(val_window["val_start"]) == val_start
+    assert pd.Timestamp(test_window["val_start"]) == val_start + pd.Timedelta(days=14)  # split_at
+    for w in (test_window, val_window):
+        assert w["lists"] > 0 and pd.Timestamp(w["features_fit_until"]) <= pd.Timestamp(w["val_start"])
+
+
+def test_an_earlier_window_scored_by_a_folder_that_saw_it_is_refused(stage1: Path, tiny_snapshot: str) -> None:
+    """Each window is leak-checked against its own start, as the first one is."""
+    import shutil
+
+    from startup_recs.pipeline.folders import time_split
+    from startup_recs.serving.data import ServingData
+    from startup_recs.train import ranker
+
+    one = _train(stage1, tiny_snapshot, "checked", 1)
+    leaky = stage1 / "leaky"
+    shutil.copytree(stage1 / "checked", leaky, dirs_exist_ok=True)
+    shutil.rmtree(leaky / "serving")
+    ServingData.from_snapshot(tiny_snapshot, UC, time_split(tiny_snapshot, UC).split_at).save(str(leaky / "serving"))
+    data = next((stage1 / "rk").glob("ranker_*.parquet"))
+    cfg = ranker.RankerTrainConfig(use_case=UC, epochs=2, windows=2)
+    with pytest.raises(DataError, match="would leak"):
+        ranker.train(cfg, str(data), str(stage1 / "checked"), str(stage1 / "leak_out"),
+                     extra_windows=[(str(data), str(leaky))])
+    assert one["train"]["windows"] == 1
+    with pytest.raises(ConfigError, match="2 windows configured, 1 given"):
+        ranker.train(cfg, str(data), str(stage1 / "checked"), str(stage1 / "leak_out"))

@@ -44,11 +44,12 @@ COMPONENT_PARAMS: dict[str, dict[str, tuple]] = {
     "train_ranker": {"epochs": ("ranker", "epochs"), "batch_size": ("ranker", "batch_size"), "lr": ("ranker", "lr"),
                      "tt_epochs": ("two_tower", "epochs"), "tt_batch_size": ("two_tower", "batch_size"),
                      "device": ("two_tower", "device"), "seed": ("two_tower", "seed"),
-                     "memory_gb": ("item2item", "memory_budget", _gib)},
+                     "memory_gb": ("item2item", "memory_budget", _gib), "windows": ("ranker", "windows")},
     "refit": {"epochs": ("two_tower", "epochs"), "batch_size": ("two_tower", "batch_size"),
               "device": ("two_tower", "device"), "seed": ("two_tower", "seed"),
               "memory_gb": ("item2item", "memory_budget", _gib), "ranker_epochs": ("ranker", "epochs"),
-              "ranker_batch_size": ("ranker", "batch_size"), "ranker_lr": ("ranker", "lr")},
+              "ranker_batch_size": ("ranker", "batch_size"), "ranker_lr": ("ranker", "lr"),
+              "ranker_windows": ("ranker", "windows")},
 }
 PIPELINE_PARAMS: dict[str, tuple] = {
     "tt_epochs": ("two_tower", "epochs"), "tt_batch_size": ("two_tower", "batch_size"), "tt_lr": ("two_tower", "lr"),
@@ -61,6 +62,7 @@ PIPELINE_PARAMS: dict[str, tuple] = {
     "i2i_method": ("item2item", "method"), "i2i_lam": ("item2item", "lam"),
     "i2i_neighbours": ("item2item", "neighbours"), "i2i_memory_gb": ("item2item", "memory_budget", _gib),
     "ranker_epochs": ("ranker", "epochs"), "ranker_batch_size": ("ranker", "batch_size"), "ranker_lr": ("ranker", "lr"),
+    "ranker_windows": ("ranker", "windows"),
 }
 TUNE_COMPONENTS = {"tune_als": "als", "tune_item2item": "item2item", "tune_two_tower": "two-tower"}
 

@@ -57,7 +57,7 @@ def refit(snapshot: str, models_dir: str, two_tower_dataset_dir: str, stage1_dir
           device: str | None = None, seed: int = 0, min_interactions: int = 1, i2i_memory_gb: float | None = None,
           ranker_epochs: int | None = None, ranker_batch_size: int | None = None, ranker_lr: float | None = None,
           neg_ratio: float = 2.0, propensity_clip: float = 0.05, split_at: str = "", test_days: float = 14.0,
-          val_days: float = 14.0, ranker_windows: int = 1, ranker_dataset_dir: str | None = None,
+          val_days: float = 14.0, ranker_windows: int | None = None, ranker_dataset_dir: str | None = None,
           stage1_models_dir: str | None = None) -> dict[str, Any]:
     """Refit ``models_dir`` (evaluate's servable folder) on every event of ``snapshot`` into
     ``out_dir`` (see the module docstring). ``stage1_dir``: the stage-1 two-tower model (its best
@@ -67,7 +67,13 @@ def refit(snapshot: str, models_dir: str, two_tower_dataset_dir: str, stage1_dir
     ``ranker_windows > 1``: after the test window, the ranker also learns from the validation window
     (``ranker_dataset_dir`` scored by ``stage1_models_dir``, the train-ranker step's folder) and from
     ``ranker_windows - 2`` windows before it (fit again, as the train-ranker step does)."""
+    from startup_recs.train.params import config_defaults
+    from startup_recs.train.ranker import RankerTrainConfig
+
     uc = get_use_case(use_case)
+    windows = int(config_defaults(RankerTrainConfig)["windows"] if ranker_windows is None else ranker_windows)
+    if windows < 1:
+        raise ConfigError(f"ranker_windows must be >= 1, got {windows}")
     out = fresh_dir(out_dir)
     split = time_split(snapshot, use_case, split_at, test_days, val_days)
     watermark = watermark_of(snapshot)
@@ -89,7 +95,7 @@ def refit(snapshot: str, models_dir: str, two_tower_dataset_dir: str, stage1_dir
         record["item2item"] = train_steps.train_item2item(str(work / "als_data"), use_case, str(work / "item2item"),
                                                           memory_gb=i2i_memory_gb, params_dir=tuned_item2item)
         extra: list[tuple[str, str]] = []
-        if int(ranker_windows) > 1:
+        if windows > 1:
             from startup_recs.pipeline.folders import find_one
             from startup_recs.pipeline.ranker_windows import earlier_windows
 
@@ -97,7 +103,7 @@ def refit(snapshot: str, models_dir: str, two_tower_dataset_dir: str, stage1_dir
                 raise ConfigError("ranker_windows > 1: the refit needs the ranker dataset and the stage-1 folder")
             extra.append((str(find_one(Path(ranker_dataset_dir), artifacts.ranker_dataset(uc))), stage1_models_dir))
             extra += earlier_windows(
-                snapshot, uc.name, split, int(ranker_windows) - 2, work / "windows", tuned_two_tower=tuned_two_tower,
+                snapshot, uc.name, split, windows - 2, work / "windows", tuned_two_tower=tuned_two_tower,
                 tuned_als=tuned_als, tuned_item2item=tuned_item2item, epochs=epochs, batch_size=batch_size,
                 device=device, seed=seed, min_interactions=min_interactions, i2i_memory_gb=i2i_memory_gb,
                 neg_ratio=neg_ratio, propensity_clip=propensity_clip)
@@ -136,6 +142,7 @@ def _ranker(snapshot: str, models_dir: str, use_case: str, work: Path, split: An
     build_ranker(snapshot, uc.name, str(data), neg_ratio=neg_ratio, propensity_clip=propensity_clip, seed=seed,
                  split=shifted)
     given = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items() if v is not None}
+    given["windows"] = 1 + len(extra_windows or ())
     learner = _stage1_learner(models_dir, uc.name)
     if learner:  # a choice validation made: not fitted (and compared) again
         given["learner"] = learner

@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 from startup_recs.core import artifacts, storage
-from startup_recs.core.errors import ConfigError
 from startup_recs.core.usecases import get_use_case
 from startup_recs.pipeline.folders import (
     copy_files,
@@ -139,7 +138,7 @@ def train_item2item(dataset_dir: str, use_case: str, out_dir: str, *, method: st
 def train_ranker(dataset_dir: str, two_tower_dir: str, als_dir: str, snapshot: str, use_case: str, out_dir: str,
                  *, epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
                  split_at: str = "", test_days: float = 14.0, val_days: float = 14.0,
-                 item2item_dir: str | None = None, windows: int = 1,
+                 item2item_dir: str | None = None, windows: int | None = None,
                  window_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The stage-1 folder: stage-1 retrievers (train window) side by side, their serving data
     (``serving/``, fit until the validation start), and the ranker trained among them on the
@@ -156,8 +155,8 @@ def train_ranker(dataset_dir: str, two_tower_dir: str, als_dir: str, snapshot: s
     from startup_recs.train import ranker
 
     uc = get_use_case(use_case)
-    if int(windows) < 1:
-        raise ConfigError(f"ranker_windows must be >= 1, got {windows}")
+    cfg = ranker.RankerTrainConfig(use_case=uc.name, **_given(epochs=epochs, batch_size=batch_size, lr=lr,
+                                                              windows=windows))
     data = find_one(storage.local(dataset_dir), artifacts.ranker_dataset(uc))
     out = fresh_dir(out_dir)
     for src in (two_tower_dir, als_dir, item2item_dir):
@@ -165,14 +164,12 @@ def train_ranker(dataset_dir: str, two_tower_dir: str, als_dir: str, snapshot: s
             copy_files(src, out)
     split = time_split(snapshot, use_case, split_at, test_days, val_days)
     ServingData.from_snapshot(snapshot, use_case, split.val_start).save(str(out / artifacts.SERVING_DIR))
-    cfg = ranker.RankerTrainConfig(use_case=uc.name, **_given(epochs=epochs, batch_size=batch_size, lr=lr))
     with tempfile.TemporaryDirectory(prefix="recs-ranker-windows-") as tmp:
-        extra = earlier_windows(snapshot, uc.name, split, int(windows) - 1, tmp, **(window_options or {})) \
-            if int(windows) > 1 else []
+        extra = earlier_windows(snapshot, uc.name, split, cfg.windows - 1, tmp, **(window_options or {}))
         info = ranker.train(cfg, str(data), str(out), str(out), extra_windows=extra) or {}
     metrics = (info.get("train") or {}).get("metrics") or {}
     return provenance(snapshot, use_case, model_version=dir_digest(out), val_start=split.val_start.isoformat(),
-                      windows=int(windows), **{k: v for k, v in metrics.items() if isinstance(v, int | float)})
+                      windows=cfg.windows, **{k: v for k, v in metrics.items() if isinstance(v, int | float)})
 
 
 def _model_summary(info: dict[str, Any]) -> dict[str, Any]:

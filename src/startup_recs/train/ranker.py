@@ -95,6 +95,10 @@ class RankerTrainConfig:
     lgb_early_stopping: int = 60
     lgb_eval_every: int = 5
     tune_trials: int = 0  # > 0: an Optuna search over learner + key parameters on the holdout first
+    # validation-length windows the lists come from: 1 = the validation window; each more one is the
+    # window before, scored by stage-1 retrievers the pipeline fits again before it
+    # (pipeline/ranker_windows.py; measured on the demo: README "What limits the ranker")
+    windows: int = 1
 
     def __post_init__(self) -> None:
         get_use_case(self.use_case)
@@ -113,6 +117,8 @@ class RankerTrainConfig:
             raise ConfigError(f"--hidden needs positive sizes, got {self.hidden}")
         if self.learner not in (*LEARNERS, "auto"):
             raise ConfigError(f"--learner must be auto or one of {LEARNERS}, not {self.learner!r}")
+        if int(self.windows) < 1:
+            raise ConfigError(f"ranker_windows must be >= 1, got {self.windows}")
         PoolSpec.of(self.pool)  # validates the sizes
         self.pool = {str(k): int(v) for k, v in dict(self.pool).items()}
         self.grades = {str(k): int(v) for k, v in dict(self.grades).items()}
@@ -292,6 +298,8 @@ def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir
     window and leak-checked like the first; their lists join the training lists (the holdout stays
     by entity). Returns the config JSON written (with ``train`` metrics and history).
     """
+    if len(extra_windows) != cfg.windows - 1:
+        raise ConfigError(f"ranker: {cfg.windows} windows configured, {1 + len(extra_windows)} given")
     lists, info = training_lists(cfg, data_uri, retrievers_dir, serving_data=serving_data, snapshot=snapshot)
     if extra_windows:
         windows = [_window_record(info, lists.n_lists)]
@@ -299,7 +307,7 @@ def train(cfg: RankerTrainConfig, data_uri: str, retrievers_dir: str, output_dir
             lists_j, info_j = training_lists(cfg, data_j, retrievers_j, snapshot=snapshot)
             lists = lists.concat(lists_j)
             windows.append(_window_record(info_j, lists_j.n_lists))
-        info["windows"] = windows
+        info["window_lists"] = windows
         log.info("ranker: %d validation windows, %d lists (%s)", len(windows), lists.n_lists,
                  ", ".join(f"{w['val_start'][:10]}: {w['lists']}" for w in windows))
     search: dict[str, Any] | None = None
