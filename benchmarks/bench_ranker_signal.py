@@ -5,7 +5,8 @@ Reads the ranker training runs a pipeline left under ``--workdir`` (``recs demo`
 retrievers), rebuilds each use case's training lists once, and refits the ranker's chosen learner
 (the same hyperparameters) under these scenarios, printing the holdout NDCG@10 of each:
 
-- ``as trained``: the published ranker's features;
+- ``as trained``: the trained ranker's features (its validation window's lists: a run with
+  ``ranker_windows > 1`` fit its earlier windows' retrievers in a temporary folder);
 - ``- <group>``: one feature group left out (each retriever's columns, the match components, the
   side attributes, popularity and recency, entity activity, the pool columns): what it adds;
 - ``half the lists``: half of the training entities' lists (the holdout unchanged): whether more
@@ -77,6 +78,7 @@ def train_config(saved: dict) -> RankerTrainConfig:
     kw = {k: v for k, v in train.items() if k in names}
     kw.update(use_case=saved["use_case"], learner=saved.get("learner", "lightgbm"), tune_trials=0)
     kw["retrievers"] = tuple(kw.get("retrievers", ()))  # JSON made it a list
+    kw["windows"] = 1  # the validation window's lists (earlier windows' retrievers are not kept)
     if "pool" in kw:  # JSON sorted its keys; the trainer built the pool in the retrievers' order
         order = [*kw["retrievers"], *sorted(kw["pool"])]
         kw["pool"] = {r: kw["pool"][r] for r in dict.fromkeys(order) if r in kw["pool"]}
