@@ -9,6 +9,8 @@ retrievers), rebuilds each use case's training lists once, and refits the ranker
   ``ranker_windows > 1`` fit its earlier windows' retrievers in a temporary folder);
 - ``- <group>``: one feature group left out (each retriever's columns, the match components, the
   side attributes, popularity and recency, entity activity, the pool columns): what it adds;
+- ``another negative draw``: the same lists with another seeded draw of the negatives each list
+  keeps (``extra_negatives``), holdout included: the noise every other row should be read against;
 - ``half the lists``: half of the training entities' lists (the holdout unchanged): whether more
   training lists (more validation windows) would help;
 - only on a synthetic database (``synth_meta``, written by ``recs synth`` / ``recs demo``):
@@ -41,7 +43,7 @@ import numpy as np
 from startup_recs.core.usecases import get_use_case
 from startup_recs.train.ranker import RankerTrainConfig, fit, holdout_split
 from startup_recs.train.ranker_inputs import dataset_sidecar, dataset_val_start, load_stage1, training_lists
-from startup_recs.train.ranker_lists import ListData
+from startup_recs.train.ranker_lists import ListData, negatives_seed, sample_negatives
 
 # feature group -> a test on a column name
 GROUPS: dict[str, Callable[[str], bool]] = {
@@ -147,9 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = train_config(saved)
         train = saved["train"]
         t0 = time.perf_counter()
-        lists, info = training_lists(cfg, train["data"], train["retrievers_dir"])
+        # every row once (no negatives dropped), then the trainer's own draw: the lists it learnt from
+        full, info = training_lists(dataclasses.replace(cfg, extra_negatives=0), train["data"], train["retrievers_dir"])
+        n_neg = cfg.extra_negatives if cfg.lists == "pool" else 0
+        lists = sample_negatives(full, n_neg, negatives_seed(cfg)) if n_neg > 0 else full
         build_s = time.perf_counter() - t0
         scenarios: list[tuple[str, ListData]] = [("as trained", lists)]
+        if n_neg > 0:
+            scenarios.append(("another negative draw", sample_negatives(full, n_neg, negatives_seed(cfg) + 100)))
         scenarios += [(f"- {g}", without(lists, f)) for g, f in GROUPS.items() if any(map(f, lists.names))]
         scenarios.append(("half the lists", half_lists(lists, cfg)))
         planted = None

@@ -103,8 +103,8 @@ def _check_ranker_signal(work: Path, env: dict[str, str]) -> None:
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     rows = {r["scenario"]: r for r in map(json.loads, (ln for ln in res.stdout.splitlines() if ln.startswith("{")))}
-    assert {"as trained", "- als", "- match components", "half the lists", "+ planted match",
-            "+ planted taste"} <= set(rows)
+    assert {"as trained", "another negative draw", "- als", "- match components", "half the lists",
+            "+ planted match", "+ planted taste"} <= set(rows)
     saved = [json.loads(p.read_text()) for p in work.glob("kfp_root/*/**/train-ranker/model/ranker_reverse_v1_config.json")]
     trained = next(c for c in saved if c["use_case"] == "startup_developer")["train"]["metrics"]["holdout_ndcg@10"]
     assert rows["as trained"]["holdout_ndcg@10"] == pytest.approx(trained, abs=1e-4)

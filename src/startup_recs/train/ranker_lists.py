@@ -246,11 +246,16 @@ def pool_lists(rows: pd.DataFrame, data: ServingData, retrievers: Mapping[str, A
              len(cand) / max(len(pools), 1), kept, n_pos, 100.0 * kept / max(n_pos, 1))
     out = ListData(X, y, w, offsets, np.asarray(list_entity, dtype=str), names, cand, float(cfg.positive_grade))
     if cfg.extra_negatives > 0:
-        out = _sample_negatives(out, cfg.extra_negatives, cfg.seed + 3)
+        out = sample_negatives(out, cfg.extra_negatives, negatives_seed(cfg))
     return out
 
 
-def _sample_negatives(d: ListData, n: int, seed: int) -> ListData:
+def negatives_seed(cfg: RankerTrainConfig) -> int:
+    """The seed of the negatives :func:`pool_lists` keeps (another one is another draw)."""
+    return cfg.seed + 3
+
+
+def sample_negatives(d: ListData, n: int, seed: int) -> ListData:
     """Keep every positive and up to ``n`` random negatives per list (rows only; features were
     computed on the full lists, so they do not depend on which rows are kept)."""
     rng = np.random.default_rng(seed)
