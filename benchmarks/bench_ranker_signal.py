@@ -39,10 +39,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from startup_recs.core.usecases import get_use_case
+from startup_recs.serving.pool import PoolSpec
 from startup_recs.train.ranker import RankerTrainConfig, fit, holdout_split
-from startup_recs.train.ranker_inputs import dataset_sidecar, dataset_val_start, load_stage1, training_lists
+from startup_recs.train.ranker_inputs import dataset_sidecar, load_stage1, training_lists
 from startup_recs.train.ranker_lists import ListData, negatives_seed, sample_negatives
 
 # feature group -> a test on a column name
@@ -81,9 +83,8 @@ def train_config(saved: dict) -> RankerTrainConfig:
     kw.update(use_case=saved["use_case"], learner=saved.get("learner", "lightgbm"), tune_trials=0)
     kw["retrievers"] = tuple(kw.get("retrievers", ()))  # JSON made it a list
     kw["windows"] = 1  # the validation window's lists (earlier windows' retrievers are not kept)
-    if "pool" in kw:  # JSON sorted its keys; the trainer built the pool in the retrievers' order
-        order = [*kw["retrievers"], *sorted(kw["pool"])]
-        kw["pool"] = {r: kw["pool"][r] for r in dict.fromkeys(order) if r in kw["pool"]}
+    if saved.get("pool"):  # the saved spec keeps the priority order (``train.pool`` is a JSON object)
+        kw["pool"] = dict(PoolSpec.from_dict(saved["pool"]).sizes)
     return RankerTrainConfig(**kw)
 
 
@@ -162,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         planted = None
         db = work / "marketplace.db"
         if db.is_file():
-            import pandas as pd
-
-            rows = pd.read_parquet(train["data"])
-            data = load_stage1(train["retrievers_dir"], cfg.use_case, until=dataset_val_start(rows, train["data"]),
+            data = load_stage1(train["retrievers_dir"], cfg.use_case, until=pd.Timestamp(info["val_start"]),
                                snapshot=dataset_sidecar(train["data"]).get("snapshot"))
             planted = planted_columns(lists, data.candidate_ids, cfg.use_case, db)
         if planted is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from startup_recs.core import storage
+from startup_recs.core.config import thread_count
 from startup_recs.core.errors import ConfigError, RecsError
 from startup_recs.core.usecases import get_use_case
 from startup_recs.pipeline.step import STEP_ERROR_ENV
@@ -43,9 +44,8 @@ def task_threads(cores: int, at_once: int, current: str | None = None) -> int:
     use cases side by side on 2 cores run 8 busy threads; the demo's two-tower fits took 76 s
     that way against 20 s with one thread each, and the whole demo 492 s against 368 s."""
     n = max(1, int(cores) // max(1, int(at_once)))
-    if current is not None and current.strip().isdigit() and int(current) > 0:
-        n = min(n, int(current))
-    return n
+    ceiling = thread_count(current)
+    return n if ceiling is None else min(n, ceiling)
 
 
 @contextmanager

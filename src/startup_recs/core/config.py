@@ -29,6 +29,13 @@ COLD_MAX = 5
 HOT_MIN = 20
 
 
+def thread_count(text: str | None) -> int | None:
+    """A thread-count setting such as ``OMP_NUM_THREADS`` as a positive int; ``None`` when unset,
+    empty, not a number or 0 (the libraries' own default then applies)."""
+    text = (text or "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
 def segment_of(count: int) -> str:
     """``"cold"`` (< 5 interactions), ``"warm"`` (5-19) or ``"hot"`` (20+)."""
     if count < COLD_MAX:

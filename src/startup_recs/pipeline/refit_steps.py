@@ -67,13 +67,12 @@ def refit(snapshot: str, models_dir: str, two_tower_dataset_dir: str, stage1_dir
     ``ranker_windows > 1``: after the test window, the ranker also learns from the validation window
     (``ranker_dataset_dir`` scored by ``stage1_models_dir``, the train-ranker step's folder) and from
     ``ranker_windows - 2`` windows before it (fit again, as the train-ranker step does)."""
-    from startup_recs.train.params import config_defaults
     from startup_recs.train.ranker import RankerTrainConfig
 
     uc = get_use_case(use_case)
-    windows = int(config_defaults(RankerTrainConfig)["windows"] if ranker_windows is None else ranker_windows)
-    if windows < 1:
-        raise ConfigError(f"ranker_windows must be >= 1, got {windows}")
+    # the config holds the default and refuses a bad count, before any fit
+    windows = RankerTrainConfig(use_case=uc.name, **({} if ranker_windows is None else
+                                                     {"windows": int(ranker_windows)})).windows
     out = fresh_dir(out_dir)
     split = time_split(snapshot, use_case, split_at, test_days, val_days)
     watermark = watermark_of(snapshot)

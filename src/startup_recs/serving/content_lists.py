@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from startup_recs.core.config import thread_count
+
 log = logging.getLogger(__name__)
 
 CONTENT_DIR = "content"
@@ -73,8 +75,7 @@ def build(models_dir: str | Path, *, k: int = K, batch: int = BATCH, workers: in
         idx[lo:lo + len(chunk), : i.shape[1]] = np.where(np.isfinite(s), i, -1)
         sc[lo:lo + len(chunk), : s.shape[1]] = s
 
-    budget = os.environ.get("OMP_NUM_THREADS", "").strip()
-    default = int(budget) if budget.isdigit() and int(budget) > 0 else min(os.cpu_count() or 1, 8)
+    default = thread_count(os.environ.get("OMP_NUM_THREADS")) or min(os.cpu_count() or 1, 8)
     n_workers = max(1, int(workers or default))
     with ThreadPoolExecutor(n_workers, thread_name_prefix="content-lists") as pool:
         for done, _ in enumerate(pool.map(one, starts), 1):
