@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from startup_recs.models.two_tower import TwoTowerModel
+from startup_recs.models.two_tower import TwoTowerModel, token_pairs
 from startup_recs.train.two_tower import TwoTowerConfig, fit
 from startup_recs.train.two_tower_data import load_dataset
 
@@ -85,7 +85,8 @@ def bare_loop(data_uri: str, args: argparse.Namespace, device: torch.device) -> 
     """Steady-state (samples/s, samples per CPU-second) of a hand-written loop, same model and tensors."""
     data = load_dataset(data_uri, "trainval")
     torch.manual_seed(0)
-    model = TwoTowerModel(data.entity_spec, data.candidate_spec, args.dim, 256, 32).to(device)
+    model = TwoTowerModel(data.entity_spec, data.candidate_spec, args.dim, 256, 32,
+                          pairs=token_pairs(data.encoder, data.use_case)).to(device)  # as the trainer builds it
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-5, fused=True)  # as the trainer
     e_rows, c_rows, _ = data.positives(("train", "val"))
     e_rows, c_rows = e_rows.to(device), c_rows.to(device)

@@ -196,6 +196,10 @@ def _train_two_tower(tr: argparse._SubParsersAction) -> None:
     p.add_argument("--id-dropout", type=float, default=_two_tower("id_dropout"),
                    help="prob. of training on features only (default %(default)s)")
     p.add_argument("--weight-decay", type=float, default=_two_tower("weight_decay"), help="default %(default)s")
+    p.add_argument("--no-shared-tokens", dest="shared_tokens", action="store_false", default=_two_tower("shared_tokens"),
+                   help="no shared token table for fields both sides hold (skills needed / skills, location, ...)")
+    p.add_argument("--pair-init", type=float, default=_two_tower("pair_init"),
+                   help="norm of a shared token's vector at init (default %(default)s)")
     p.add_argument("--val-k", type=int, default=_two_tower("val_k"),
                    help="early stopping on Recall@K (default %(default)s)")
     p.add_argument("--seed", type=int, default=_two_tower("seed"))

@@ -207,3 +207,20 @@ def test_match_reasons_batch_equals_per_pair():
         batch = match_reasons_batch(uc, ent, cands)
         assert batch == [match_reasons(uc, ent, cands.iloc[i]) for i in range(len(cands))]
     assert match_reasons_batch("startup_developer", None, DEVS) == [[], [], [], []]
+
+
+def test_token_column_pairs_follow_the_match_terms_in_both_directions():
+    from startup_recs.features import token_column_pairs
+
+    startup_cols, dev_cols = ["sector", "stage", "location", "skills_needed"], ["location", "skills"]
+    assert token_column_pairs("startup_developer", startup_cols, dev_cols) == [
+        ("skills_needed", "skills"), ("location", "location")]
+    # forward: the developer is the entity, so each pair is (developer field, startup field)
+    assert token_column_pairs("developer_startup", dev_cols, startup_cols) == [
+        ("skills", "skills_needed"), ("location", "location")]
+    assert token_column_pairs("startup_investor", startup_cols, ["sectors", "stages", "location"]) == [
+        ("sector", "sectors"), ("stage", "stages"), ("location", "location")]
+    # a side without the known columns: imported tables pair their same-named columns
+    assert token_column_pairs("startup_developer", ["tags", "city"], ["city", "tags", "brand"]) == [
+        ("city", "city"), ("tags", "tags")]
+    assert token_column_pairs("startup_developer", [], ["skills"]) == []

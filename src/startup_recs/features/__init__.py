@@ -11,7 +11,7 @@ feature definition.
   on the train window only; index 0 = unknown; saved as JSON, never pickle.
 - :mod:`~startup_recs.features.match`: :func:`match_features` (float32 [n_candidates, k], vectorised
   over hundreds of candidates per request) and :func:`match_reasons` (short strings from the same
-  terms).
+  terms); :func:`token_column_pairs` names the fields those terms compare token by token.
 - :mod:`~startup_recs.features.values`: the cell-level helpers they share.
 """
 
@@ -27,11 +27,18 @@ from startup_recs.features.encoders import (
     load_encoders,
     save_encoders,
 )
-from startup_recs.features.match import CHECK_FIT, TERMS, match_features, match_reasons, match_reasons_batch
+from startup_recs.features.match import (
+    CHECK_FIT,
+    TERMS,
+    match_features,
+    match_reasons,
+    match_reasons_batch,
+    token_column_pairs,
+)
 from startup_recs.features.specs import LOG1P_FROM, NO_FEATURES, SPECS, FeatureSpec, infer_spec, spec_for
 
 __all__ = [
     "CHECK_FIT", "FORMAT", "LOG1P_FROM", "MAX_MULTI_LEN", "NO_FEATURES", "SPECS", "TERMS", "FeatureEncoder",
     "FeatureSpec", "PairEncoder", "as_indexed", "encode_side", "infer_spec", "load_encoders", "match_features",
-    "match_reasons", "match_reasons_batch", "save_encoders", "spec_for",
+    "match_reasons", "match_reasons_batch", "save_encoders", "spec_for", "token_column_pairs",
 ]

@@ -210,6 +210,25 @@ def _sides(uc: UseCase, entity: Any, candidates: pd.DataFrame | pd.Series | None
     return (ent, cand, n) if uc.entity_is_startup else (cand, ent, n)
 
 
+def token_column_pairs(use_case: str | UseCase, entity_columns: Iterable[str],
+                       candidate_columns: Iterable[str]) -> list[tuple[str, str]]:
+    """``(entity column, candidate column)`` pairs that hold the same kind of token: the match
+    terms that compare tokens (list overlap, value in list, equality; e.g. skills needed / skills,
+    sector / sectors, location / location), in :data:`TERMS` order.
+
+    ``*_columns``: each side's token columns (categorical or list; numeric ones play no part). As
+    :func:`match_features` does, an imported table without the use case's known columns pairs its
+    same-named columns. Used by the two-tower to look both fields' tokens up in one shared table.
+    """
+    uc = use_case if isinstance(use_case, UseCase) else get_use_case(use_case)
+    ent, cand = set(map(str, entity_columns)), set(map(str, candidate_columns))
+    s, u = (ent, cand) if uc.entity_is_startup else (cand, ent)
+    token_terms = (_overlap, _in_set, _same)
+    known = [t for t in TERMS.get(uc.user_role, []) if t.compute in token_terms and t.needs_s in s and t.needs_u in u]
+    pairs = [(t.needs_s, t.needs_u) for t in known] if known else [(c, c) for c in sorted(s & u)]
+    return [(a, b) if uc.entity_is_startup else (b, a) for a, b in pairs]
+
+
 def _terms_for(uc: UseCase, s: dict[str, Column], u: dict[str, Column]) -> list[_Term]:
     known = TERMS.get(uc.user_role, [])
     present = [t for t in known if t.needs_s in s and t.needs_u in u]

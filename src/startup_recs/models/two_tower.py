@@ -3,7 +3,7 @@
 Each tower maps one side (the *entity* asking for recommendations, or a *candidate*) to an
 L2-normalised vector of size ``dim``; the retrieval score is their dot product (cosine).
 
-A tower is the sum of three parts, then L2-normalised:
+A tower is the sum of four parts, then L2-normalised:
 
 * ``base``: one learned vector (what every row has in common; an unknown id in an id-only
   dataset ends up here, i.e. a popularity-like direction);
@@ -12,7 +12,14 @@ A tower is the sum of three parts, then L2-normalised:
   through one small layer, concatenated and passed through a small MLP;
 * an **id part**: an id embedding whose index 0 (unknown id) is a fixed zero row, so a new
   startup or user gets the feature part alone. Training drops ids at random (``id_dropout``) so
-  the feature part learns to stand on its own.
+  the feature part learns to stand on its own;
+* a **shared-token part** (:class:`TokenPair`): for each pair of fields the match terms compare
+  token by token (skills needed / skills, sector / sectors, location / location;
+  :func:`startup_recs.features.token_column_pairs`), both towers sum their tokens' vectors from
+  ONE table (``EmbeddingBag`` sum, tied weights), straight into the output. With near-orthogonal
+  rows at init, the dot product of the two sums starts proportional to the count of shared tokens:
+  the tower begins where the content heuristic is and learns from there, instead of rediscovering
+  "same token on both sides" through two MLPs in a two-epoch budget.
 
 Inputs come from :class:`SideTensors`: ``ids`` [n] int64, ``cat`` [n, n_cat] int64 (0 = unknown),
 ``multi`` {name: [n, L] int64 padded with 0}, ``num`` [n, n_num] float32, as produced from the
@@ -25,6 +32,7 @@ embeddings serving uses are written and read by :func:`save_embeddings` / :func:
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -68,6 +76,36 @@ class TowerSpec:
     def feature_signature(self) -> list[tuple[str, str]]:
         """Names and kinds only: what must match between a model and new data."""
         return [(f.name, f.kind) for f in self.features]
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """An entity field and a candidate field holding the same kind of token, one shared table.
+
+    ``entity_map`` / ``candidate_map``: each side's encoded code (index into that field's own
+    vocabulary, 0 = unknown) -> shared token index (0 = none); ``n_tokens`` counts the shared
+    table's rows including 0. Saved in the model config, so loading needs no encoder.
+    """
+
+    entity: str
+    candidate: str
+    entity_map: tuple[int, ...]
+    candidate_map: tuple[int, ...]
+    n_tokens: int
+
+    @property
+    def key(self) -> str:
+        """Module and buffer name of the pair (imported column names may hold any character)."""
+        return re.sub(r"\W", "_", f"{self.entity}__{self.candidate}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entity": self.entity, "candidate": self.candidate, "entity_map": list(self.entity_map),
+                "candidate_map": list(self.candidate_map), "n_tokens": self.n_tokens}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> TokenPair:
+        return cls(str(obj["entity"]), str(obj["candidate"]), tuple(int(i) for i in obj["entity_map"]),
+                   tuple(int(i) for i in obj["candidate_map"]), int(obj["n_tokens"]))
 
 
 @dataclass
@@ -140,9 +178,14 @@ def side_tensors(spec: TowerSpec, ids: np.ndarray, feats: Mapping[str, np.ndarra
 
 
 class Tower(nn.Module):
-    """One side: ``base + feature MLP + id embedding`` -> L2-normalised [n, dim]."""
+    """One side: ``base + feature MLP + id embedding + shared tokens`` -> L2-normalised [n, dim].
 
-    def __init__(self, spec: TowerSpec, dim: int, hidden: int = 256, feature_dim: int = 32) -> None:
+    ``pairs``: ``(pair, this side's field, its code map)`` per :class:`TokenPair`; the model ties
+    the two towers' tables of one pair (:class:`TwoTowerModel`).
+    """
+
+    def __init__(self, spec: TowerSpec, dim: int, hidden: int = 256, feature_dim: int = 32,
+                 pairs: tuple[tuple[TokenPair, str, tuple[int, ...]], ...] = ()) -> None:
         super().__init__()
         self.spec = spec
         self.cat_names = [f.name for f in spec.of_kind("categorical")]
@@ -165,6 +208,15 @@ class Tower(nn.Module):
         self.mlp = (
             nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, dim)) if n_in else None
         )
+        kinds = {f.name: f.kind for f in spec.features}
+        self.pair_inputs: list[tuple[str, str, str]] = []  # (pair key, field, kind)
+        self.pair_emb = nn.ModuleDict()
+        for pair, name, code_map in pairs:
+            if kinds.get(name) not in ("categorical", "multi"):
+                raise ModelMismatchError(f"shared-token field {name!r} is not a categorical or list feature of this tower")
+            self.pair_emb[pair.key] = nn.EmbeddingBag(pair.n_tokens, dim, mode="sum", padding_idx=0)
+            self.register_buffer(f"pair_map_{pair.key}", torch.tensor(code_map, dtype=torch.int64), persistent=False)
+            self.pair_inputs.append((pair.key, name, kinds[name]))
 
     def features(self, x: SideTensors) -> torch.Tensor | None:
         """The feature part [n, dim], or None for an id-only tower."""
@@ -176,23 +228,46 @@ class Tower(nn.Module):
             parts.append(self.num_mlp(x.num))
         return self.mlp(torch.cat(parts, dim=1))
 
+    def shared_tokens(self, x: SideTensors) -> torch.Tensor | None:
+        """The shared-token part [n, dim]: each pair's token vectors summed, or None without pairs."""
+        out = None
+        for key, name, kind in self.pair_inputs:
+            codes = x.multi[name] if kind == "multi" else x.cat[:, self.cat_names.index(name)][:, None]
+            part = self.pair_emb[key](getattr(self, f"pair_map_{key}")[codes])
+            out = part if out is None else out + part
+        return out
+
     def forward(self, x: SideTensors) -> torch.Tensor:
         out = self.id_emb(x.ids) + self.base
-        feats = self.features(x)
-        if feats is not None:
-            out = out + feats
+        for part in (self.features(x), self.shared_tokens(x)):
+            if part is not None:
+                out = out + part
         return F.normalize(out.float(), dim=-1)
 
 
 class TwoTowerModel(nn.Module):
-    """Entity tower + candidate tower. ``score = entity_vec @ candidate_vec.T`` (cosine)."""
+    """Entity tower + candidate tower. ``score = entity_vec @ candidate_vec.T`` (cosine).
+
+    ``pairs``: the shared-token tables (:class:`TokenPair`), one per pair, tied between the
+    towers; ``pair_init``: each token row's norm at init (rows drawn at random, so nearly
+    orthogonal in ``dim`` dimensions; row 0 is padding).
+    """
 
     def __init__(self, entity: TowerSpec, candidate: TowerSpec, dim: int = 128, hidden: int = 256,
-                 feature_dim: int = 32, meta: dict[str, Any] | None = None) -> None:
+                 feature_dim: int = 32, meta: dict[str, Any] | None = None,
+                 pairs: tuple[TokenPair, ...] = (), pair_init: float = 0.3) -> None:
         super().__init__()
         self.dim = dim
-        self.entity_tower = Tower(entity, dim, hidden, feature_dim)
-        self.candidate_tower = Tower(candidate, dim, hidden, feature_dim)
+        self.pairs = tuple(pairs)
+        self.entity_tower = Tower(entity, dim, hidden, feature_dim, tuple((p, p.entity, p.entity_map) for p in pairs))
+        self.candidate_tower = Tower(candidate, dim, hidden, feature_dim,
+                                     tuple((p, p.candidate, p.candidate_map) for p in pairs))
+        for p in self.pairs:
+            table = self.entity_tower.pair_emb[p.key]
+            nn.init.normal_(table.weight, std=pair_init / dim ** 0.5)
+            with torch.no_grad():
+                table.weight[0].zero_()
+            self.candidate_tower.pair_emb[p.key].weight = table.weight  # tied: one table per pair
         self.meta: dict[str, Any] = dict(meta or {})  # the config JSON it came from
         self.encoder: Any = None  # the feature encoder (set by from_dir)
 
@@ -204,7 +279,8 @@ class TwoTowerModel(nn.Module):
     def from_config(cls, config: Mapping[str, Any]) -> TwoTowerModel:
         m = config["model"]
         return cls(TowerSpec.from_json(m["entity"]), TowerSpec.from_json(m["candidate"]), int(m["dim"]),
-                   int(m["hidden"]), int(m["feature_dim"]), meta=dict(config))
+                   int(m["hidden"]), int(m["feature_dim"]), meta=dict(config),
+                   pairs=tuple(TokenPair.from_json(p) for p in m.get("pairs", ())))
 
     @classmethod
     def from_dir(cls, models_dir: str, use_case: str, which: str = "best",
@@ -364,6 +440,25 @@ def tower_spec(encoder: Any, side: str) -> TowerSpec:
     feats += [FeatureSpec(c, "multi", sizes[c]) for c in enc.spec.multi]
     feats += [FeatureSpec(c, "numeric", 0) for c in enc.spec.numeric]
     return TowerSpec(enc.n_ids, tuple(feats))
+
+
+def token_pairs(encoder: Any, use_case: str) -> tuple[TokenPair, ...]:
+    """The shared-token pairs of a fitted encoder: the fields the use case's match terms compare
+    token by token (:func:`startup_recs.features.token_column_pairs`), each pair's shared table
+    the sorted union of both fields' vocabularies. A pair whose vocabularies share no token is
+    left out (nothing to tie). Pure: the same encoder gives the same maps."""
+    from startup_recs.features import token_column_pairs
+
+    ent, cand = encoder.side("entity"), encoder.side("candidate")
+    out = []
+    for e_col, c_col in token_column_pairs(use_case, [*ent.spec.categorical, *ent.spec.multi],
+                                           [*cand.spec.categorical, *cand.spec.multi]):
+        ve, vc = ent.vocab.get(e_col, []), cand.vocab.get(c_col, [])
+        if not set(ve) & set(vc):
+            continue
+        index = {t: i + 1 for i, t in enumerate(sorted(set(ve) | set(vc)))}
+        out.append(TokenPair(e_col, c_col, (0, *(index[t] for t in ve)), (0, *(index[t] for t in vc)), len(index) + 1))
+    return tuple(out)
 
 
 def encode_side(encoder: Any, side: str, ids: Any, features: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:

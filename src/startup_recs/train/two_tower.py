@@ -42,6 +42,7 @@ from startup_recs.models.two_tower import (
     embed_all,
     load_encoder,
     save_embeddings,
+    token_pairs,
 )
 from startup_recs.train.two_tower_data import FIT_SPLITS, TwoTowerData, load_dataset
 from startup_recs.train.two_tower_dist import Dist, all_mean, broadcast, init_distributed, resolve_device
@@ -67,6 +68,10 @@ class TwoTowerConfig:
     log_q: bool = True
     hard_negatives: int = 2  # per positive, sampled from the entity's shown-not-acted candidates
     id_dropout: float = 0.1  # trains the feature-only path used for unknown ids
+    # one token table per pair of fields the match terms compare (skills needed / skills, ...),
+    # tied between the towers (models.two_tower.TokenPair); pair_init: a token row's norm at init
+    shared_tokens: bool = True
+    pair_init: float = 0.3
     patience: int = 5
     val_k: int = 20  # early stopping on validation Recall@val_k
     fit_on: str = "train"  # "train" | "trainval" | "all"
@@ -85,6 +90,8 @@ class TwoTowerConfig:
             raise ConfigError(f"--lr must be a positive number, got {self.lr}")
         if not self.temperature > 0:
             raise ConfigError(f"--temperature must be > 0, got {self.temperature}")
+        if not (self.pair_init > 0 and math.isfinite(self.pair_init)):
+            raise ConfigError(f"--pair-init must be a positive number, got {self.pair_init}")
         if self.hard_negatives < 0 or not 0 <= self.id_dropout < 1:
             raise ConfigError("--hard-negatives must be >= 0 and id dropout in [0, 1)")
         if self.fit_on not in FIT_SPLITS:
@@ -160,7 +167,8 @@ def _config_json(cfg: TwoTowerConfig, model: TwoTowerModel, data: TwoTowerData, 
         "version": 1, "package_version": __version__, "trained_at": datetime.now(UTC).isoformat(),
         "hyperparameters": asdict(cfg),
         "model": {"dim": model.dim, "hidden": cfg.hidden_dim, "feature_dim": cfg.feature_dim,
-                  "entity": model.entity_tower.spec.to_json(), "candidate": model.candidate_tower.spec.to_json()},
+                  "entity": model.entity_tower.spec.to_json(), "candidate": model.candidate_tower.spec.to_json(),
+                  "pairs": [p.to_json() for p in model.pairs]},
         "feature_spec": {"entity": model.entity_tower.spec.feature_signature(),
                          "candidate": model.candidate_tower.spec.feature_signature()},
         "files": names.as_dict(),
@@ -192,7 +200,7 @@ def _check_resume(saved: dict[str, Any], cfg: TwoTowerConfig, use_case: str) -> 
     if saved.get("use_case") != use_case:
         raise ModelMismatchError(f"--resume: the saved model is for {saved.get('use_case')!r}, the data for {use_case!r}")
     hp = saved.get("hyperparameters", {})
-    for key in ("embedding_dim", "hidden_dim", "feature_dim", "fit_on"):
+    for key in ("embedding_dim", "hidden_dim", "feature_dim", "fit_on", "shared_tokens"):
         if key in hp and hp[key] != getattr(cfg, key):
             raise ModelMismatchError(f"--resume: {key} was {hp[key]!r}, now {getattr(cfg, key)!r}")
 
@@ -230,7 +238,9 @@ def fit(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = Fals
     if do_val and not ((data.pairs["split"] == "val") & (data.pairs["label"] > 0)).any():
         raise DataError(f"{data_uri}: the validation split is empty (no positives); use --fit-on trainval with fixed --epochs")
 
-    model = TwoTowerModel(data.entity_spec, data.candidate_spec, cfg.embedding_dim, cfg.hidden_dim, cfg.feature_dim)
+    pairs = token_pairs(data.encoder, data.use_case) if cfg.shared_tokens else ()
+    model = TwoTowerModel(data.entity_spec, data.candidate_spec, cfg.embedding_dim, cfg.hidden_dim, cfg.feature_dim,
+                          pairs=pairs, pair_init=cfg.pair_init)
     task = RetrievalTask(model, cfg.temperature, data.log_q(splits) if cfg.log_q else None, cfg.id_dropout).to(device)
     optimizer = make_optimizer(task, cfg)
     state: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "best_val": -1.0, "bad_epochs": 0, "stopped_early": False}
@@ -252,9 +262,10 @@ def fit(cfg: TwoTowerConfig, data_uri: str, output_dir: str, resume: bool = Fals
     batches = Batches(data, cfg, device, d)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _Null()
     if d.main:
-        log.info("two-tower %s: %d positives (%s), %d entities, %d candidates, %d hard negatives, device %s x%d",
-                 data.use_case, batches.n, "+".join(splits), len(data.entity_ids), len(data.candidate_ids),
-                 len(batches.hard_rows), device, d.world)
+        log.info("two-tower %s: %d positives (%s), %d entities, %d candidates, %d hard negatives, shared tokens %s, "
+                 "device %s x%d", data.use_case, batches.n, "+".join(splits), len(data.entity_ids),
+                 len(data.candidate_ids), len(batches.hard_rows),
+                 ", ".join(f"{p.entity}/{p.candidate}" for p in pairs) or "none", device, d.world)
 
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         if state["stopped_early"]:
