@@ -5,8 +5,8 @@ Reads the ranker training runs a pipeline left under ``--workdir`` (``recs demo`
 retrievers), rebuilds each use case's training lists once, and refits the ranker's chosen learner
 (the same hyperparameters) under these scenarios, printing the holdout NDCG@10 of each:
 
-- ``as trained``: the trained ranker's features (its validation window's lists: a run with
-  ``ranker_windows > 1`` fit its earlier windows' retrievers in a temporary folder);
+- ``as trained``: the trained ranker's features on its validation window's lists (a run with
+  ``ranker_windows > 1`` also learnt from earlier windows; the scenarios leave them out);
 - ``- <group>``: one feature group left out (each retriever's columns, the match components, the
   side attributes, popularity and recency, entity activity, the pool columns): what it adds;
 - ``another negative draw``: the same lists with another seeded draw of the negatives each list
@@ -82,7 +82,7 @@ def train_config(saved: dict) -> RankerTrainConfig:
     kw = {k: v for k, v in train.items() if k in names}
     kw.update(use_case=saved["use_case"], learner=saved.get("learner", "lightgbm"), tune_trials=0)
     kw["retrievers"] = tuple(kw.get("retrievers", ()))  # JSON made it a list
-    kw["windows"] = 1  # the validation window's lists (earlier windows' retrievers are not kept)
+    kw["windows"] = 1  # the validation window's lists only
     if saved.get("pool"):  # the saved spec keeps the priority order (``train.pool`` is a JSON object)
         kw["pool"] = dict(PoolSpec.from_dict(saved["pool"]).sizes)
     return RankerTrainConfig(**kw)

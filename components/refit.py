@@ -41,7 +41,7 @@ def refit(snapshot: dsl.Input[dsl.Dataset], models: dsl.Input[dsl.Model], two_to
         ranker_batch_size: Ranker: lists per optimiser step.
         ranker_lr: Ranker: learning rate.
         ranker_windows: Ranker: windows it learns from: the test window, then (2+) the validation
-            window with the stage-1 features, then (3+) earlier ones with retrievers fit again.
+            window with the stage-1 features, then (3+) the earlier ones the train-ranker step kept.
         neg_ratio: Ranker dataset: negatives per positive within a session.
         propensity_clip: Ranker dataset: lower clip of the position propensity.
         split_at: (shared)

@@ -134,3 +134,27 @@ def test_an_earlier_window_scored_by_a_folder_that_saw_it_is_refused(stage1: Pat
     assert one["train"]["windows"] == 1
     with pytest.raises(ConfigError, match="2 windows configured, 1 given"):
         ranker.train(cfg, str(data), str(stage1 / "checked"), str(stage1 / "leak_out"))
+
+
+def test_the_refit_reads_the_earlier_windows_the_train_ranker_step_kept(stage1: Path, tiny_snapshot: str) -> None:
+    """With three windows the refit's third one is the train-ranker step's first earlier window,
+    read back from its folder (the same lists, not a fit of its own); a folder that kept fewer
+    windows than the refit needs is refused, naming the missing one."""
+    from startup_recs.pipeline.ranker_windows import WINDOWS_DIR
+    from startup_recs.pipeline.refit_steps import refit
+
+    three = _train(stage1, tiny_snapshot, "three", 3)
+    kept = sorted(p.name for p in (stage1 / "three" / WINDOWS_DIR).iterdir())
+    assert kept == ["window-1", "window-2"]
+    assert sorted(p.name for p in (stage1 / "three" / WINDOWS_DIR / "window-1").iterdir()) == ["models", "ranker_data"]
+    refit(tiny_snapshot, str(stage1 / "three"), str(stage1 / "tt_data"), str(stage1 / "tt"), UC,
+          str(stage1 / "refit3"), ranker_windows=3, ranker_dataset_dir=str(stage1 / "rk"),
+          stage1_models_dir=str(stage1 / "three"), **TT)
+    refit_windows = json.loads(next((stage1 / "refit3").glob("ranker_*_config.json")).read_text())["train"]["window_lists"]
+    assert len(refit_windows) == 3
+    assert refit_windows[2] == three["train"]["window_lists"][1]  # the same window, the same lists
+    _train(stage1, tiny_snapshot, "kept_none", 1)
+    with pytest.raises(DataError, match="no earlier ranker window 1"):
+        refit(tiny_snapshot, str(stage1 / "kept_none"), str(stage1 / "tt_data"), str(stage1 / "tt"), UC,
+              str(stage1 / "refit_missing"), ranker_windows=3, ranker_dataset_dir=str(stage1 / "rk"),
+              stage1_models_dir=str(stage1 / "kept_none"), **TT)

@@ -223,16 +223,19 @@ def token_column_pairs(use_case: str | UseCase, entity_columns: Iterable[str],
     uc = use_case if isinstance(use_case, UseCase) else get_use_case(use_case)
     ent, cand = set(map(str, entity_columns)), set(map(str, candidate_columns))
     s, u = (ent, cand) if uc.entity_is_startup else (cand, ent)
-    token_terms = (_overlap, _in_set, _same)
-    known = [t for t in TERMS.get(uc.user_role, []) if t.compute in token_terms and t.needs_s in s and t.needs_u in u]
+    known = [t for t in _known_terms(uc, s, u) if t.compute in (_overlap, _in_set, _same)]
     pairs = [(t.needs_s, t.needs_u) for t in known] if known else [(c, c) for c in sorted(s & u)]
     return [(a, b) if uc.entity_is_startup else (b, a) for a, b in pairs]
 
 
+def _known_terms(uc: UseCase, s: Iterable[str], u: Iterable[str]) -> list[_Term]:
+    """The use case's :data:`TERMS` whose startup-side and user-side columns are both present."""
+    s, u = set(s), set(u)
+    return [t for t in TERMS.get(uc.user_role, []) if t.needs_s in s and t.needs_u in u]
+
+
 def _terms_for(uc: UseCase, s: dict[str, Column], u: dict[str, Column]) -> list[_Term]:
-    known = TERMS.get(uc.user_role, [])
-    present = [t for t in known if t.needs_s in s and t.needs_u in u]
-    return present or _generic_terms(s, u)
+    return _known_terms(uc, s, u) or _generic_terms(s, u)
 
 
 def match_features(use_case: str | UseCase, entity: pd.Series | pd.DataFrame | None,

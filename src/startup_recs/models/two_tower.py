@@ -208,15 +208,15 @@ class Tower(nn.Module):
         self.mlp = (
             nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, dim)) if n_in else None
         )
-        kinds = {f.name: f.kind for f in spec.features}
-        self.pair_inputs: list[tuple[str, str, str]] = []  # (pair key, field, kind)
+        # (pair key, field, column of x.cat for a categorical field / None for a list field in x.multi)
+        self.pair_inputs: list[tuple[str, str, int | None]] = []
         self.pair_emb = nn.ModuleDict()
         for pair, name, code_map in pairs:
-            if kinds.get(name) not in ("categorical", "multi"):
+            if name not in self.cat_names and name not in self.multi_names:
                 raise ModelMismatchError(f"shared-token field {name!r} is not a categorical or list feature of this tower")
             self.pair_emb[pair.key] = nn.EmbeddingBag(pair.n_tokens, dim, mode="sum", padding_idx=0)
             self.register_buffer(f"pair_map_{pair.key}", torch.tensor(code_map, dtype=torch.int64), persistent=False)
-            self.pair_inputs.append((pair.key, name, kinds[name]))
+            self.pair_inputs.append((pair.key, name, self.cat_names.index(name) if name in self.cat_names else None))
 
     def features(self, x: SideTensors) -> torch.Tensor | None:
         """The feature part [n, dim], or None for an id-only tower."""
@@ -231,8 +231,8 @@ class Tower(nn.Module):
     def shared_tokens(self, x: SideTensors) -> torch.Tensor | None:
         """The shared-token part [n, dim]: each pair's token vectors summed, or None without pairs."""
         out = None
-        for key, name, kind in self.pair_inputs:
-            codes = x.multi[name] if kind == "multi" else x.cat[:, self.cat_names.index(name)][:, None]
+        for key, name, cat_col in self.pair_inputs:
+            codes = x.multi[name] if cat_col is None else x.cat[:, cat_col, None]
             part = self.pair_emb[key](getattr(self, f"pair_map_{key}")[codes])
             out = part if out is None else out + part
         return out

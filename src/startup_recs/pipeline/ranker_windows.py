@@ -12,7 +12,9 @@ the stage-1 epochs, on the events before that window:
 
 It returns ``(ranker dataset file, retrievers folder)`` per window for
 :func:`startup_recs.train.ranker.train` (``extra_windows``), which leak-checks every folder
-against its own window, as it does the first.
+against its own window, as it does the first. The train-ranker step keeps them in its folder
+(``windows/window-<j>/{models,ranker_data}``, :data:`WINDOWS_DIR`), and the published refit reads
+the ones it needs back with :func:`window_folders` instead of fitting them again.
 
 Why: one window gives the ranker one list per entity active in it (about 2,000 at demo size).
 The pipeline's ``ranker_windows`` parameter (default 1: off) adds windows. The cost is one more set
@@ -23,18 +25,21 @@ second window lifts the developer ranker's holdout and leaves the investor's unc
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from startup_recs.core import artifacts
-from startup_recs.core.errors import ConfigError
+from startup_recs.core.errors import ConfigError, DataError
 from startup_recs.core.usecases import get_use_case
 from startup_recs.pipeline import data_steps, train_steps
 from startup_recs.pipeline.folders import copy_files, find_one
 
 log = logging.getLogger(__name__)
+
+WINDOWS_DIR = "windows"  # the earlier windows, under the train-ranker step's folder
 
 
 def window_bounds(split: Any, j: int) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -63,10 +68,9 @@ def earlier_windows(snapshot: str, use_case: str, split: Any, n: int, work: str 
     from startup_recs.serving.data import ServingData
 
     uc = get_use_case(use_case)
-    out: list[tuple[str, str]] = []
     for j in range(1, n + 1):
         start, end = window_bounds(split, j)
-        w = Path(work) / f"window-{j}"
+        w = _window_dir(work, j)
         shifted = {"split_at": end.isoformat(), "val_days": (end - start) / pd.Timedelta(days=1)}
         log.info("ranker window %d: [%s, %s), retrievers fit before %s", j, start, end, start)
         data_steps.dataset_two_tower(snapshot, uc.name, str(w / "two_tower_data"), min_interactions=min_interactions,
@@ -86,8 +90,28 @@ def earlier_windows(snapshot: str, use_case: str, split: Any, n: int, work: str 
         for name in ("two_tower", "als", "item2item"):
             copy_files(w / name, models)
         ServingData.from_snapshot(snapshot, uc.name, start).save(str(models / artifacts.SERVING_DIR))
-        out.append((str(find_one(w / "ranker_data", artifacts.ranker_dataset(uc))), str(models)))
+        for name in ("two_tower_data", "als_data", "two_tower", "als", "item2item"):  # kept: models, ranker_data
+            shutil.rmtree(w / name)
+    return window_folders(work, n, uc.name)
+
+
+def window_folders(work: str | Path, n: int, use_case: str) -> list[tuple[str, str]]:
+    """``[(ranker dataset file, retrievers folder)]`` of windows ``1..n`` that
+    :func:`earlier_windows` fit under ``work``, the most recent first; a missing one is a
+    :class:`DataError` naming it."""
+    pattern = artifacts.ranker_dataset(get_use_case(use_case))
+    out = []
+    for j in range(1, n + 1):
+        w = _window_dir(work, j)
+        if not (w / "models").is_dir():
+            raise DataError(f"{work}: no earlier ranker window {j}: the train-ranker step fit fewer windows "
+                            f"than this step needs ({n + 1} or more)")
+        out.append((str(find_one(w / "ranker_data", pattern)), str(w / "models")))
     return out
 
 
-__all__ = ["earlier_windows", "window_bounds"]
+def _window_dir(work: str | Path, j: int) -> Path:
+    return Path(work) / f"window-{j}"
+
+
+__all__ = ["WINDOWS_DIR", "earlier_windows", "window_bounds", "window_folders"]

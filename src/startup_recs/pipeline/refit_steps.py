@@ -40,11 +40,13 @@ from startup_recs.pipeline import data_steps, train_steps
 from startup_recs.pipeline.folders import (
     copy_files,
     dir_digest,
+    find_one,
     fresh_dir,
     provenance,
     time_split,
     watermark_of,
 )
+from startup_recs.pipeline.ranker_windows import WINDOWS_DIR, window_folders
 from startup_recs.pipeline.step import step
 
 log = logging.getLogger(__name__)
@@ -66,13 +68,19 @@ def refit(snapshot: str, models_dir: str, two_tower_dataset_dir: str, stage1_dir
 
     ``ranker_windows > 1``: after the test window, the ranker also learns from the validation window
     (``ranker_dataset_dir`` scored by ``stage1_models_dir``, the train-ranker step's folder) and from
-    ``ranker_windows - 2`` windows before it (fit again, as the train-ranker step does)."""
+    the ``ranker_windows - 2`` windows before it that the train-ranker step fit and kept there."""
     from startup_recs.train.ranker import RankerTrainConfig
 
     uc = get_use_case(use_case)
     # the config holds the default and refuses a bad count, before any fit
     windows = RankerTrainConfig(use_case=uc.name, **({} if ranker_windows is None else
                                                      {"windows": int(ranker_windows)})).windows
+    extra: list[tuple[str, str]] = []  # the earlier windows' (lists, retrievers), found before any fit
+    if windows > 1:
+        if not ranker_dataset_dir or not stage1_models_dir:
+            raise ConfigError("ranker_windows > 1: the refit needs the ranker dataset and the stage-1 folder")
+        extra.append((str(find_one(Path(ranker_dataset_dir), artifacts.ranker_dataset(uc))), stage1_models_dir))
+        extra += window_folders(Path(stage1_models_dir) / WINDOWS_DIR, windows - 2, uc.name)
     out = fresh_dir(out_dir)
     split = time_split(snapshot, use_case, split_at, test_days, val_days)
     watermark = watermark_of(snapshot)
@@ -93,19 +101,6 @@ def refit(snapshot: str, models_dir: str, two_tower_dataset_dir: str, stage1_dir
         record["als"] = train_steps.train_als(str(work / "als_data"), use_case, str(work / "als"), params_dir=tuned_als)
         record["item2item"] = train_steps.train_item2item(str(work / "als_data"), use_case, str(work / "item2item"),
                                                           memory_gb=i2i_memory_gb, params_dir=tuned_item2item)
-        extra: list[tuple[str, str]] = []
-        if windows > 1:
-            from startup_recs.pipeline.folders import find_one
-            from startup_recs.pipeline.ranker_windows import earlier_windows
-
-            if not ranker_dataset_dir or not stage1_models_dir:
-                raise ConfigError("ranker_windows > 1: the refit needs the ranker dataset and the stage-1 folder")
-            extra.append((str(find_one(Path(ranker_dataset_dir), artifacts.ranker_dataset(uc))), stage1_models_dir))
-            extra += earlier_windows(
-                snapshot, uc.name, split, windows - 2, work / "windows", tuned_two_tower=tuned_two_tower,
-                tuned_als=tuned_als, tuned_item2item=tuned_item2item, epochs=epochs, batch_size=batch_size,
-                device=device, seed=seed, min_interactions=min_interactions, i2i_memory_gb=i2i_memory_gb,
-                neg_ratio=neg_ratio, propensity_clip=propensity_clip)
         record["ranker"] = _ranker(snapshot, models_dir, use_case, work, split, seed=seed, neg_ratio=neg_ratio,
                                    propensity_clip=propensity_clip, epochs=ranker_epochs,
                                    batch_size=ranker_batch_size, lr=ranker_lr, extra_windows=extra)

@@ -147,10 +147,9 @@ def train_ranker(dataset_dir: str, two_tower_dir: str, als_dir: str, snapshot: s
     ``windows > 1``: the ranker also learns from the ``windows - 1`` validation-length windows
     before the validation window, each scored by stage-1 retrievers fit again before it
     (:func:`startup_recs.pipeline.ranker_windows.earlier_windows`, with ``window_options``: the
-    tuning outputs and the two-tower / item-to-item / ranker-dataset settings of stage 1)."""
-    import tempfile
-
-    from startup_recs.pipeline.ranker_windows import earlier_windows
+    tuning outputs and the two-tower / item-to-item / ranker-dataset settings of stage 1), kept in
+    ``out_dir/windows/`` for the published refit."""
+    from startup_recs.pipeline.ranker_windows import WINDOWS_DIR, earlier_windows
     from startup_recs.serving.data import ServingData
     from startup_recs.train import ranker
 
@@ -164,9 +163,8 @@ def train_ranker(dataset_dir: str, two_tower_dir: str, als_dir: str, snapshot: s
             copy_files(src, out)
     split = time_split(snapshot, use_case, split_at, test_days, val_days)
     ServingData.from_snapshot(snapshot, use_case, split.val_start).save(str(out / artifacts.SERVING_DIR))
-    with tempfile.TemporaryDirectory(prefix="recs-ranker-windows-") as tmp:
-        extra = earlier_windows(snapshot, uc.name, split, cfg.windows - 1, tmp, **(window_options or {}))
-        info = ranker.train(cfg, str(data), str(out), str(out), extra_windows=extra) or {}
+    extra = earlier_windows(snapshot, uc.name, split, cfg.windows - 1, out / WINDOWS_DIR, **(window_options or {}))
+    info = ranker.train(cfg, str(data), str(out), str(out), extra_windows=extra) or {}
     metrics = (info.get("train") or {}).get("metrics") or {}
     return provenance(snapshot, use_case, model_version=dir_digest(out), val_start=split.val_start.isoformat(),
                       windows=cfg.windows, **{k: v for k, v in metrics.items() if isinstance(v, int | float)})
