@@ -3,7 +3,8 @@
 ``make bench`` calls this. Each benchmark is its own script (see ``--help`` of each for larger
 sizes, e.g. ``bench_data.py --sizes small,bench``); this runner only sequences them and reports
 which ones failed. Benchmarks that need a prepared artifact (``bench_features.py --snapshot``,
-``bench_ranker_signal.py --workdir``) are pointed at the demo outputs when ``make demo`` has left them.
+``bench_ranker_signal.py`` and ``bench_two_tower_quality.py --workdir``) are pointed at the demo
+outputs when ``make demo`` has left them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def main() -> int:
         runs.append(("bench_features.py", ["--snapshot", str(snap)]))
     if DEMO.exists() and any(DEMO.glob("kfp_root/*/**/train-ranker")):
         runs.append(("bench_ranker_signal.py", ["--workdir", str(DEMO)]))
+    if DEMO.exists() and any(DEMO.glob("kfp_root/*/**/dataset-two-tower")):
+        runs.append(("bench_two_tower_quality.py", ["--workdir", str(DEMO)]))
     failed = []
     for script, args in runs:
         print(f"\n=== {script} {' '.join(args)}", flush=True)

@@ -253,11 +253,12 @@ def _answer_summary(answer: dict[str, Any]) -> str:
 # Two epochs are a fixed step budget, so the batch sets how many optimizer steps the two-tower gets:
 # batch 256 (about 230 steps an epoch on the demo's startup_developer pairs) with lr 1e-3 and a sharp
 # softmax (temperature 0.07) beats batch 1024 / lr 3e-3 / temperature 0.1 (58 steps an epoch) on
-# every use case at about the same fit time (4-7 s per fit at demo size). Stage-1 validation NDCG@10,
-# demo size, means over model seeds 0-3 (0-2 forward), before the shared-token tables: startup_developer
-# 0.0187 -> 0.0240, startup_investor 0.0449 -> 0.0477, developer_startup 0.0754 -> 0.0833,
-# investor_startup 0.0373 -> 0.0461. Longer training does not help at this rate: the validation best
-# epoch stays 2 with 4 allowed; batch 128, lr 2e-3 and 128-d embeddings were worse.
+# every use case at about the same fit time (2-7 s per fit at demo size). Stage-1 validation NDCG@10,
+# demo size, means of model seeds 0-2, without the shared-token tables
+# (benchmarks/bench_two_tower_quality.py): startup_developer 0.0189 -> 0.0226, startup_investor 0.0429
+# -> 0.0447, developer_startup 0.0757 -> 0.0840, investor_startup 0.0378 -> 0.0453. Longer training
+# does not help at this rate: the validation best epoch stays 2 with 4 allowed; batch 128, lr 2e-3
+# and 128-d embeddings were worse.
 # Use cases trained at once: all four, so each task's line (printed when it has finished for every
 # use case) comes as the run goes; most steps are single-threaded, so two cores stay busy.
 DEMO_PARALLELISM = 0
